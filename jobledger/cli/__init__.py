@@ -1,0 +1,62 @@
+"""The `jobledger` command: a thin Click layer over jobledger.api (no SQL, no storage calls here)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ..errors import JobledgerError
+
+
+class App:
+    """What every command needs: where the ledger is and which registry (if any) mirrors it."""
+
+    def __init__(self, db: str | None, registry: str | None):
+        self.db = db
+        self.registry = registry or os.environ.get("JOBLEDGER_REGISTRY") or None
+        self._ledgers = []
+
+    def ledger(self, *, readonly: bool = False):
+        from ..ledger import Ledger
+        mirror = None
+        if self.registry and not readonly:
+            from ..registry import open_mirror
+            mirror = open_mirror(self.registry)
+        ledger = Ledger(self.db, readonly=readonly, mirror=mirror)
+        self._ledgers.append(ledger)
+        return ledger
+
+    def close(self) -> None:
+        for ledger in self._ledgers:
+            ledger.close()
+
+
+class JobledgerGroup(click.Group):
+    """Turns user-fixable errors into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except JobledgerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=JobledgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", envvar="JOBLEDGER_DB", metavar="PATH", help="Ledger file (default ~/.local/share/jobledger/ledger.db).")
+@click.option("--registry", metavar="URL", help="Shared registry to mirror jobs to (az://job-registry, file:///path); "
+              "env JOBLEDGER_REGISTRY.")
+@click.version_option(package_name="jobledger")
+@click.pass_context
+def main(ctx: click.Context, db: str | None, registry: str | None) -> None:
+    """jobledger: decide from the artifacts whether a simulation job really finished."""
+    app = App(db, registry)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+from . import ledger_cmds  # noqa: E402,F401  (registers the commands)

@@ -1,0 +1,342 @@
+"""Wire-compatible ModelOps contract types (modelops-contracts 0.3.1).
+
+Only the standard library (and jobledger.errors) is used here so that every other module can depend on it.
+Real ``modelops_contracts`` objects are accepted wherever a SimJob/SimTask is expected,
+by duck typing (``job_type``, ``tasks``, ``task.params.param_id``, ``task.params.params``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .errors import JobledgerError
+
+SEED_MAX = 2**64 - 1
+_HEX64 = r"[0-9a-f]{64}"
+_BUNDLE_RE = re.compile(rf"^(?:sha256:{_HEX64}|[^\s@]+@sha256:{_HEX64})$")
+_SCENARIO_RE = re.compile(r"^[a-z0-9](?:[a-z0-9\-_.]{0,62}[a-z0-9])?$")
+_DOTTED_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_JOB_ID_RE = re.compile(r"^(?:job|calib)-[0-9a-f]{8}$")
+JOB_TYPES = ("simulation", "calibration")
+
+
+class ContractError(JobledgerError, ValueError):
+    """A spec or value breaks the ModelOps contract; the message names what and where."""
+
+
+# ---------------------------------------------------------------- identities
+
+def _check_scalar(value: Any, where: str) -> None:
+    if isinstance(value, bool) or isinstance(value, (int, str)) or value is None:
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ContractError(f"{where}: non-finite float {value!r} is not allowed")
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ContractError(f"{where}: key {k!r} is not a string")
+            _check_scalar(v, f"{where}.{k}")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_scalar(v, f"{where}[{i}]")
+        return
+    raise ContractError(f"{where}: value of type {type(value).__name__} is not allowed")
+
+
+def canonical_json(params: Mapping[str, Any]) -> str:
+    """The contracts' canonical JSON: sorted keys, compact, floats as repr, -0.0 kept."""
+    _check_scalar(dict(params), "params")
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def param_id_of(params: Mapping[str, Any]) -> str:
+    return _blake2b_hex("contracts:param:v1|" + canonical_json(params))
+
+
+def canonical_task_id(bundle_ref: str, entrypoint: str, param_id: str, seed: int) -> str:
+    data = f"sim:v1|{bundle_ref}|{entrypoint}|{param_id}|{seed}".encode()
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def sim_return_task_id(param_id: str, seed: int, output_names: Iterable[str], error: bool = False) -> str:
+    """The task id a worker writes into result.json."""
+    text = f"{param_id[:16]}-{seed}-{','.join(sorted(output_names))}"
+    return _blake2b_hex(text + ("-error" if error else ""))
+
+
+def aggregation_id(target_entrypoint: str, sim_task_ids: Iterable[str]) -> str:
+    return _blake2b_hex(f"{target_entrypoint}:{','.join(sorted(sim_task_ids))}")[:16]
+
+
+def bundle12(bundle_ref: str) -> str:
+    """Contracts' short bundle name: after the last '@', then after the first ':'."""
+    tail = bundle_ref.rsplit("@", 1)[-1]
+    return tail.split(":", 1)[-1][:12]
+
+
+def replicate_seed(param_id: str, index: int) -> int:
+    digest = hashlib.blake2b(f"{param_id}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 2**32
+
+
+def _blake2b_hex(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=32).hexdigest()
+
+
+def job_id_for(spec: Mapping[str, Any], prefix: str = "job") -> str:
+    """A deterministic job id for specs that carry none: same spec, same id."""
+    digest = hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=4).hexdigest()
+    return f"{prefix}-{digest}"
+
+
+# ---------------------------------------------------------------- validation rules
+
+def check_bundle_ref(ref: Any, where: str = "bundle_ref") -> str:
+    if not isinstance(ref, str) or not _BUNDLE_RE.match(ref):
+        raise ContractError(f"{where}: {ref!r} is not 'sha256:<64 hex>' or '<repo>@sha256:<64 hex>'")
+    return ref
+
+
+def check_entrypoint(ep: Any, where: str = "entrypoint") -> str:
+    if isinstance(ep, str):
+        if "/" in ep and ":" not in ep:
+            module, _, scenario = ep.rpartition("/")
+            if _DOTTED_RE.match(module) and _SCENARIO_RE.match(scenario):
+                return ep
+        elif ":" in ep and "/" not in ep:
+            module, _, obj = ep.partition(":")
+            if _DOTTED_RE.match(module) and _DOTTED_RE.match(obj):
+                return ep
+    raise ContractError(f"{where}: {ep!r} is not 'import.path/scenario' or 'module.path:object'")
+
+
+def check_seed(seed: Any, where: str = "seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ContractError(f"{where}: {seed!r} is not an integer in 0..2**64-1")
+    return seed
+
+
+def check_job_id(job_id: Any, where: str = "job_id") -> str:
+    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id) and not _is_resume_id(job_id):
+        raise ContractError(f"{where}: {job_id!r} is not 'job-<8 hex>' or 'calib-<8 hex>'")
+    return job_id
+
+
+def _is_resume_id(job_id: str) -> bool:
+    base, _, tail = job_id.partition("-r")
+    return bool(_JOB_ID_RE.match(base)) and all(part.isdigit() for part in tail.split("-r")) and len(job_id) <= 63
+
+
+def _check_params_values(values: Any, where: str) -> dict:
+    if not isinstance(values, Mapping):
+        raise ContractError(f"{where}: params must be an object")
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise ContractError(f"{where}: key {key!r} is not a string")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ContractError(f"{where}.{key}: non-finite float is not allowed")
+        if not isinstance(value, (bool, int, float, str)):
+            raise ContractError(f"{where}.{key}: {type(value).__name__} is not bool/int/float/str")
+    return dict(values)
+
+
+# ---------------------------------------------------------------- types
+
+@dataclass(frozen=True)
+class UniqueParameterSet:
+    param_id: str
+    params: dict
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "UniqueParameterSet":
+        values = _check_params_values(params, "params")
+        return cls(param_id_of(values), values)
+
+
+@dataclass(frozen=True)
+class SimTask:
+    bundle_ref: str
+    entrypoint: str
+    params: UniqueParameterSet
+    seed: int
+    outputs: tuple[str, ...] | None = None
+
+    @property
+    def param_id(self) -> str:
+        return self.params.param_id
+
+    @property
+    def task_id(self) -> str:
+        return canonical_task_id(self.bundle_ref, self.entrypoint, self.params.param_id, self.seed)
+
+    def to_json(self) -> dict:
+        return {
+            "entrypoint": self.entrypoint,
+            "bundle_ref": self.bundle_ref,
+            "params": {"param_id": self.params.param_id, "values": self.params.params},
+            "seed": self.seed,
+            "outputs": sorted(self.outputs) if self.outputs is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class SimJob:
+    job_id: str
+    bundle_ref: str
+    tasks: tuple[SimTask, ...]
+    priority: int = 0
+    metadata: dict = field(default_factory=dict)
+    target_spec: dict | None = None
+    job_type: str = "simulation"
+
+    @property
+    def target_entrypoints(self) -> list[str]:
+        data = (self.target_spec or {}).get("data") or {}
+        return list(data.get("target_entrypoints") or [])
+
+    def to_json(self) -> dict:
+        """Spec JSON in the key order ModelOps uploads it."""
+        out: dict[str, Any] = {"job_type": self.job_type, "job_id": self.job_id, "bundle_ref": self.bundle_ref,
+                               "priority": self.priority, "metadata": self.metadata}
+        if self.target_spec is not None:
+            out["target_spec"] = self.target_spec
+        out["tasks"] = [t.to_json() for t in self.tasks]
+        return out
+
+
+# ---------------------------------------------------------------- reading specs
+
+def simjob_from_json(doc: Any, *, job_id: str | None = None) -> SimJob:
+    """Parse and check a SimJob spec; every param_id is recomputed and must match."""
+    if not isinstance(doc, Mapping):
+        raise ContractError("spec: top level must be a JSON object")
+    job_type = doc.get("job_type", "simulation")
+    if job_type != "simulation":
+        raise ContractError(f"job_type: {job_type!r} is not supported (only 'simulation' jobs have outputs to check)")
+    bundle_ref = check_bundle_ref(doc.get("bundle_ref"))
+    jid = check_job_id(job_id or doc.get("job_id"))
+    raw_tasks = doc.get("tasks")
+    if not isinstance(raw_tasks, list) or not raw_tasks:
+        raise ContractError("tasks: must be a non-empty list")
+    tasks = tuple(_task_from_json(t, i) for i, t in enumerate(raw_tasks))
+    priority = doc.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ContractError(f"priority: {priority!r} is not an integer")
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise ContractError("metadata: must be an object")
+    target_spec = doc.get("target_spec")
+    if target_spec is not None and not isinstance(target_spec, Mapping):
+        raise ContractError("target_spec: must be an object")
+    return SimJob(jid, bundle_ref, tasks, priority, dict(metadata), dict(target_spec) if target_spec else None)
+
+
+def _task_from_json(doc: Any, index: int) -> SimTask:
+    where = f"tasks[{index}]"
+    if not isinstance(doc, Mapping):
+        raise ContractError(f"{where}: must be an object")
+    bundle_ref = check_bundle_ref(doc.get("bundle_ref"), f"{where}.bundle_ref")
+    entrypoint = check_entrypoint(doc.get("entrypoint"), f"{where}.entrypoint")
+    params = doc.get("params")
+    if not isinstance(params, Mapping) or "values" not in params:
+        raise ContractError(f"{where}.params: must be an object with 'param_id' and 'values'")
+    values = _check_params_values(params["values"], f"{where}.params.values")
+    computed = param_id_of(values)
+    if params.get("param_id") != computed:
+        raise ContractError(f"{where}.params.param_id: {params.get('param_id')!r} does not match the values "
+                            f"(recomputed {computed})")
+    seed = check_seed(doc.get("seed"), f"{where}.seed")
+    outputs = doc.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(isinstance(o, str) and o for o in outputs):
+            raise ContractError(f"{where}.outputs: must be a list of names or null")
+        outputs = tuple(sorted(outputs))
+    return SimTask(bundle_ref, entrypoint, UniqueParameterSet(computed, values), seed, outputs)
+
+
+def study_to_simjob(doc: Any, bundle_ref: str | None, *, job_id: str | None = None) -> SimJob:
+    """Expand a SimulationStudy spec into the SimJob `mops jobs submit` would build."""
+    if not isinstance(doc, Mapping):
+        raise ContractError("spec: top level must be a JSON object")
+    if not bundle_ref:
+        raise ContractError("a SimulationStudy spec needs --bundle REF to become a job")
+    bundle_ref = check_bundle_ref(bundle_ref, "--bundle")
+    model, scenario = doc.get("model"), doc.get("scenario")
+    if not isinstance(model, str) or ":" in model or not _DOTTED_RE.match(model):
+        raise ContractError(f"model: {model!r} is not a dotted import path")
+    if not isinstance(scenario, str) or not _SCENARIO_RE.match(scenario):
+        raise ContractError(f"scenario: {scenario!r} is not a valid scenario name")
+    entrypoint = check_entrypoint(f"{model}/{scenario}")
+    n_replicates = doc.get("n_replicates", 1)
+    if isinstance(n_replicates, bool) or not isinstance(n_replicates, int) or n_replicates < 1:
+        raise ContractError(f"n_replicates: {n_replicates!r} is not a positive integer")
+    outputs = doc.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(isinstance(o, str) and o for o in outputs):
+            raise ContractError("outputs: must be a list of names")
+        outputs = tuple(sorted(outputs))
+    sets = doc.get("parameter_sets")
+    if not isinstance(sets, list) or not sets:
+        raise ContractError("parameter_sets: must be a non-empty list")
+    tasks: list[SimTask] = []
+    for i, entry in enumerate(sets):
+        where = f"parameter_sets[{i}]"
+        if isinstance(entry, Mapping) and "params" in entry and isinstance(entry["params"], Mapping):
+            ups = UniqueParameterSet(param_id_of(_check_params_values(entry["params"], where)), dict(entry["params"]))
+            if "seed" in entry:
+                tasks.append(SimTask(bundle_ref, entrypoint, ups, check_seed(entry["seed"], f"{where}.seed"), outputs))
+                continue
+        elif isinstance(entry, Mapping):
+            values = _check_params_values(entry, where)
+            ups = UniqueParameterSet(param_id_of(values), values)
+        else:
+            raise ContractError(f"{where}: must be an object")
+        tasks.extend(SimTask(bundle_ref, entrypoint, ups, replicate_seed(ups.param_id, r), outputs)
+                     for r in range(n_replicates))
+    metadata = {"sampling_method": doc.get("sampling_method", "manual"), "n_parameter_sets": len(sets),
+                "n_replicates": n_replicates, "model": model, "scenario": scenario, **(doc.get("metadata") or {})}
+    target_spec = None
+    if doc.get("targets"):
+        targets = doc["targets"]
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise ContractError("targets: must be a list of target entrypoints")
+        target_spec = {"data": {"target_entrypoints": list(targets)}, "loss_function": None,
+                       "weights": None, "metadata": {}}
+    jid = check_job_id(job_id) if job_id else job_id_for({"study": doc, "bundle_ref": bundle_ref})
+    return SimJob(jid, bundle_ref, tuple(tasks), 0, metadata, target_spec)
+
+
+def is_study(doc: Any) -> bool:
+    return isinstance(doc, Mapping) and "parameter_sets" in doc and "tasks" not in doc
+
+
+def load_spec(doc: Any, *, bundle_ref: str | None = None, job_id: str | None = None) -> SimJob:
+    """A SimJob from either spec form. --bundle on a SimJob spec is refused: it names its own."""
+    if is_study(doc):
+        return study_to_simjob(doc, bundle_ref, job_id=job_id)
+    if bundle_ref and isinstance(doc, Mapping) and doc.get("bundle_ref") != bundle_ref:
+        raise ContractError("--bundle: a SimJob spec carries its own bundle_ref; --bundle is for study specs")
+    return simjob_from_json(doc, job_id=job_id)
+
+
+def from_contracts_object(job: Any) -> SimJob:
+    """Accept a real modelops_contracts.SimJob (or anything shaped like one)."""
+    tasks = []
+    for task in job.tasks:
+        ups = UniqueParameterSet(task.params.param_id, dict(task.params.params))
+        outputs = getattr(task, "outputs", None)
+        tasks.append(SimTask(task.bundle_ref, task.entrypoint, ups, int(task.seed),
+                             tuple(sorted(outputs)) if outputs is not None else None))
+    target_spec = getattr(job, "target_spec", None)
+    if target_spec is not None and not isinstance(target_spec, Mapping):
+        target_spec = {k: getattr(target_spec, k, None) for k in ("data", "loss_function", "weights", "metadata")}
+    doc = SimJob(job.job_id, job.bundle_ref, tuple(tasks), getattr(job, "priority", 0),
+                 dict(getattr(job, "metadata", None) or {}), target_spec)
+    return simjob_from_json(doc.to_json())  # re-check every id as for a JSON spec

@@ -1,0 +1,152 @@
+"""Where ModelOps workers write results: the provenance path DSL and its presets.
+
+Templates use the ModelOps DSL: ``{var}``, ``{var[:n]}``, ``{hash(var)[:n]}`` (BLAKE2b-256
+hex) and ``{shard(var,depth,width)}``. Variables: ``bundle_digest`` (text after the first
+':' of the bundle_ref, as the worker computes it), ``param_id``, ``seed``, ``target``,
+``aggregation_id``.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .contracts import ContractError
+
+_EXPR = re.compile(r"\{([^{}]*)\}")
+_VAR = re.compile(r"^([a-z_]+)(?:\[:(\d+)\])?$")
+_HASH = re.compile(r"^hash\(([a-z_]+)\)(?:\[:(\d+)\])?$")
+_SHARD = re.compile(r"^shard\(([a-z_]+),(\d+),(\d+)\)$")
+KNOWN_VARS = {"bundle_digest", "model_digest", "param_id", "seed", "target", "aggregation_id"}
+
+SIM_TEMPLATE = "sims/{bundle_digest[:12]}/{shard(param_id,2,2)}/params_{param_id[:8]}/seed_{seed}"
+AGG_TEMPLATE = "aggs/{bundle_digest[:12]}/target_{target}/agg_{aggregation_id}"
+
+# Files a worker writes into one result directory.
+RESULT_FILE = "result.json"
+METADATA_FILE = "metadata.json"
+ERROR_FILE = "error_details.arrow"
+
+
+def artifact_file(output_name: str) -> str:
+    return "artifact_metadata.json" if output_name == "metadata" else f"artifact_{output_name}.arrow"
+
+
+class LayoutError(ContractError):
+    pass
+
+
+def bundle_digest(bundle_ref: str) -> str:
+    """The worker's digest segment: everything after the FIRST ':' of the bundle_ref."""
+    return bundle_ref.split(":", 1)[1] if ":" in bundle_ref else bundle_ref
+
+
+def _blake_hex(value: str) -> str:
+    return hashlib.blake2b(value.encode(), digest_size=32).hexdigest()
+
+
+@lru_cache(maxsize=64)
+def _compile(template: str):
+    """Split a template into literal text and render functions, checking every expression."""
+    parts: list = []
+    pos = 0
+    for match in _EXPR.finditer(template):
+        parts.append(template[pos:match.start()])
+        parts.append(_compile_expr(match.group(1), template))
+        pos = match.end()
+    tail = template[pos:]
+    if "{" in tail or "}" in tail or any("{" in p or "}" in p for p in parts if isinstance(p, str)):
+        raise LayoutError(f"layout: unbalanced braces in {template!r}")
+    parts.append(tail)
+    return tuple(parts)
+
+
+def _compile_expr(expr: str, template: str):
+    if m := _VAR.match(expr):
+        name, n = m.group(1), m.group(2)
+        _known(name, template)
+        end = int(n) if n else None
+        return name, lambda ctx: str(ctx[name])[:end]
+    if m := _HASH.match(expr):
+        name, n = m.group(1), m.group(2)
+        _known(name, template)
+        end = int(n) if n else None
+        return name, lambda ctx: _blake_hex(str(ctx[name]))[:end]
+    if m := _SHARD.match(expr):
+        name, depth, width = m.group(1), int(m.group(2)), int(m.group(3))
+        _known(name, template)
+        return name, lambda ctx: "/".join(_blake_hex(str(ctx[name]))[i * width:(i + 1) * width] for i in range(depth))
+    raise LayoutError(f"layout: invalid expression {{{expr}}} in {template!r}")
+
+
+def _known(name: str, template: str) -> None:
+    if name not in KNOWN_VARS:
+        raise LayoutError(f"layout: unknown variable {name!r} in {template!r} (known: {', '.join(sorted(KNOWN_VARS))})")
+
+
+def render(template: str, context: dict) -> str:
+    return "".join(p if isinstance(p, str) else p[1](context) for p in _compile(template))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A named layout: the preset ``token``/``bundle`` schemas or a custom sim template."""
+    name: str
+    sim_template: str
+    agg_template: str | None
+
+    @classmethod
+    def parse(cls, spec: str | None) -> "Layout":
+        spec = spec or "token"
+        if spec in ("token", "bundle"):
+            return cls(spec, f"{spec}/v1/{SIM_TEMPLATE}", f"{spec}/v1/{AGG_TEMPLATE}")
+        if "{" not in spec:
+            raise LayoutError(f"layout: {spec!r} is not 'token', 'bundle' or a path template")
+        _compile(spec)
+        for required in ("param_id", "seed"):
+            if required not in spec:
+                raise LayoutError(f"layout: template {spec!r} must use {{{required}}} to keep outputs apart")
+        return cls(spec, spec, None)
+
+    def sim_context(self, bundle_ref: str, param_id: str, seed: int) -> dict:
+        digest = bundle_digest(bundle_ref)
+        return {"bundle_digest": digest, "model_digest": digest, "param_id": param_id, "seed": seed}
+
+    def sim_path(self, bundle_ref: str, param_id: str, seed: int) -> str:
+        return render(self.sim_template, self.sim_context(bundle_ref, param_id, seed))
+
+    def agg_path(self, bundle_ref: str, target_entrypoint: str, aggregation_id: str) -> str:
+        if self.agg_template is None:
+            raise LayoutError(f"layout: a custom template has no aggregation path; use 'token' or 'bundle' "
+                              f"for jobs with targets")
+        digest = bundle_digest(bundle_ref)
+        return render(self.agg_template, {"bundle_digest": digest, "model_digest": digest,
+                                          "target": target_entrypoint.replace("/", "_"),
+                                          "aggregation_id": aggregation_id})
+
+    def static_prefix(self, bundle_ref: str) -> str:
+        """The directory part of every sim path of this bundle before any per-task expression."""
+        ctx = self.sim_context(bundle_ref, "", 0)
+        out = []
+        for part in _compile(self.sim_template):
+            if isinstance(part, str):
+                out.append(part)
+            elif part[0] in ("bundle_digest", "model_digest"):
+                out.append(part[1](ctx))
+            else:
+                break
+        prefix = "".join(out)
+        return prefix[: prefix.rfind("/") + 1]
+
+
+def warn_for_bundle(bundle_ref: str) -> str | None:
+    """The worker's segment contains '/' for a registry with a port (host:5000/...)."""
+    segment = bundle_digest(bundle_ref)[:12]
+    if "/" in segment:
+        message = (f"bundle_ref {bundle_ref!r} has a registry port, so workers write under "
+                   f"'{segment}' (a segment containing '/'); jobledger reproduces that path")
+        warnings.warn(message, stacklevel=2)
+        return message
+    return None

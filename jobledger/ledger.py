@@ -1,0 +1,342 @@
+"""The SQLite ledger: open/upgrade from schema.sql, transactions, and the job queries.
+
+Writers use ``BEGIN IMMEDIATE`` so that two processes never both read-then-write the same
+job; WAL mode lets readers (``status``, ``sql``) proceed while a writer works.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import hashlib
+import json
+import os
+import re
+import sqlite3
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from . import states
+from .contracts import SimJob
+from .errors import JobledgerError
+from .layout import Layout
+from .manifest import ExpectedOutput, expected_outputs, outputs_json
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+
+class LedgerError(JobledgerError):
+    """A problem the user can fix; the CLI prints it as one line."""
+
+
+class UnknownJob(LedgerError):
+    def __init__(self, job_id: str):
+        super().__init__(f"unknown job id {job_id!r}")
+        self.job_id = job_id
+
+
+def default_path() -> Path:
+    env = os.environ.get("JOBLEDGER_DB")
+    if env:
+        return Path(env).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(data_home) / "jobledger" / "ledger.db"
+
+
+def schema_sql() -> str:
+    return resources.files("jobledger").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def utcnow() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def db_seed(seed: int | None):
+    """SQLite integers are signed 64-bit: larger seeds are stored as their decimal text."""
+    return str(seed) if seed is not None and seed >= 2**63 else seed
+
+
+class Ledger:
+    """One SQLite ledger file. ``mirror`` (optional) is asked to accept every status change
+    before it is committed locally (see jobledger.registry)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, readonly: bool = False, mirror=None):
+        self.path = Path(path).expanduser() if path else default_path()
+        self.readonly = readonly
+        self.mirror = mirror
+        if readonly:
+            if not self.path.exists():
+                raise LedgerError(f"no ledger at {self.path}")
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                        timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+            self.conn.execute("PRAGMA query_only = ON")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                                        check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        if not readonly:
+            self._set_wal()
+        self._check_version()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _set_wal(self) -> None:
+        for _ in range(50):
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                return
+            except sqlite3.OperationalError as exc:  # another process is creating the file
+                if "locked" not in str(exc):
+                    raise
+                import time
+                time.sleep(0.05)
+
+    def _check_version(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise LedgerError(f"ledger {self.path} has schema version {version}, newer than this jobledger "
+                              f"understands ({SCHEMA_VERSION}); upgrade jobledger")
+        if version < SCHEMA_VERSION:
+            if self.readonly:
+                raise LedgerError(f"ledger {self.path} has schema version {version}; open it once without "
+                                  f"read-only mode to upgrade it")
+            self._upgrade(version)
+
+    def _upgrade(self, from_version: int) -> None:
+        """Bring the file to schema.sql: new tables/indexes, missing columns, fresh views."""
+        sql = schema_sql()
+        with self.transaction():
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return  # another process upgraded it while we waited for the lock
+            reference = sqlite3.connect(":memory:")
+            reference.executescript(sql)
+            for (table,) in reference.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+                have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+                if not have:
+                    continue  # created by the script below
+                for cid, name, ctype, notnull, default, pk in reference.execute(f"PRAGMA table_info({table})"):
+                    if name not in have:
+                        clause = f"{name} {ctype}" + (f" NOT NULL DEFAULT {default}" if notnull else
+                                                      (f" DEFAULT {default}" if default is not None else ""))
+                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {clause}")
+            reference.close()
+            for statement in _split_sql(sql):
+                self.conn.execute(statement)
+            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One writer transaction (BEGIN IMMEDIATE); rolls back on any exception."""
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # ------------------------------------------------------------ reads
+
+    def query(self, sql: str, params: Iterable[Any] | dict = ()) -> list[dict]:
+        return [dict(r) for r in self.conn.execute(sql, params)]
+
+    def job(self, job_id: str) -> dict:
+        row = self.conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(job_id)
+        return dict(row)
+
+    def job_exists(self, job_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is not None
+
+    def spec_of(self, job_id: str) -> Any:
+        row = self.conn.execute("SELECT spec_gz FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(job_id)
+        return json.loads(gzip.decompress(row[0])) if row[0] is not None else None
+
+    def summary(self, job_id: str) -> dict:
+        self.job(job_id)
+        row = self.conn.execute(
+            "SELECT count(*) AS expected, coalesce(sum(state='verified'),0) AS verified, "
+            "coalesce(sum(state='missing'),0) AS missing, coalesce(sum(state='errored'),0) AS errored, "
+            "coalesce(sum(state='incomplete'),0) AS incomplete FROM outputs WHERE job_id = ?", (job_id,)).fetchone()
+        return dict(row)
+
+    def transitions(self, job_id: str) -> list[dict]:
+        self.job(job_id)
+        return self.query("SELECT from_status, to_status, at, reason FROM transitions WHERE job_id = ? "
+                          "ORDER BY transition_id", (job_id,))
+
+    def list_jobs(self, status: str | None = None, since: str | None = None, limit: int | None = None) -> list[dict]:
+        where, args = [], []
+        if status:
+            where.append("j.status = ?")
+            args.append(status)
+        if since:
+            where.append("j.updated_at >= ?")
+            args.append(since)
+        sql = ("SELECT j.job_id, j.status, j.runtime, j.parent_job_id, s.expected, s.verified, s.missing, "
+               "s.errored, s.incomplete, j.updated_at FROM jobs j JOIN job_summary s USING (job_id)")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY j.created_at DESC, j.job_id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql, args)
+
+    def unverified(self, job_id: str, reason: str | None = None, limit: int | None = None) -> list[dict]:
+        self.job(job_id)
+        sql = ("SELECT o.path, o.state AS reason, p.param_id, o.run_seed AS seed, o.task_id, o.detail "
+               "FROM outputs o JOIN params p ON p.param_key = o.param_key "
+               "WHERE o.job_id = ? AND o.state " + ("= ?" if reason else "<> 'verified'") + " ORDER BY o.output_id")
+        args: list[Any] = [job_id] + ([reason] if reason else [])
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql, args)
+
+    # ------------------------------------------------------------ writes
+
+    def insert_job(self, job: SimJob, *, status: str, store_url: str, layout: Layout, seed_policy: str,
+                   spec_doc: Any, spec_format: str, runtime: str | None = None, k8s_name: str | None = None,
+                   k8s_namespace: str | None = None, parent_job_id: str | None = None, reason: str) -> int:
+        """Insert a job, its params, templates and every expected output. Call inside transaction()."""
+        now = utcnow()
+        spec_bytes = json.dumps(spec_doc, sort_keys=True, separators=(",", ":")).encode()
+        self.conn.execute(
+            "INSERT INTO jobs (job_id, job_type, status, bundle_ref, runtime, k8s_name, k8s_namespace, parent_job_id,"
+            " store_url, layout, seed_policy, spec_format, spec_sha256, spec_gz, tasks_total, created_at, updated_at,"
+            " metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (job.job_id, job.job_type, status, job.bundle_ref, runtime, k8s_name, k8s_namespace, parent_job_id,
+             store_url, layout.name, seed_policy, spec_format, spec_hash(spec_doc), gzip.compress(spec_bytes, 6),
+             len(job.tasks), now, now, json.dumps(job.metadata)))
+        count = self.insert_outputs(job.job_id, expected_outputs(job, layout, seed_policy), job.tasks)
+        self.conn.execute("UPDATE jobs SET expected_total = ? WHERE job_id = ?", (count, job.job_id))
+        self.conn.execute("INSERT INTO transitions (job_id, from_status, to_status, at, reason) VALUES (?,?,?,?,?)",
+                          (job.job_id, None, status, now, reason))
+        return count
+
+    def insert_outputs(self, job_id: str, rows: Iterable[ExpectedOutput], tasks=()) -> int:
+        param_keys = self._param_keys(tasks)
+        template_keys: dict[tuple, int] = {}
+
+        def template_key(row: ExpectedOutput) -> int:
+            key = (row.bundle_ref, row.entrypoint, row.outputs)
+            if key not in template_keys:
+                text = outputs_json(row.outputs)
+                self.conn.execute("INSERT OR IGNORE INTO task_templates (bundle_ref, entrypoint, outputs) "
+                                  "VALUES (?,?,?)", (row.bundle_ref, row.entrypoint, text))
+                template_keys[key] = self.conn.execute(
+                    "SELECT template_id FROM task_templates WHERE bundle_ref=? AND entrypoint=? AND outputs=?",
+                    (row.bundle_ref, row.entrypoint, text)).fetchone()[0]
+            return template_keys[key]
+
+        count = 0
+
+        def values():
+            nonlocal count
+            for row in rows:
+                count += 1
+                yield (job_id, row.kind, row.task_id, param_keys[row.param_id], template_key(row),
+                       db_seed(row.task_seed), db_seed(row.run_seed), row.path)
+
+        self.conn.executemany("INSERT INTO outputs (job_id, kind, task_id, param_key, template_id, task_seed, "
+                              "run_seed, path) VALUES (?,?,?,?,?,?,?,?)", values())
+        return count
+
+    def _param_keys(self, tasks) -> dict[str, int]:
+        distinct: dict[str, dict] = {}
+        for task in tasks:
+            distinct.setdefault(task.params.param_id, task.params.params)
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO params (param_id, params_json) VALUES (?, ?)",
+            ((pid, json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+             for pid, values in distinct.items()))
+        keys: dict[str, int] = {}
+        ids = list(distinct)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for pid, key in self.conn.execute(
+                    f"SELECT param_id, param_key FROM params WHERE param_id IN ({','.join('?' * len(chunk))})", chunk):
+                keys[pid] = key
+        return keys
+
+    def transition(self, job_id: str, to_status: str, reason: str, *, revalidate: bool = False,
+                   **fields: Any) -> dict:
+        """Move a job to ``to_status`` (checked against the state machine) and record why.
+
+        Extra ``fields`` are job columns updated in the same transaction. When a mirror is
+        set it must accept the change first; if it refuses or fails, nothing is written.
+        Returns the updated job row.
+        """
+        with self.transaction():
+            job = self.job(job_id)
+            states.check_transition(job["status"], to_status, revalidate=revalidate)
+            if self.mirror is not None:
+                job = self.mirror.accept_transition(self, job, to_status, reason, fields) or job
+                if job["status"] == to_status:
+                    return job  # another machine already made this move; the mirror imported it
+            return self._write_transition(job, to_status, reason, fields)
+
+    def _write_transition(self, job: dict, to_status: str, reason: str, fields: dict) -> dict:
+        now = utcnow()
+        for name in fields:
+            if not re.fullmatch(r"[a-z_0-9]+", name):
+                raise ValueError(f"bad column name {name!r}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self.conn.execute(f"UPDATE jobs SET status = ?, updated_at = ?{', ' if fields else ''}{assignments} "
+                          f"WHERE job_id = ?", (to_status, now, *fields.values(), job["job_id"]))
+        self.conn.execute("INSERT INTO transitions (job_id, from_status, to_status, at, reason) VALUES (?,?,?,?,?)",
+                          (job["job_id"], job["status"], to_status, now, reason))
+        return self.job(job["job_id"])
+
+    def notify_changed(self, job_id: str) -> None:
+        """After a command committed changes to a job, let the mirror publish them."""
+        if self.mirror is not None:
+            self.mirror.publish(self, job_id)
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Update non-status columns of a job (runtime handles, error fields)."""
+        if not fields:
+            return
+        for name in fields:
+            if not re.fullmatch(r"[a-z_0-9]+", name) or name == "status":
+                raise ValueError(f"bad column name {name!r}")
+        with self.transaction():
+            self.job(job_id)
+            self.conn.execute(f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in fields)}, updated_at = ? "
+                              f"WHERE job_id = ?", (*fields.values(), utcnow(), job_id))
+
+
+def spec_hash(spec_doc: Any) -> str:
+    return hashlib.sha256(json.dumps(spec_doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _split_sql(script: str) -> list[str]:
+    """The statements of a script, split where sqlite3 says a statement is complete."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    return [s for s in statements if s.strip(" \n;")]

@@ -1,0 +1,83 @@
+"""Expected outputs of a job: one row per output a worker will write, under a layout and seed policy."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterator
+
+from .contracts import ContractError, SimJob, SimTask, aggregation_id, canonical_task_id, sim_return_task_id
+from .layout import Layout
+
+SEED_POLICIES = ("runner", "task")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedOutput:
+    kind: str  # simulation | aggregation
+    task_id: str  # canonical task id, or the aggregation id
+    param_id: str
+    bundle_ref: str
+    entrypoint: str  # the target entrypoint for an aggregation
+    outputs: tuple[str, ...] | None
+    task_seed: int | None
+    run_seed: int | None
+    path: str
+
+
+def runner_seeds(tasks: tuple[SimTask, ...] | list[SimTask]) -> list[int]:
+    """The seed the ModelOps runner really executes for each task, in task order.
+
+    The runner groups tasks by param_id (first-seen order) and runs each group as a
+    ReplicateSet of ``group[0].seed + i``, ignoring the later tasks' own seeds.
+    """
+    first_seed: dict[str, int] = {}
+    count: dict[str, int] = {}
+    out = []
+    for task in tasks:
+        pid = task.params.param_id
+        base = first_seed.setdefault(pid, task.seed)
+        i = count.get(pid, 0)
+        count[pid] = i + 1
+        out.append(base + i)
+    return out
+
+
+def check_seed_policy(policy: str | None) -> str:
+    policy = policy or "runner"
+    if policy not in SEED_POLICIES:
+        raise ContractError(f"seed policy: {policy!r} is not 'runner' or 'task'")
+    return policy
+
+
+def expected_outputs(job: SimJob, layout: Layout, seed_policy: str = "runner") -> Iterator[ExpectedOutput]:
+    """Every output the job's workers will write: simulations, then aggregations."""
+    seed_policy = check_seed_policy(seed_policy)
+    seeds = runner_seeds(job.tasks) if seed_policy == "runner" else [t.seed for t in job.tasks]
+    seen: set[str] = set()
+    by_param: dict[str, list[tuple[SimTask, int]]] = {}
+    for task, seed in zip(job.tasks, seeds):
+        pid = task.params.param_id
+        path = layout.sim_path(task.bundle_ref, pid, seed)
+        if seed_policy == "task":
+            # Two tasks with the same params and seed write one directory.
+            if path in seen:
+                continue
+            seen.add(path)
+        by_param.setdefault(pid, []).append((task, seed))
+        yield ExpectedOutput("simulation", canonical_task_id(task.bundle_ref, task.entrypoint, pid, task.seed),
+                             pid, task.bundle_ref, task.entrypoint, task.outputs, task.seed, seed, path)
+    targets = job.target_entrypoints
+    if not targets:
+        return
+    for pid, group in by_param.items():
+        if any(task.outputs is None for task, _ in group):
+            continue  # the aggregation id needs the declared outputs of every replicate
+        sim_ids = [sim_return_task_id(pid, seed, task.outputs) for task, seed in group]
+        for target in targets:
+            aid = aggregation_id(target, sim_ids)
+            yield ExpectedOutput("aggregation", aid, pid, job.bundle_ref, target, None, None, None,
+                                 layout.agg_path(job.bundle_ref, target, aid))
+
+
+def outputs_json(outputs: tuple[str, ...] | None) -> str:
+    return json.dumps(list(outputs) if outputs is not None else None, separators=(",", ":"))
