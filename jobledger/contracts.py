@@ -149,7 +149,8 @@ def _check_params_values(values: Any, where: str) -> dict:
 
 # ---------------------------------------------------------------- types
 
-@dataclass(frozen=True)
+# Plain slotted dataclasses: a large study builds a million tasks, and frozen ones cost twice as much.
+@dataclass(slots=True)
 class UniqueParameterSet:
     param_id: str
     params: dict
@@ -160,7 +161,7 @@ class UniqueParameterSet:
         return cls(param_id_of(values), values)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SimTask:
     bundle_ref: str
     entrypoint: str

@@ -117,6 +117,28 @@ class Layout:
     def sim_path(self, bundle_ref: str, param_id: str, seed: int) -> str:
         return render(self.sim_template, self.sim_context(bundle_ref, param_id, seed))
 
+    def sim_path_for_param(self, bundle_ref: str, param_id: str):
+        """A function seed -> path with everything that does not depend on the seed rendered once.
+
+        Registration renders one path per replicate; hashing the param_id once per param
+        set instead of once per output is most of the cost of a large manifest.
+        """
+        ctx = self.sim_context(bundle_ref, param_id, None)
+        fixed: list = []
+        for part in _compile(self.sim_template):
+            if isinstance(part, str) or part[0] != "seed":
+                text = part if isinstance(part, str) else part[1](ctx)
+                if fixed and isinstance(fixed[-1], str):
+                    fixed[-1] += text
+                else:
+                    fixed.append(text)
+            else:
+                fixed.append(part[1])
+        if len(fixed) == 2 and isinstance(fixed[0], str) and not isinstance(fixed[1], str):
+            head, seed_part = fixed
+            return lambda seed: head + seed_part({"seed": seed})
+        return lambda seed: "".join(p if isinstance(p, str) else p({"seed": seed}) for p in fixed)
+
     def agg_path(self, bundle_ref: str, target_entrypoint: str, aggregation_id: str) -> str:
         if self.agg_template is None:
             raise LayoutError(f"layout: a custom template has no aggregation path; use 'token' or 'bundle' "

@@ -90,6 +90,7 @@ class Ledger:
             try:
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA synchronous = NORMAL")
+                self.conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: large manifests stay in cache
                 return
             except sqlite3.OperationalError as exc:  # another process is creating the file
                 if "locked" not in str(exc):

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from .contracts import ContractError, SimJob, SimTask, aggregation_id, canonical_task_id, sim_return_task_id
 from .layout import Layout
@@ -11,8 +10,7 @@ from .layout import Layout
 SEED_POLICIES = ("runner", "task")
 
 
-@dataclass(frozen=True, slots=True)
-class ExpectedOutput:
+class ExpectedOutput(NamedTuple):
     kind: str  # simulation | aggregation
     task_id: str  # canonical task id, or the aggregation id
     param_id: str
@@ -55,9 +53,14 @@ def expected_outputs(job: SimJob, layout: Layout, seed_policy: str = "runner") -
     seeds = runner_seeds(job.tasks) if seed_policy == "runner" else [t.seed for t in job.tasks]
     seen: set[str] = set()
     by_param: dict[str, list[tuple[SimTask, int]]] = {}
+    path_of: dict[tuple[str, str], object] = {}
     for task, seed in zip(job.tasks, seeds):
         pid = task.params.param_id
-        path = layout.sim_path(task.bundle_ref, pid, seed)
+        key = (task.bundle_ref, pid)
+        render = path_of.get(key)
+        if render is None:
+            render = path_of[key] = layout.sim_path_for_param(task.bundle_ref, pid)
+        path = render(seed)
         if seed_policy == "task":
             # Two tasks with the same params and seed write one directory.
             if path in seen:
