@@ -66,9 +66,10 @@ def canonical_task_id(bundle_ref: str, entrypoint: str, param_id: str, seed: int
 
 
 def sim_return_task_id(param_id: str, seed: int, output_names: Iterable[str], error: bool = False) -> str:
-    """The task id a worker writes into result.json."""
-    text = f"{param_id[:16]}-{seed}-{','.join(sorted(output_names))}"
-    return _blake2b_hex(text + ("-error" if error else ""))
+    """The task id a worker writes into result.json; an error result names no outputs, only 'error'."""
+    if error:
+        return _blake2b_hex(f"{param_id[:16]}-{seed}-error")
+    return _blake2b_hex(f"{param_id[:16]}-{seed}-{','.join(sorted(output_names))}")
 
 
 def aggregation_id(target_entrypoint: str, sim_task_ids: Iterable[str]) -> str:

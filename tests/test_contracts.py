@@ -168,3 +168,19 @@ def test_duck_typed_contracts_objects_are_accepted(golden):
     tasks[0].params.param_id = "f" * 64
     with pytest.raises(ContractError, match=r"tasks\[0\]"):
         contracts.from_contracts_object(obj)
+
+
+def test_task_ids_in_the_sample_results_are_reproduced(spec_dir):
+    """Every result.json the real worker wrote carries the SimReturn task id we compute."""
+    truth = json.loads((spec_dir / "sample" / "truth.json").read_text())
+    found = 0
+    for result in (spec_dir / "sample" / "provenance").rglob("result.json"):
+        if str(result.parent).endswith(tuple(truth["unexpected"])):
+            continue  # a stray directory planted in the sample, not a worker's result
+        meta = json.loads((result.parent / "metadata.json").read_text())
+        doc = json.loads(result.read_text())
+        errored = "error" in doc
+        expected = contracts.sim_return_task_id(meta["param_id"], meta["seed"], meta["outputs"] or [], error=errored)
+        assert doc["task_id"] == expected, result
+        found += 1
+    assert found == len(truth["verified"]) + len(truth["errored"])
