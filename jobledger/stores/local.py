@@ -1,0 +1,146 @@
+"""A provenance store in a local directory, and the writer of result directories in the
+ModelOps worker's format (used by local runs and by tests that need realistic trees)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from ..contracts import sim_return_task_id
+from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, artifact_file
+from . import RequestCounter, StoreError, StoreNotFound, blake2b_256
+
+
+class LocalStore(RequestCounter):
+    """Paths relative to ``root``. A request is one directory read, stat or file read."""
+
+    page_size = 0  # a directory read returns the whole directory
+    # Directory reads are kernel-bound: measured, more than two threads only add contention.
+    list_threads = 2
+
+    def __init__(self, root: str | os.PathLike):
+        super().__init__()
+        self.root = os.path.abspath(os.fspath(root))
+        self.url = self.root
+
+    def list_cost(self, names: int, directories: int) -> int:
+        return max(1, directories)
+
+    # ------------------------------------------------------------ listing
+
+    def _check_root(self) -> None:
+        if not os.path.isdir(self.root):
+            raise StoreError(f"store directory {self.root} does not exist or is not a directory")
+
+    def _scan(self, rel: str, name_start: str = "") -> tuple[list[str], list[str]]:
+        """(subdirectories, files) of one directory, relative names only; a missing directory is empty."""
+        self.count()
+        dirs, files = [], []
+        try:
+            with os.scandir(os.path.join(self.root, rel) if rel else self.root) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name_start and not name.startswith(name_start):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        dirs.append(name)
+                    else:
+                        files.append(name)
+        except (FileNotFoundError, NotADirectoryError):
+            return [], []
+        except OSError as exc:
+            raise StoreError(f"cannot read {os.path.join(self.root, rel)}: {exc.strerror or exc}") from None
+        return dirs, files
+
+    def list_directories(self, prefix: str = "") -> Iterator[tuple[str, list[str]]]:
+        """(directory, file names) for every directory with files under ``prefix``, depth first.
+
+        ``prefix`` is a string prefix of relative names, like a blob prefix: ``a/b/`` is the
+        directory a/b, ``a/b/c`` the entries of a/b whose names start with ``c``.
+        """
+        self._check_root()
+        base, _, name_start = prefix.rpartition("/")
+        dirs, files = self._scan(base, name_start)
+        if files:
+            yield base, files
+        join = (base + "/") if base else ""
+        stack = [join + d for d in reversed(dirs)]
+        while stack:
+            rel = stack.pop()
+            dirs, files = self._scan(rel)
+            if files:
+                yield rel, files
+            if dirs:
+                stack.extend(rel + "/" + d for d in reversed(dirs))
+
+    def list_names(self, prefix: str = "") -> Iterator[str]:
+        for directory, files in self.list_directories(prefix):
+            lead = directory + "/" if directory else ""
+            for name in files:
+                yield lead + name
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        for name in self.list_names(prefix):
+            size = self.head(name)
+            if size is not None:  # a file removed between the directory read and the stat is gone
+                yield name, size
+
+    # ------------------------------------------------------------ single paths
+
+    def head(self, path: str) -> int | None:
+        self.count()
+        try:
+            return os.stat(os.path.join(self.root, path)).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot stat {os.path.join(self.root, path)}: {exc.strerror or exc}") from None
+
+    def read(self, path: str) -> bytes:
+        self.count()
+        full = os.path.join(self.root, path)
+        try:
+            with open(full, "rb") as handle:
+                return handle.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise StoreNotFound(f"{path} not found in store {self.root}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {full}: {exc.strerror or exc}") from None
+
+
+# ---------------------------------------------------------------- writing result directories
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_result_dir(directory: str | os.PathLike, *, bundle_ref: str, entrypoint: str, params: Mapping,
+                     param_id: str, seed: int, outputs: Mapping[str, bytes], error: Mapping | None = None,
+                     complete: bool = True, timestamp: str = "2026-01-01T00:00:00+00:00") -> Path:
+    """Write one result directory as a ModelOps worker does, in its write order: metadata.json,
+    the artifacts, error_details.arrow on error, result.json last (``complete=False`` stops
+    before result.json, as a crash mid-write would)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    names = sorted(outputs)
+    metadata = {"bundle_ref": bundle_ref, "entrypoint": entrypoint, "params": dict(params), "seed": seed,
+                "outputs": names, "param_id": param_id, "timestamp": timestamp}
+    _write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2).encode())
+    result: dict = {"task_id": sim_return_task_id(param_id, seed, names, error=error is not None), "outputs": {}}
+    if error is None:
+        for name in names:
+            data = outputs[name]
+            _write_atomic(out / artifact_file(name), data)
+            result["outputs"][name] = {"size": len(data), "checksum": blake2b_256(data)}
+    else:
+        details = json.dumps(dict(error)).encode()
+        _write_atomic(out / ERROR_FILE, details)
+        result["error"] = {"error_type": error.get("error_type", "RuntimeError"),
+                           "message": error.get("message", ""), "retryable": bool(error.get("retryable", False))}
+        result["error_details"] = {"size": len(details), "checksum": blake2b_256(details)}
+    if complete:
+        _write_atomic(out / RESULT_FILE, json.dumps(result, indent=2).encode())
+    return out

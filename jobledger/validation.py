@@ -1,0 +1,517 @@
+"""Artifact-driven validation: plan which prefixes to list, observe the store into a TEMP
+table, classify every expected output with set-based SQL, then decide the job's status.
+
+Observation streams one row per directory holding files (``has result.json``, ``has
+error_details.arrow``, ``has metadata.json``, number of files) into ``temp.listing``; the
+classification is one join of the job's outputs with that table. Everything the run decides
+(the run row, per-output states, state-change events, unexpected directories and the status
+transition) commits in one transaction; a store error before that leaves the ledger unchanged.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from . import states
+from .errors import JobledgerError
+from .layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, Layout, artifact_file
+from .ledger import Ledger, utcnow
+from .stores import ProvenanceStore, StoreNotFound, blake2b_256, list_directories, open_store, redact_url
+
+STRATEGIES = ("auto", "list", "head")
+# A head probe tells less than a listing (no unexpected directories) and a listing reads whole
+# directories in one go, so auto picks head only when it needs clearly fewer requests.
+HEAD_ADVANTAGE = 4
+SPLIT_MIN_OUTPUTS = 64          # below this a prefix is listed whole
+HEX = "0123456789abcdef"         # the first character of a param shard directory
+LIST_THREADS = 16
+PROBE_THREADS = 16
+BATCH = 2000
+OUTCOMES = {states.SUCCEEDED: "complete", states.PARTIAL: "partial", states.FAILED: "failed"}
+
+
+class ValidationError(JobledgerError):
+    pass
+
+
+# ---------------------------------------------------------------- plan
+
+@dataclass
+class Plan:
+    job_id: str
+    store: str
+    expected: int
+    prefixes: list[str]                      # the fewest prefixes covering every expected output
+    parts: list[str]                         # what is listed, in parallel (prefixes split by shard)
+    estimates: dict[str, int]                # requests per strategy
+    estimate_basis: str
+    strategy: str
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cover_prefixes(ledger: Ledger, job: dict) -> list[str]:
+    """Directory prefixes under which every expected output lies: the layout's static prefix
+    per bundle for simulations, the target directories for aggregations."""
+    layout = Layout.parse(job["layout"])
+    bundles = [r["bundle_ref"] for r in ledger.query(
+        "SELECT DISTINCT t.bundle_ref FROM outputs o JOIN task_templates t ON t.template_id = o.template_id "
+        "WHERE o.job_id = ? AND o.kind = 'simulation'", (job["job_id"],))]
+    prefixes = {layout.static_prefix(b) for b in bundles}
+    # rtrim(path, <every character but '/'>) keeps the path up to its last '/': the parent directory.
+    prefixes.update(r["d"] for r in ledger.query(
+        "SELECT DISTINCT rtrim(path, replace(path, '/', '')) AS d FROM outputs "
+        "WHERE job_id = ? AND kind = 'aggregation'", (job["job_id"],)))
+    # Outputs outside those prefixes (a custom layout) are covered by their own parent directory.
+    covered = " OR ".join("substr(path, 1, ?) = ?" for _ in prefixes) or "0"
+    uncovered = ledger.query(
+        f"SELECT DISTINCT rtrim(path, replace(path, '/', '')) AS d FROM outputs WHERE job_id = ? AND NOT ({covered})",
+        [job["job_id"]] + [x for p in sorted(prefixes) for x in (len(p), p)])
+    prefixes.update(r["d"] for r in uncovered)
+    ordered = sorted(prefixes)
+    # Drop a prefix that another one already covers.
+    return [p for p in ordered if not any(p != q and p.startswith(q) for q in ordered)]
+
+
+def _shape(ledger: Ledger, job_id: str) -> dict:
+    """Expected outputs, the names and directories a listing of them would see."""
+    row = ledger.query(
+        "SELECT count(*) AS outputs, "
+        " coalesce(sum(2 + CASE WHEN t.outputs = 'null' THEN 1 ELSE json_array_length(t.outputs) END), 0) AS names, "
+        " count(DISTINCT rtrim(o.path, replace(o.path, '/', ''))) AS parents "
+        "FROM outputs o JOIN task_templates t ON t.template_id = o.template_id WHERE o.job_id = ?", (job_id,))[0]
+    return row
+
+
+def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str = "auto") -> Plan:
+    if strategy not in STRATEGIES:
+        raise ValidationError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    job_id = job["job_id"]
+    shape = _shape(ledger, job_id)
+    expected = shape["outputs"]
+    prefixes = _cover_prefixes(ledger, job) if expected else []
+    splittable = job["layout"] in ("token", "bundle")
+    n = max(1, len(prefixes))
+    names, dirs = shape["names"] / n, (expected + 3 * shape["parents"] + 1) / n
+    parts: list[str] = []
+    list_estimate = 0
+    for prefix in prefixes:
+        whole = store.list_cost(int(names), int(dirs))
+        # Shard directories are hash-named, so 16 hex sub-prefixes cover them and list in parallel.
+        if splittable and "/sims/" in prefix and expected >= SPLIT_MIN_OUTPUTS and whole >= 2:
+            parts.extend(prefix + c for c in HEX)
+            list_estimate += sum(store.list_cost(int(names / 16), int(dirs / 16) + 1) for _ in HEX)
+        else:
+            parts.append(prefix)
+            list_estimate += whole
+    basis = "expected outputs"
+    previous = ledger.query("SELECT requests FROM validation_runs WHERE job_id = ? AND strategy = 'list' "
+                            "AND store_url = ? AND outcome IS NOT NULL AND outcome <> 'error' "
+                            "ORDER BY run_id DESC LIMIT 1", (job_id, job["store_url"]))
+    if previous:
+        list_estimate, basis = previous[0]["requests"], "previous list run"
+    estimates = {"list": int(list_estimate), "head": expected}
+    if strategy == "auto":
+        chosen = "head" if estimates["head"] * HEAD_ADVANTAGE < estimates["list"] else "list"
+        why = (f"auto: head needs {estimates['head']} requests, list {estimates['list']} "
+               f"(head is chosen below 1/{HEAD_ADVANTAGE} of list)")
+    else:
+        chosen, why = strategy, f"requested --strategy {strategy}"
+    notes = []
+    if chosen == "head":
+        notes.append("head probes each expected output: unexpected directories are not looked for")
+    return Plan(job_id, redact_url(job["store_url"] or ""), expected, prefixes, parts if chosen == "list" else [],
+                estimates, basis, chosen, why, notes)
+
+
+def explain(ledger: Ledger, job_id: str, strategy: str = "auto") -> dict:
+    """The plan of a validation (prefixes, estimated requests per strategy, choice); touches nothing."""
+    job = ledger.job(job_id)
+    store = open_store(job["store_url"])
+    plan = make_plan(ledger, job, store, strategy)
+    doc = plan.as_dict()
+    doc["status"] = job["status"]
+    if not plan.expected:
+        doc["notes"].append("the job has no expected outputs: validation would be skipped")
+    return doc
+
+
+# ---------------------------------------------------------------- observe
+
+def _directory_row(directory: str, names: list[str]) -> tuple:
+    return (directory, RESULT_FILE in names, ERROR_FILE in names, METADATA_FILE in names, len(names))
+
+
+def _run_threads(producers: list[Callable[[Callable[[list], None]], None]], threads: int,
+                 consume: Callable[[list], None]) -> None:
+    """Run producers in threads; each hands batches of rows to ``consume`` on this thread
+    (the SQLite connection stays on one thread). The first error stops everything."""
+    batches: queue.Queue = queue.Queue(maxsize=64)
+    stop = threading.Event()
+    done = object()
+
+    def emit(batch: list) -> None:
+        while not stop.is_set():
+            try:
+                batches.put(batch, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped()
+
+    def run(producer) -> None:
+        try:
+            producer(emit)
+            batches.put(done)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the consumer thread, which re-raises it
+            batches.put(exc)
+
+    with ThreadPoolExecutor(max(1, min(threads, len(producers)))) as pool:
+        for producer in producers:
+            pool.submit(run, producer)
+        remaining = len(producers)
+        try:
+            while remaining:
+                item = batches.get()
+                if item is done:
+                    remaining -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    consume(item)
+        finally:
+            stop.set()
+            while True:  # unblock producers waiting on a full queue
+                try:
+                    batches.get_nowait()
+                except queue.Empty:
+                    break
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _list_producer(store: ProvenanceStore, part: str):
+    def produce(emit) -> None:
+        batch = []
+        for directory, names in list_directories(store, part):
+            batch.append(_directory_row(directory, names))
+            if len(batch) >= BATCH:
+                emit(batch)
+                batch = []
+        if batch:
+            emit(batch)
+    return produce
+
+
+def _probe_producer(store: ProvenanceStore, paths: list[str]):
+    def produce(emit) -> None:
+        batch = []
+        for path in paths:
+            names = [n.rpartition("/")[2] for n in store.list_names(path + "/") if n.rpartition("/")[0] == path]
+            if names:
+                batch.append(_directory_row(path, names))
+            if len(batch) >= 200:
+                emit(batch)
+                batch = []
+        if batch:
+            emit(batch)
+    return produce
+
+
+def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: Plan, progress=None) -> None:
+    """Fill ``temp.listing`` with one row per directory the strategy saw."""
+    conn = ledger.conn
+    conn.execute("DROP TABLE IF EXISTS temp.listing")
+    conn.execute("CREATE TEMP TABLE listing (dir TEXT NOT NULL, has_result INTEGER NOT NULL, "
+                 "has_error INTEGER NOT NULL, has_metadata INTEGER NOT NULL, files INTEGER NOT NULL)")
+    if plan.strategy == "list":
+        producers = [_list_producer(store, part) for part in plan.parts]
+    else:
+        paths = [r[0] for r in conn.execute("SELECT DISTINCT path FROM outputs WHERE job_id = ?", (job_id,))]
+        size = max(1, -(-len(paths) // (PROBE_THREADS * 4)))
+        producers = [_probe_producer(store, paths[i:i + size]) for i in range(0, len(paths), size)]
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")  # only temp tables are written: no lock on the ledger itself
+
+    def consume(batch: list) -> None:
+        conn.executemany("INSERT INTO listing VALUES (?,?,?,?,?)", batch)
+        if progress is not None:
+            progress.advance(len(batch))
+
+    try:
+        threads = getattr(store, "list_threads", LIST_THREADS) if plan.strategy == "list" else PROBE_THREADS
+        _run_threads(producers, threads, consume)
+        conn.execute("CREATE INDEX temp.listing_dir ON listing(dir)")
+    except BaseException:
+        if own:
+            conn.execute("ROLLBACK")
+        raise
+    if own:
+        conn.execute("COMMIT")
+
+
+# ---------------------------------------------------------------- classify
+
+CLASSIFY_SQL = """
+INSERT INTO observed (output_id, state, detail, listing_row)
+SELECT o.output_id,
+       CASE WHEN l.dir IS NULL THEN 'missing'
+            WHEN l.has_error THEN 'errored'
+            WHEN l.has_result THEN 'verified'
+            ELSE 'incomplete' END,
+       CASE WHEN l.dir IS NULL OR (l.has_result AND NOT l.has_error) THEN NULL
+            WHEN l.has_error THEN 'the worker wrote error_details.arrow'
+            ELSE 'no result.json (' || l.files || ' file' || CASE l.files WHEN 1 THEN '' ELSE 's' END
+                 || ' written)' END,
+       l.rowid
+FROM outputs o LEFT JOIN listing l ON l.dir = o.path
+WHERE o.job_id = ?
+"""
+
+
+def classify(ledger: Ledger, job_id: str) -> None:
+    """One set-based pass: every expected output of the job gets a state in ``temp.observed``."""
+    conn = ledger.conn
+    conn.execute("DROP TABLE IF EXISTS temp.observed")
+    conn.execute("CREATE TEMP TABLE observed (output_id INTEGER PRIMARY KEY, state TEXT NOT NULL, detail TEXT, "
+                 "listing_row INTEGER)")
+    conn.execute(CLASSIFY_SQL, (job_id,))
+
+
+def _counts(ledger: Ledger) -> dict:
+    counts = {s: 0 for s in states.OUTPUT_STATES}
+    for state, n in ledger.conn.execute("SELECT state, count(*) FROM observed GROUP BY state"):
+        counts[state] = n
+    counts["expected"] = sum(counts[s] for s in states.OUTPUT_STATES)
+    return counts
+
+
+# ---------------------------------------------------------------- deep checks
+
+def _deep_check(store: ProvenanceStore, row: dict, checksums: bool) -> tuple[str, str] | None:
+    """(state, reason) when reading the files contradicts the listing's verdict, else None."""
+    path = row["path"]
+    try:
+        result = json.loads(store.read(f"{path}/{RESULT_FILE}"))
+    except StoreNotFound:
+        return "incomplete", "result.json disappeared during validation"
+    except ValueError:
+        return "errored", "result.json is not valid JSON"
+    error = result.get("error") if isinstance(result, dict) else None
+    if row["state"] == "errored" or error:
+        if isinstance(error, dict):
+            return "errored", f"worker error: {error.get('error_type', 'Error')}: {error.get('message', '')}"[:500]
+        return ("errored", "the worker wrote error_details.arrow") if row["state"] == "errored" else \
+            ("errored", "result.json reports an error")
+    if not isinstance(result, dict) or not isinstance(result.get("outputs"), dict):
+        return "errored", "result.json has no 'outputs' object"
+    if row["kind"] == "simulation":
+        try:
+            meta = json.loads(store.read(f"{path}/{METADATA_FILE}"))
+        except StoreNotFound:
+            return "errored", "metadata.json is missing"
+        except ValueError:
+            return "errored", "metadata.json is not valid JSON"
+        if meta.get("param_id") != row["param_id"]:
+            return "errored", f"metadata.json param_id {str(meta.get('param_id'))[:16]}… is not the expected " \
+                              f"{row['param_id'][:16]}…"
+        if meta.get("entrypoint") != row["entrypoint"]:
+            return "errored", f"metadata.json entrypoint {meta.get('entrypoint')!r} is not {row['entrypoint']!r}"
+        if row["run_seed"] is not None and str(meta.get("seed")) != str(row["run_seed"]):
+            return "errored", f"metadata.json seed {meta.get('seed')} is not {row['run_seed']}"
+    declared = json.loads(row["outputs"]) if row["outputs"] else None
+    if declared:
+        absent = sorted(set(declared) - set(result["outputs"]))
+        if absent:
+            return "errored", f"result.json lacks declared output(s) {', '.join(absent)}"
+    sizes = dict(store.list(path + "/"))
+    for name, info in sorted(result["outputs"].items()):
+        file = artifact_file(name)
+        size = sizes.get(f"{path}/{file}")
+        if size is None:
+            return "errored", f"{file} is missing"
+        if isinstance(info, dict) and info.get("size") is not None and size != info["size"]:
+            return "errored", f"{file} is {size} bytes, result.json says {info['size']}"
+        if checksums and isinstance(info, dict) and info.get("checksum"):
+            if blake2b_256(store.read(f"{path}/{file}")) != info["checksum"]:
+                return "errored", f"{file} checksum does not match result.json"
+    return None
+
+
+def deep_check(ledger: Ledger, store: ProvenanceStore, *, checksums: bool, progress=None) -> int:
+    """Read the files of verified (and errored) outputs; demote contradicted ones in ``observed``."""
+    rows = ledger.query(
+        "SELECT obs.output_id, obs.state, o.path, o.kind, p.param_id, t.entrypoint, t.outputs, o.run_seed "
+        "FROM observed obs JOIN outputs o ON o.output_id = obs.output_id "
+        "JOIN params p ON p.param_key = o.param_key JOIN task_templates t ON t.template_id = o.template_id "
+        "WHERE obs.state IN ('verified', 'errored')")
+    if not rows:
+        return 0
+
+    def check(row: dict):
+        found = _deep_check(store, row, checksums)
+        if progress is not None:
+            progress.advance(1)
+        return None if found is None else (found[0], found[1], row["output_id"])
+
+    with ThreadPoolExecutor(PROBE_THREADS) as pool:
+        changes = [c for c in pool.map(check, rows) if c is not None]
+    ledger.conn.executemany("UPDATE observed SET state = ?, detail = ? WHERE output_id = ?", changes)
+    return len(changes)
+
+
+# ---------------------------------------------------------------- record and decide
+
+def _record(ledger: Ledger, job_id: str, run: dict, *, unexpected_known: bool) -> dict:
+    """Write the run, per-output states and events, and unexpected paths. Call inside transaction()."""
+    conn = ledger.conn
+    counts = _counts(ledger)
+    cursor = conn.execute(
+        "INSERT INTO validation_runs (job_id, started_at, finished_at, store_url, strategy, deep, requests, expected,"
+        " verified, missing, errored, incomplete, unexpected, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (job_id, run["started_at"], utcnow(), run["store"], run["strategy"], int(run["deep"]), run["requests"],
+         counts["expected"], counts["verified"], counts["missing"], counts["errored"], counts["incomplete"], 0,
+         "in-progress"))
+    run_id = cursor.lastrowid
+    changed = conn.execute(
+        "INSERT INTO output_events (output_id, run_id, from_state, to_state, detail) "
+        "SELECT o.output_id, ?, o.state, obs.state, obs.detail FROM observed obs "
+        "JOIN outputs o ON o.output_id = obs.output_id WHERE o.state <> obs.state", (run_id,)).rowcount
+    # Only outputs whose state or detail changed are written, so a run over an unchanged store
+    # costs no row writes. An output present now was seen by this run; one that just went
+    # missing was last seen by the job's previous run.
+    previous = conn.execute("SELECT max(run_id) FROM validation_runs WHERE job_id = ? AND run_id < ?",
+                            (job_id, run_id)).fetchone()[0]
+    conn.execute(
+        "UPDATE outputs SET state = obs.state, detail = obs.detail, "
+        " first_verified_run = CASE WHEN obs.state = 'verified' THEN coalesce(outputs.first_verified_run, :run) "
+        "                      ELSE outputs.first_verified_run END, "
+        " last_seen_run = CASE WHEN obs.state <> 'missing' THEN :run "
+        "                 WHEN outputs.state <> 'missing' THEN :previous ELSE outputs.last_seen_run END, "
+        " state_run = CASE WHEN obs.state <> outputs.state THEN :run ELSE outputs.state_run END "
+        "FROM observed obs WHERE outputs.output_id = obs.output_id "
+        " AND (obs.state <> outputs.state OR obs.detail IS NOT outputs.detail)",
+        {"run": run_id, "previous": previous})
+    unexpected = None
+    if unexpected_known:
+        conn.execute("DELETE FROM unexpected_paths WHERE job_id = ?", (job_id,))
+        unexpected = conn.execute(
+            "INSERT INTO unexpected_paths (job_id, path, run_id) SELECT ?, l.dir, ? FROM listing l "
+            "WHERE (l.has_result OR l.has_metadata OR l.has_error) "
+            # listing rows no expected output matched: an anti-join on integers, not on paths
+            "AND l.rowid NOT IN (SELECT listing_row FROM observed WHERE listing_row IS NOT NULL)",
+            (job_id, run_id)).rowcount
+        conn.execute("UPDATE validation_runs SET unexpected = ? WHERE run_id = ?", (unexpected, run_id))
+    return {**counts, "unexpected": unexpected, "run_id": run_id, "changed": changed}
+
+
+def _drop_temp(ledger: Ledger) -> None:
+    if not ledger.conn.in_transaction:
+        ledger.conn.execute("DROP TABLE IF EXISTS temp.listing")
+        ledger.conn.execute("DROP TABLE IF EXISTS temp.observed")
+
+
+def _stored_result(ledger: Ledger, job: dict, note: str, seconds: float) -> dict:
+    """What the ledger already knows, for jobs that are not re-validated."""
+    counts = ledger.summary(job["job_id"])
+    last = ledger.query("SELECT run_id, strategy, unexpected FROM validation_runs WHERE job_id = ? "
+                        "ORDER BY run_id DESC LIMIT 1", (job["job_id"],))
+    outcome = OUTCOMES.get(job["status"], "skipped" if not counts["expected"] else "in-progress")
+    return {"job_id": job["job_id"], "status": job["status"], "previous_status": job["status"], "outcome": outcome,
+            **counts, "unexpected": last[0]["unexpected"] if last else None,
+            "strategy": None, "requests": 0, "seconds": round(seconds, 3),
+            "run_id": None, "last_run_id": last[0]["run_id"] if last else None, "transitioned": False,
+            "validated": False, "note": note}
+
+
+def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: str = "auto", deep: bool = False,
+                 checksums: bool = False, progress=None, reason: str | None = None) -> dict:
+    """Validate a job against its store and, for a job in ``validating`` (or a terminal job
+    with ``force``), decide succeeded/partial/failed. Returns the ``validate --json`` object."""
+    clock = time.monotonic()
+    job = ledger.job(job_id)
+    if strategy not in STRATEGIES:
+        raise ValidationError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    deep = deep or checksums
+    status = job["status"]
+    has_outputs = ledger.conn.execute("SELECT 1 FROM outputs WHERE job_id = ? LIMIT 1", (job_id,)).fetchone()
+    if not has_outputs:
+        return _stored_result(ledger, job, f"{job_id} has no expected outputs (registered without a manifest): "
+                                           f"validation skipped, status left at {status}",
+                              time.monotonic() - clock)
+    if status in states.TERMINAL:
+        if not force:
+            return _stored_result(ledger, job, f"{job_id} is {status}; its status is kept (use --force to "
+                                               f"re-validate)", time.monotonic() - clock)
+        states.check_transition(status, states.VALIDATING, revalidate=True)  # cancelled stays cancelled
+    store = open_store(job["store_url"])
+    plan = make_plan(ledger, job, store, strategy)
+    started = utcnow()
+    try:
+        observe(ledger, job_id, store, plan, progress)
+        classify(ledger, job_id)
+        if deep:
+            deep_check(ledger, store, checksums=checksums, progress=progress)
+        run = {"started_at": started, "store": plan.store, "strategy": plan.strategy, "deep": deep,
+               "requests": store.requests}
+        with ledger.transaction():
+            current = ledger.job(job_id)
+            if current["status"] in states.TERMINAL and not force:
+                raise ValidationError(f"{job_id} became {current['status']} while it was being validated; "
+                                      f"nothing was recorded")
+            recorded = _record(ledger, job_id, run, unexpected_known=plan.strategy == "list")
+            summary = (f"{recorded['verified']}/{recorded['expected']} verified, {recorded['missing']} missing, "
+                       f"{recorded['errored']} errored, {recorded['incomplete']} incomplete (run {recorded['run_id']})")
+            fields = dict(validation_attempts=current["validation_attempts"] + 1, validation_started_at=started,
+                          validation_completed_at=utcnow(), last_validation_error=None)
+            final = current
+            if current["status"] in states.TERMINAL:
+                final = ledger.transition(job_id, states.VALIDATING,
+                                          reason or f"re-validation requested (--force) after {current['status']}",
+                                          revalidate=True)
+            if final["status"] == states.VALIDATING:
+                verdict = states.verdict(recorded["expected"], recorded["verified"])
+                final = ledger.transition(job_id, verdict, f"validated: {summary}" + (f"; {reason}" if reason else ""),
+                                          **fields)
+            else:
+                ledger.update_job(job_id, **fields)
+                final = ledger.job(job_id)
+            outcome = OUTCOMES.get(final["status"], "in-progress")
+            ledger.conn.execute("UPDATE validation_runs SET outcome = ?, finished_at = ? WHERE run_id = ?",
+                                (outcome, utcnow(), recorded["run_id"]))
+    finally:
+        if progress is not None and hasattr(progress, "close"):
+            progress.close()
+        _drop_temp(ledger)
+    ledger.notify_changed(job_id)
+    return {"job_id": job_id, "status": final["status"], "previous_status": status, "outcome": outcome,
+            "expected": recorded["expected"], "verified": recorded["verified"], "missing": recorded["missing"],
+            "errored": recorded["errored"], "incomplete": recorded["incomplete"],
+            "unexpected": recorded["unexpected"], "strategy": plan.strategy, "requests": store.requests,
+            "seconds": round(time.monotonic() - clock, 3), "run_id": recorded["run_id"],
+            "changed": recorded["changed"], "transitioned": final["status"] != status, "validated": True,
+            "deep": deep, "checksums": checksums, "store": plan.store, "prefixes": plan.prefixes, "note": None}
+
+
+def exit_code(result: dict) -> int:
+    """0 every expected output verified (or nothing to verify), 3 some not verified, 4 none verified."""
+    if not result.get("expected") or result["verified"] == result["expected"]:
+        return 0
+    return 3 if result["verified"] else 4
+
+
+__all__ = ["validate_job", "explain", "exit_code", "make_plan", "observe", "classify", "deep_check", "Plan",
+           "ValidationError", "STRATEGIES"]
