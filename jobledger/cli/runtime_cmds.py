@@ -1,0 +1,166 @@
+"""Runtime commands: submit, sync, resume, cancel, prune."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+
+from .. import api, render
+from .ledger_cmds import app_of
+from . import main
+
+
+def _k8s_options(f):
+    f = click.option("--context", metavar="CTX", help="kubeconfig context (default: current context, or in-cluster).")(f)
+    f = click.option("--kubeconfig", metavar="PATH", envvar="KUBECONFIG", help="kubeconfig file (env KUBECONFIG).")(f)
+    return f
+
+
+def _dump(doc, as_json: bool) -> str:
+    if as_json:
+        return render.to_json(doc)
+    import yaml
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120).rstrip()
+
+
+@main.command()
+@click.argument("spec")
+@click.option("--bundle", metavar="REF", help="Bundle reference for a SimulationStudy spec.")
+@click.option("--runtime", type=click.Choice(["k8s", "local"]), envvar="JOBLEDGER_RUNTIME", default="local",
+              show_default=True, help="Where the job runs (env JOBLEDGER_RUNTIME).")
+@click.option("--store", metavar="URL", help="Provenance store the workers write to (default $JOBLEDGER_STORE, "
+              "$MODELOPS_STORAGE_DIR, /tmp/modelops/provenance).")
+@click.option("--namespace", metavar="NS", help="Kubernetes namespace (default modelops-dask-dev).")
+@click.option("--image", metavar="IMG", help="Runner image (default the ModelOps dask runner).")
+@click.option("--bundle-path", type=click.Path(file_okay=False), metavar="DIR",
+              help="local runtime: directory the entrypoints are imported from.")
+@click.option("--job-id", metavar="ID", help="Job id (default: the spec's, or derived from the study).")
+@click.option("--layout", metavar="L", help="token (default), bundle, or a path template.")
+@click.option("--seed-policy", type=click.Choice(["runner", "task"]), default="runner", show_default=True)
+@_k8s_options
+@click.option("--dry-run", is_flag=True, help="Print the spec and what would be created; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def submit(ctx, spec, bundle, runtime, store, namespace, image, bundle_path, job_id, layout, seed_policy, context,
+           kubeconfig, dry_run, as_json):
+    """Register a job and start it on a runtime: pending → submitting → scheduled."""
+    from ..ledger import default_path
+    from ..sync import preview_submission, submit_job
+    job, doc, fmt = api.prepare_job(api.read_spec(spec), bundle=bundle, job_id=job_id)
+    options = dict(namespace=namespace, image=image, bundle_path=bundle_path, context=context, kubeconfig=kubeconfig)
+    if dry_run:
+        preview = preview_submission(Path(app_of(ctx).db or default_path()), job, runtime=runtime, store=store,
+                                     layout=layout, runtime_options=options)
+        click.echo(_dump(preview, as_json))
+        return
+    ledger = app_of(ctx).ledger()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = submit_job(ledger, job, doc, fmt, runtime=runtime, store=store, layout=layout,
+                            seed_policy=seed_policy, runtime_options=options, reason=f"submitted with {runtime}")
+    for note in result["warnings"]:
+        click.echo(f"warning: {note}", err=True)
+    if as_json:
+        click.echo(render.to_json(result))
+    else:
+        click.echo(f"{result['job_id']}: pending → submitting → {result['status']} ({runtime}, "
+                   f"{result['expected']} expected outputs)")
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, metavar="[JOB_ID]...")
+@click.option("--validate/--no-validate", default=True, show_default=True,
+              help="Validate jobs that finished (--no-validate leaves them in validating).")
+@click.option("--dry-run", is_flag=True, help="Say what would change; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a list of objects.")
+@_k8s_options
+@click.pass_context
+def sync(ctx, job_ids, validate, dry_run, as_json, context, kubeconfig):
+    """Update unfinished jobs (or those named) from their runtime, and validate finished ones."""
+    from ..sync import describe_change, sync as sync_jobs
+    ledger = app_of(ctx).ledger()
+    records = sync_jobs(ledger, job_ids, validate=validate, dry_run=dry_run,
+                        runtime_options=dict(context=context, kubeconfig=kubeconfig))
+    if as_json:
+        click.echo(render.to_json(records))
+    else:
+        for record in records:
+            if record["changed"] or record["error"]:
+                click.echo(describe_change(record))
+        if not any(r["changed"] for r in records) and not any(r["error"] for r in records):
+            click.echo(f"no changes ({len(records)} job(s) checked)")
+    if any(r["error"] for r in records):
+        ctx.exit(1)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with --dry-run: the plan object).")
+@click.option("--bundle", metavar="REF", help="Run the resume jobs with another bundle (their paths change).")
+@click.option("--runtime", type=click.Choice(["k8s", "local"]), help="Runtime (default: the parent's).")
+@click.option("--bundle-path", type=click.Path(file_okay=False), metavar="DIR",
+              help="local runtime: entrypoint directory (default: the parent's).")
+@click.option("--namespace", metavar="NS", help="Kubernetes namespace (default: the parent's).")
+@click.option("--image", metavar="IMG", help="Runner image.")
+@_k8s_options
+@click.pass_context
+def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespace, image, context, kubeconfig):
+    """Run only the not-verified outputs of a partial or failed job, as child jobs <root>-rN."""
+    from ..resume import plan_resume, resume as resume_job
+    ledger = app_of(ctx).ledger(readonly=dry_run)
+    if dry_run:
+        plan = plan_resume(ledger, job_id, bundle=bundle)
+        if as_json:
+            click.echo(render.to_json(plan.to_json()))
+        else:
+            click.echo(f"{job_id}: {plan.outputs} output(s) in {len(plan.jobs)} resume job(s), "
+                       f"over-compute {plan.overcompute}")
+            for job in plan.jobs:
+                click.echo(f"  {job.job_id}: {len(job.tasks)} task(s)")
+            for note in plan.notes:
+                click.echo(f"note: {note}", err=True)
+        return
+    options = dict(namespace=namespace, image=image, bundle_path=bundle_path, context=context, kubeconfig=kubeconfig)
+    plan, results = resume_job(ledger, job_id, bundle=bundle, runtime=runtime, runtime_options=options)
+    if as_json:
+        click.echo(render.to_json({**plan.to_json(), "submitted": results}))
+        return
+    click.echo(f"{job_id}: resuming {plan.outputs} output(s) in {len(results)} job(s), over-compute {plan.overcompute}")
+    for result in results:
+        click.echo(f"  {result['job_id']}: {result['status']} ({result['expected']} expected outputs)")
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@main.command()
+@click.argument("job_id")
+@_k8s_options
+@click.pass_context
+def cancel(ctx, job_id, context, kubeconfig):
+    """Stop a job (delete its Kubernetes Job / stop its local worker) and mark it cancelled."""
+    from ..sync import cancel_job
+    row = cancel_job(app_of(ctx).ledger(), job_id, runtime_options=dict(context=context, kubeconfig=kubeconfig))
+    click.echo(f"{row['job_id']}: cancelled")
+
+
+@main.command()
+@click.argument("spec")
+@click.option("--store", metavar="URL", required=True, help="Provenance store to check.")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="Write the pruned spec here "
+              "(default stdout).")
+@click.option("--bundle", metavar="REF", help="Bundle reference for a SimulationStudy spec.")
+@click.option("--layout", metavar="L", default="token", show_default=True)
+@click.option("--seed-policy", type=click.Choice(["runner", "task"]), default="runner", show_default=True)
+def prune(spec, store, out, bundle, layout, seed_policy):
+    """Write SPEC without the tasks whose outputs are already verified in the store."""
+    from ..idempotent import prune_spec
+    result = prune_spec(api.read_spec(spec), store, bundle=bundle, layout=layout, seed_policy=seed_policy)
+    text = render.to_json(result.spec) + "\n"
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+    click.echo(f"kept {result.kept} task(s), dropped {result.dropped} (outputs verified)"
+               + (f", over-compute {result.overcompute}" if result.overcompute else ""), err=True)

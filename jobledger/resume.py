@@ -1,0 +1,225 @@
+"""Resume: the not-verified outputs of a job become child SimJobs that write exactly those outputs.
+
+Under the ``runner`` seed policy the ModelOps runner executes, per param set, the seeds
+``group[0].seed + i``: a job can only reproduce one contiguous run of seeds per param set.
+Missing seeds are therefore split into contiguous runs and child job k carries run k of
+every param set, so the number of children is the largest number of runs of any param set
+and nothing already verified is recomputed (over-compute 0). Each child's tasks carry the
+runner seeds themselves (s, s+1, ..., e), so task seeds and runner seeds agree and the
+child is correct under either policy.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from . import states
+from .contracts import ContractError, SimJob, SimTask, UniqueParameterSet, check_bundle_ref
+from .ledger import Ledger, LedgerError
+
+_RESUME_SUFFIX = re.compile(r"(?:-r\d+)+$")
+DNS_LABEL_MAX = 63
+
+
+@dataclass(frozen=True)
+class PendingTask:
+    """One output to produce again: what the task was and the seed whose directory must appear."""
+    param_id: str
+    params: dict
+    bundle_ref: str
+    entrypoint: str
+    outputs: tuple[str, ...] | None
+    task_seed: int
+    run_seed: int
+
+
+@dataclass
+class ResumePlan:
+    parent: str
+    root: str
+    jobs: list[SimJob]
+    outputs: int
+    overcompute: int
+    skipped_aggregations: int = 0
+    in_flight: int = 0   # outputs left out because a running child already expects them
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"parent": self.parent, "jobs": [job.to_json() for job in self.jobs], "outputs": self.outputs,
+                "overcompute": self.overcompute}
+
+
+# ------------------------------------------------------------------ planning (pure)
+
+def plan_task_groups(pending: Iterable[PendingTask], seed_policy: str, *,
+                     single_job: bool = False) -> tuple[list[list[SimTask]], int]:
+    """Task lists, one per job, whose executed seeds cover ``pending``; and the over-compute.
+
+    ``single_job`` (for spec pruning) spans each param set's missing seeds with one run,
+    recomputing the verified seeds in between: that count is the over-compute.
+    """
+    pending = list(pending)
+    if not pending:
+        return [], 0
+    if seed_policy == "task":
+        seen, tasks = set(), []
+        for p in pending:
+            task = _task(p, p.task_seed)
+            if (task.param_id, task.seed, task.entrypoint, task.outputs) not in seen:
+                seen.add((task.param_id, task.seed, task.entrypoint, task.outputs))
+                tasks.append(task)
+        return [tasks], 0
+    by_param: dict[str, dict[int, PendingTask]] = {}
+    for p in pending:
+        by_param.setdefault(p.param_id, {})[p.run_seed] = p
+    runs_by_param: list[list[list[SimTask]]] = []
+    overcompute = 0
+    for rows in by_param.values():
+        seeds = sorted(rows)
+        if single_job:
+            first = rows[seeds[0]]
+            if any((rows[s].entrypoint, rows[s].outputs, rows[s].bundle_ref) !=
+                   (first.entrypoint, first.outputs, first.bundle_ref) for s in seeds):
+                raise ContractError(f"param set {first.param_id[:16]}: tasks with different entrypoints or "
+                                    f"outputs cannot share one runner group")
+            overcompute += seeds[-1] - seeds[0] + 1 - len(seeds)
+            runs_by_param.append([[_task(first, s) for s in range(seeds[0], seeds[-1] + 1)]])
+            continue
+        runs: list[list[SimTask]] = []
+        previous: PendingTask | None = None
+        for seed in seeds:
+            row = rows[seed]
+            same_run = (previous is not None and seed == previous.run_seed + 1
+                        and (row.entrypoint, row.outputs, row.bundle_ref)
+                        == (previous.entrypoint, previous.outputs, previous.bundle_ref))
+            if not same_run:
+                runs.append([])
+            runs[-1].append(_task(row, seed))
+            previous = row
+        runs_by_param.append(runs)
+    depth = max(len(runs) for runs in runs_by_param)
+    return [[task for runs in runs_by_param if k < len(runs) for task in runs[k]] for k in range(depth)], overcompute
+
+
+def _task(p: PendingTask, seed: int) -> SimTask:
+    return SimTask(p.bundle_ref, p.entrypoint, UniqueParameterSet(p.param_id, p.params), seed, p.outputs)
+
+
+def root_of(job_id: str) -> str:
+    """The original job of a resume tree: the id without any -rN suffix."""
+    return _RESUME_SUFFIX.sub("", job_id)
+
+
+def child_ids(root: str, existing: Iterable[str], count: int) -> list[str]:
+    """``<root>-r<N>`` for the next ``count`` free numbers: flat names, so any depth stays ≤ 63 chars."""
+    numbers = [int(m.group(1)) for jid in existing if (m := re.fullmatch(re.escape(root) + r"-r(\d+)", jid))]
+    start = max(numbers, default=0) + 1
+    ids = [f"{root}-r{n}" for n in range(start, start + count)]
+    for jid in ids:
+        if len(jid) > DNS_LABEL_MAX:
+            raise LedgerError(f"resume id {jid} would exceed {DNS_LABEL_MAX} characters")
+    return ids
+
+
+# ------------------------------------------------------------------ planning from the ledger
+
+RESUMABLE = (states.PARTIAL, states.FAILED)
+
+
+def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None) -> ResumePlan:
+    """The child jobs that would produce every not-verified simulation output of ``job_id``."""
+    job = ledger.job(job_id)
+    if job["status"] not in RESUMABLE:
+        raise LedgerError(f"{job_id} is {job['status']}: only partial or failed jobs can be resumed")
+    validated = ledger.query("SELECT 1 FROM validation_runs WHERE job_id = ? AND outcome IS NOT NULL "
+                             "AND outcome <> 'error' LIMIT 1", (job_id,))
+    if not validated:
+        raise LedgerError(f"{job_id} is {job['status']} but its outputs were never observed; "
+                          f"run `jobledger validate --force {job_id}` first so resume knows what is missing")
+    if bundle:
+        check_bundle_ref(bundle, "--bundle")
+    rows = ledger.query(_PENDING_SQL, {"job": job_id, "store": job["store_url"]})
+    aggregations = ledger.query("SELECT count(*) AS n FROM outputs WHERE job_id = ? AND kind = 'aggregation' "
+                                "AND state <> 'verified'", (job_id,))[0]["n"]
+    in_flight = sum(1 for r in rows if r["in_flight"])
+    pending = [PendingTask(r["param_id"], json.loads(r["params_json"]), bundle or r["bundle_ref"], r["entrypoint"],
+                           _outputs(r["outputs"]), int(r["task_seed"]), int(r["run_seed"]))
+               for r in rows if not r["in_flight"]]
+    groups, overcompute = plan_task_groups(pending, job["seed_policy"])
+    root = root_of(job_id)
+    existing = [r["job_id"] for r in ledger.query("SELECT job_id FROM jobs WHERE job_id GLOB ?", (root + "-r*",))]
+    ids = child_ids(root, existing, len(groups))
+    metadata = dict(json.loads(job["metadata"] or "{}"))
+    jobs = []
+    for jid, tasks in zip(ids, groups):
+        meta = {**metadata, "resume_of": job_id, "resume_root": root}
+        jobs.append(SimJob(jid, bundle or job["bundle_ref"], tuple(tasks), 0, meta, None, job["job_type"]))
+    plan = ResumePlan(job_id, root, jobs, sum(len(j.tasks) for j in jobs), overcompute, aggregations, in_flight)
+    if aggregations:
+        plan.notes.append(f"{aggregations} aggregation output(s) are not resumed: an aggregation covers all "
+                          f"replicates of a param set, so only the original job can write it")
+    if in_flight:
+        plan.notes.append(f"{in_flight} output(s) left out: an unfinished resume child already expects them")
+    if bundle and bundle != job["bundle_ref"]:
+        plan.notes.append(f"--bundle {bundle}: the children write under the new bundle's paths, so they "
+                          f"complete the children, not {job_id} itself")
+    return plan
+
+
+def _outputs(text: str) -> tuple[str, ...] | None:
+    names = json.loads(text)
+    return tuple(names) if names is not None else None
+
+
+# Not-verified simulation outputs of a job, minus those a descendant in the same store has
+# verified since (the parent is only re-validated on demand), flagging those that an
+# unfinished descendant still expects.
+_PENDING_SQL = """
+WITH RECURSIVE descendants(job_id) AS (
+    SELECT job_id FROM jobs WHERE parent_job_id = :job
+    UNION SELECT j.job_id FROM jobs j JOIN descendants d ON j.parent_job_id = d.job_id
+),
+child_outputs AS (
+    SELECT o.path, o.state, j.status FROM outputs o JOIN jobs j ON j.job_id = o.job_id
+    WHERE o.job_id IN (SELECT job_id FROM descendants) AND j.store_url IS :store
+)
+SELECT p.param_id, p.params_json, t.bundle_ref, t.entrypoint, t.outputs, o.task_seed, o.run_seed,
+       EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = o.path
+               AND c.status IN ('pending','submitting','scheduled','running','validating')) AS in_flight
+FROM outputs o
+JOIN params p ON p.param_key = o.param_key
+JOIN task_templates t ON t.template_id = o.template_id
+WHERE o.job_id = :job AND o.kind = 'simulation' AND o.state <> 'verified'
+  AND NOT EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = o.path AND c.state = 'verified')
+ORDER BY o.output_id
+"""
+
+
+def resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: str | None = None,
+           runtime_options: dict | None = None, submit: bool = True) -> tuple[ResumePlan, list[dict]]:
+    """Register (and submit) the planned children of ``job_id``; returns the plan and one result per child."""
+    from .sync import submit_job
+    plan = plan_resume(ledger, job_id, bundle=bundle)
+    if not plan.jobs:
+        raise LedgerError(f"{job_id}: nothing to resume (every simulation output is verified or being produced)")
+    parent = ledger.job(job_id)
+    runtime = runtime or parent["runtime"]
+    if submit and not runtime:
+        raise LedgerError(f"{job_id} was submitted elsewhere; pass --runtime k8s|local to run its resume jobs")
+    options = dict(runtime_options or {})
+    if runtime == "k8s":
+        options.setdefault("namespace", parent["k8s_namespace"])
+    if runtime == "local" and parent["runtime"] == "local" and not options.get("bundle_path"):
+        options["bundle_path"] = json.loads(parent["runtime_ref"] or "{}").get("bundle_path")
+    results = []
+    for child in plan.jobs:
+        results.append(submit_job(ledger, child, child.to_json(), "simjob", runtime=runtime, store=parent["store_url"],
+                                  layout=parent["layout"], seed_policy=parent["seed_policy"],
+                                  parent_job_id=job_id, runtime_options=options,
+                                  reason=f"resume of {job_id}", submit=submit))
+    return plan, results
+
+
+__all__ = ["PendingTask", "ResumePlan", "plan_task_groups", "plan_resume", "resume", "root_of", "child_ids"]

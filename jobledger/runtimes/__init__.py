@@ -1,0 +1,79 @@
+"""Where jobs run: the Runtime protocol (submit, status, cancel) and how to open one.
+
+A runtime knows nothing about the ledger's state machine: it starts work, reports what
+it sees and stops work. ``jobledger.sync`` turns what it sees into status transitions.
+Implementations are imported lazily so that ``jobledger status`` never loads kubernetes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+from ..contracts import SimJob
+from ..errors import JobledgerError
+
+RUNTIMES = ("k8s", "local")
+
+# What a runtime can observe about one job.
+PENDING = "pending"      # accepted, no work started yet (Job without pods)
+ACTIVE = "active"        # work in progress (a retry after failed pods included)
+SUCCEEDED = "succeeded"  # the runtime says it finished; the artifacts decide whether it did
+FAILED = "failed"        # the runtime gave up (Failed condition, worker exit status != 0)
+GONE = "gone"            # the runtime no longer knows the job (404, process and record vanished)
+PHASES = (PENDING, ACTIVE, SUCCEEDED, FAILED, GONE)
+
+
+class RuntimeFailure(JobledgerError):
+    """A runtime refused or could not be reached; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    phase: str
+    reason: str | None = None   # machine-readable, e.g. BackoffLimitExceeded
+    message: str | None = None  # human-readable detail
+
+
+@dataclass
+class Submission:
+    """What a runtime created for a job: ledger columns to record with ``scheduled``."""
+    runtime_ref: dict[str, Any]
+    columns: dict[str, Any] = field(default_factory=dict)
+
+
+class Runtime(Protocol):
+    name: str
+
+    def check(self, job: SimJob, job_row: dict) -> None:
+        """Refuse, before anything is recorded, a submission that cannot work (bad store, no credentials)."""
+
+    def describe(self, job: SimJob, job_row: dict) -> dict:
+        """What submit would create (for --dry-run), without creating anything."""
+
+    def submit(self, job: SimJob, job_row: dict, expected: list[dict]) -> Submission:
+        """Start the job. On failure, remove whatever this call created, then raise."""
+
+    def withdraw(self, job_row: dict) -> None:
+        """Undo a submit whose ledger record could not be completed."""
+
+    def status(self, job_rows: Iterable[dict]) -> dict[str, RuntimeStatus]:
+        """The observed phase of each job (keyed by job_id), in as few calls as possible."""
+
+    def cancel(self, job_row: dict) -> None:
+        """Stop the job's work; a job that is already gone is not an error."""
+
+
+def open_runtime(name: str, **options: Any) -> Runtime:
+    """A runtime by name: 'k8s' (options: namespace, context, kubeconfig, image, bundle_registry,
+    connection_string, api_client) or 'local' (options: runs_dir, bundle_path)."""
+    if name in ("k8s", "kubernetes"):
+        from .kubernetes import KubernetesRuntime
+        return KubernetesRuntime(**options)
+    if name == "local":
+        from .local import LocalRuntime
+        return LocalRuntime(**options)
+    raise RuntimeFailure(f"--runtime: {name!r} is not one of {', '.join(RUNTIMES)}")
+
+
+__all__ = ["Runtime", "RuntimeStatus", "Submission", "RuntimeFailure", "open_runtime", "RUNTIMES", "PHASES",
+           "PENDING", "ACTIVE", "SUCCEEDED", "FAILED", "GONE"]

@@ -1,0 +1,174 @@
+"""The local runtime: a detached worker process per job, writing to a local provenance store.
+
+Everything about one run lives in ``<runs_dir>/<job_id>/`` (by default ``runs/`` beside the
+ledger file): plan.json (the tasks, with the seeds the ledger expects), pid (pid and process
+start time, so a recycled pid is never mistaken for the worker), worker.log and, once the
+worker has finished, exit.json. The worker is started in its own session, so it survives
+the command that started it and ``cancel`` can stop its whole process group.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+from ..contracts import SimJob
+from . import ACTIVE, FAILED, GONE, SUCCEEDED, RuntimeFailure, RuntimeStatus, Submission
+from .worker import EXIT_FILE, LOG_FILE, PID_FILE, PLAN_FILE
+
+
+def local_store_root(store_url: str) -> Path:
+    """The directory of a local store URL; the local runtime cannot write anywhere else."""
+    if store_url.startswith("file://"):
+        return Path(store_url[len("file://"):])
+    if "://" in store_url:
+        raise RuntimeFailure(f"the local runtime writes to a local store; {store_url} is not a directory "
+                             f"(pass --store DIR)")
+    return Path(store_url)
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks) from /proc, or None when there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()
+    return fields[0], int(fields[19])
+
+
+def process_alive(pid: int, start_time: int | None) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it when this very process started it (tests, the demo)
+    except ChildProcessError:
+        pass
+    if Path("/proc/self/stat").exists():
+        stat = _proc_stat(pid)
+        return stat is not None and stat[0] not in ("Z", "X") and (start_time is None or stat[1] == start_time)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, runs_dir: str | os.PathLike | None = None, bundle_path: str | os.PathLike | None = None,
+                 python: str | None = None):
+        self.runs_dir = Path(runs_dir) if runs_dir else None
+        self.bundle_path = str(Path(bundle_path).resolve()) if bundle_path else None
+        self.python = python or sys.executable
+
+    def run_dir(self, job_id: str) -> Path:
+        if self.runs_dir is None:
+            raise RuntimeFailure("the local runtime needs a runs directory (the ledger's data directory)")
+        return self.runs_dir / job_id
+
+    def describe(self, job: SimJob, job_row: dict) -> dict:
+        run_dir = self.run_dir(job.job_id)
+        return {"runtime": "local", "run_dir": str(run_dir), "bundle_path": self.bundle_path,
+                "store": str(local_store_root(job_row["store_url"])), "tasks": len(job.tasks),
+                "command": [self.python, "-m", "jobledger.runtimes.worker", str(run_dir)]}
+
+    def check(self, job: SimJob, job_row: dict) -> None:
+        if self.bundle_path and not Path(self.bundle_path).is_dir():
+            raise RuntimeFailure(f"--bundle-path {self.bundle_path} is not a directory")
+        local_store_root(job_row["store_url"])
+        self.run_dir(job.job_id)
+
+    def submit(self, job: SimJob, job_row: dict, expected: list[dict]) -> Submission:
+        self.check(job, job_row)
+        store_root = local_store_root(job_row["store_url"])
+        run_dir = self.run_dir(job.job_id)
+        if run_dir.exists():
+            raise RuntimeFailure(f"{run_dir} already exists: {job.job_id} has been run here before")
+        plan = {"job_id": job.job_id, "store_url": job_row["store_url"], "store_root": str(store_root),
+                "layout": job_row["layout"], "bundle_path": self.bundle_path,
+                "tasks": [{"bundle_ref": r["bundle_ref"], "entrypoint": r["entrypoint"], "param_id": r["param_id"],
+                           "params": json.loads(r["params_json"]), "seed": int(r["run_seed"]),
+                           "outputs": json.loads(r["outputs"]), "path": r["path"]} for r in expected]}
+        process = None
+        try:
+            store_root.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir(parents=True)
+            (run_dir / PLAN_FILE).write_text(json.dumps(plan))
+            with open(run_dir / LOG_FILE, "ab") as log:
+                process = subprocess.Popen([self.python, "-m", "jobledger.runtimes.worker", str(run_dir)],
+                                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                           cwd=run_dir, start_new_session=True, close_fds=True)
+            stat = _proc_stat(process.pid)
+            ref = {"run_dir": str(run_dir), "pid": process.pid, "start_time": stat[1] if stat else None,
+                   "bundle_path": self.bundle_path}
+            (run_dir / PID_FILE).write_text(json.dumps(ref))
+        except OSError as exc:
+            if process is not None:
+                _stop_group(process.pid)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise RuntimeFailure(f"cannot start the local worker for {job.job_id}: {exc}") from None
+        process.returncode = 0  # detached on purpose: never waited for here, nothing to warn about
+        return Submission(ref)
+
+    def withdraw(self, job_row: dict) -> None:
+        self.cancel(job_row)
+        ref = self._ref(job_row)
+        if ref.get("run_dir"):
+            shutil.rmtree(ref["run_dir"], ignore_errors=True)
+
+    def status(self, job_rows: Iterable[dict]) -> dict[str, RuntimeStatus]:
+        return {row["job_id"]: self._status(row) for row in job_rows}
+
+    def _status(self, job_row: dict) -> RuntimeStatus:
+        ref = self._ref(job_row)
+        run_dir = Path(ref["run_dir"]) if ref.get("run_dir") else None
+        if run_dir is None or not run_dir.is_dir():
+            return RuntimeStatus(GONE, "RunDirectoryMissing", f"run directory {run_dir} is gone")
+        exit_file = run_dir / EXIT_FILE
+        if exit_file.exists():
+            record = json.loads(exit_file.read_text())
+            if record.get("returncode") == 0:
+                return RuntimeStatus(SUCCEEDED, None, f"{record.get('ran', 0)} ran, {record.get('reused', 0)} "
+                                                      f"reused, {record.get('errored', 0)} errored")
+            return RuntimeStatus(FAILED, "WorkerError", f"{record.get('error_type')}: {record.get('message')} "
+                                                        f"(see {run_dir / LOG_FILE})")
+        if process_alive(ref["pid"], ref.get("start_time")):
+            return RuntimeStatus(ACTIVE)
+        if exit_file.exists():  # finished between the two checks
+            return self._status(job_row)
+        return RuntimeStatus(GONE, "WorkerVanished",
+                             f"worker {ref['pid']} ended without an exit record (killed?)")
+
+    def cancel(self, job_row: dict) -> None:
+        ref = self._ref(job_row)
+        if ref.get("pid") and process_alive(ref["pid"], ref.get("start_time")):
+            _stop_group(ref["pid"])
+
+    @staticmethod
+    def _ref(job_row: dict) -> dict:
+        return json.loads(job_row.get("runtime_ref") or "{}")
+
+
+def _stop_group(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM the worker's process group, SIGKILL it if it is still there after ``grace`` seconds."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not process_alive(pid, None):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

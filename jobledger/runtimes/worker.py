@@ -1,0 +1,173 @@
+"""The local runtime's detached worker: runs a job's tasks and writes ModelOps worker results.
+
+Run as ``python -m jobledger.runtimes.worker RUN_DIR``. RUN_DIR/plan.json (written by
+LocalRuntime.submit) names the store, the bundle directory, the layout and every task with
+the seed it must run. Results are written by ``stores.local.write_result_dir`` in the
+ModelOps worker's order, each file by temp file + rename: metadata.json,
+``artifact_<name>.arrow`` per output (the bytes the model returned), on error
+error_details.arrow, and result.json LAST. The exit record RUN_DIR/exit.json is written
+when the worker ends; a worker killed with SIGKILL leaves none.
+
+Entrypoints are resolved from the bundle directory (put first on sys.path):
+``module.path:function`` calls that function; ``import.path/scenario`` imports
+``import.path`` (a module, or a module attribute such as a class) and calls its attribute
+named like the scenario with '-' and '.' replaced by '_', or else ``SCENARIOS[scenario]``.
+The callable gets ``(params: dict, seed: int)`` and returns {output name: bytes}.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import os
+import sys
+import traceback
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..contracts import SimTask, UniqueParameterSet
+from ..layout import RESULT_FILE, Layout
+from ..stores.local import write_result_dir
+
+PLAN_FILE = "plan.json"
+EXIT_FILE = "exit.json"
+PID_FILE = "pid"
+LOG_FILE = "worker.log"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class EntrypointResolver:
+    def __init__(self, bundle_path: str | None):
+        if bundle_path:
+            sys.path.insert(0, str(Path(bundle_path).resolve()))
+        self._cache: dict[str, Callable] = {}
+
+    def __call__(self, entrypoint: str) -> Callable:
+        if entrypoint not in self._cache:
+            self._cache[entrypoint] = self._resolve(entrypoint)
+        return self._cache[entrypoint]
+
+    @staticmethod
+    def _resolve(entrypoint: str) -> Callable:
+        if ":" in entrypoint:
+            module_name, _, attr_path = entrypoint.partition(":")
+            target: Any = importlib.import_module(module_name)
+            for part in attr_path.split("."):
+                target = getattr(target, part)
+            return target
+        dotted, _, scenario = entrypoint.rpartition("/")
+        target = _import_object(dotted)
+        name = scenario.replace("-", "_").replace(".", "_")
+        if hasattr(target, name):
+            return getattr(target, name)
+        scenarios = getattr(target, "SCENARIOS", None)
+        if isinstance(scenarios, Mapping) and scenario in scenarios:
+            return scenarios[scenario]
+        raise AttributeError(f"{dotted} has no scenario {scenario!r} (no attribute {name!r}, "
+                             f"no SCENARIOS[{scenario!r}])")
+
+
+def _import_object(dotted: str) -> Any:
+    """The object at a dotted path: the longest importable module, then attributes."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError as exc:
+            if exc.name and not ".".join(parts[:cut]).startswith(exc.name):
+                raise  # a missing dependency inside the model, not a shorter module path
+            continue
+        for attr in parts[cut:]:
+            target = getattr(target, attr)
+        return target
+    raise ModuleNotFoundError(f"no module named {parts[0]!r}")
+
+
+class LocalSimulationService:
+    """Runs one task at a time in this process and writes its result directory."""
+
+    def __init__(self, store_root: Path, layout: Layout, resolve: Callable[[str], Callable]):
+        self.store_root = store_root
+        self.layout = layout
+        self.resolve = resolve
+        self.errored = 0
+
+    def submit(self, task: SimTask) -> Future:
+        future: Future = Future()
+        future.set_result(self.run(task))
+        return future
+
+    def run(self, task: SimTask) -> dict:
+        pid, seed = task.params.param_id, task.seed
+        directory = self.store_root / self.layout.sim_path(task.bundle_ref, pid, seed)
+        error = None
+        try:
+            artifacts = self._call(task)
+        except Exception as exc:  # the model's failure is the task's result, not the worker's
+            self.errored += 1
+            artifacts = {}
+            error = {"error_type": type(exc).__name__, "message": str(exc), "retryable": False,
+                     "traceback": traceback.format_exc()}
+        write_result_dir(directory, bundle_ref=task.bundle_ref, entrypoint=task.entrypoint,
+                         params=task.params.params, param_id=pid, seed=seed, outputs=artifacts, error=error,
+                         timestamp=_dt.datetime.now(_dt.timezone.utc).isoformat())
+        return json.loads((directory / RESULT_FILE).read_bytes())
+
+    def _call(self, task: SimTask) -> dict[str, bytes]:
+        produced = self.resolve(task.entrypoint)(dict(task.params.params), task.seed)
+        if not isinstance(produced, Mapping):
+            raise TypeError(f"{task.entrypoint} returned {type(produced).__name__}, not a mapping of name → bytes")
+        for name, data in produced.items():
+            if not isinstance(name, str) or not name or not isinstance(data, (bytes, bytearray)):
+                raise TypeError(f"{task.entrypoint} returned output {name!r} of type {type(data).__name__}; "
+                                f"outputs must be bytes")
+        if task.outputs is None:
+            return {k: bytes(v) for k, v in produced.items()}
+        absent = sorted(set(task.outputs) - set(produced))
+        if absent:
+            raise ValueError(f"{task.entrypoint} did not return the declared outputs {absent}")
+        return {k: bytes(produced[k]) for k in task.outputs}
+
+
+def tasks_of(plan: dict) -> list[SimTask]:
+    return [SimTask(t["bundle_ref"], t["entrypoint"], UniqueParameterSet(t["param_id"], t["params"]), int(t["seed"]),
+                    tuple(t["outputs"]) if t["outputs"] is not None else None) for t in plan["tasks"]]
+
+
+def run(run_dir: Path) -> dict:
+    from ..idempotent import IdempotentSimulationService
+    from ..stores import open_store
+    plan = json.loads((run_dir / PLAN_FILE).read_text())
+    layout = Layout.parse(plan["layout"])
+    local = LocalSimulationService(Path(plan["store_root"]), layout, EntrypointResolver(plan.get("bundle_path")))
+    service = IdempotentSimulationService(local, open_store(plan["store_url"]), layout=layout)
+    tasks = tasks_of(plan)
+    for task in tasks:
+        service.submit(task).result()
+        print(f"{task.params.param_id[:8]} seed {task.seed}: done", flush=True)
+    return {"tasks": len(tasks), "reused": service.reused, "ran": service.delegated, "errored": local.errored}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    run_dir = Path(argv[0])
+    record: dict[str, Any] = {"pid": os.getpid()}
+    try:
+        record.update(run(run_dir))
+        record["returncode"] = 0
+    except BaseException as exc:  # record why the worker itself failed, then fail
+        record.update(returncode=1, error_type=type(exc).__name__, message=str(exc) or type(exc).__name__)
+        traceback.print_exc()
+    record["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    write_atomic(run_dir / EXIT_FILE, json.dumps(record, indent=2).encode())
+    return record["returncode"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
