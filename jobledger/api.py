@@ -180,3 +180,21 @@ def parse_since(text: str) -> str:
 
 __all__ = ["read_spec", "register", "create_job", "prepare_job", "status", "list_jobs", "missing", "history",
            "run_sql", "parse_since", "Registered", "JobledgerError", "utcnow"]
+
+# Validation (issue 3): decide from the store's artifacts; see jobledger.validation.
+from .validation import exit_code as validation_exit_code, explain as explain_validation, validate_job  # noqa: E402
+
+__all__ += ["validate_job", "explain_validation", "validation_exit_code"]
+
+# Registry mirror (issue 5): pull/push jobs between the local ledger and a shared VersionedStore.
+from .registry.mirror import pull as pull_jobs, push as push_jobs  # noqa: E402
+
+__all__ += ["pull_jobs", "push_jobs"]
+
+# Runtimes, sync, resume, idempotent execution (issue 4).
+from .idempotent import IdempotentSimulationService, prune_spec  # noqa: E402
+from .resume import plan_resume, resume  # noqa: E402
+from .sync import cancel_job, submit_job, sync as sync_jobs  # noqa: E402
+
+__all__ += ["IdempotentSimulationService", "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs",
+            "cancel_job"]

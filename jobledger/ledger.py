@@ -296,9 +296,11 @@ class Ledger:
                 job = self.mirror.accept_transition(self, job, to_status, reason, fields) or job
                 if job["status"] == to_status:
                     return job  # another machine already made this move; the mirror imported it
-            return self._write_transition(job, to_status, reason, fields)
+            return self.write_transition(job, to_status, reason, fields)
 
-    def _write_transition(self, job: dict, to_status: str, reason: str, fields: dict) -> dict:
+    def write_transition(self, job: dict, to_status: str, reason: str, fields: dict) -> dict:
+        """Write a checked move and its history row; callers hold the write transaction
+        (the registry mirror calls this inside a savepoint so it can undo a lost swap)."""
         now = utcnow()
         for name in fields:
             if not re.fullmatch(r"[a-z_0-9]+", name):

@@ -301,15 +301,25 @@ def _counts(ledger: Ledger) -> dict:
 
 # ---------------------------------------------------------------- deep checks
 
+_ABSENT = object()
+
+
+def _read_json(store: ProvenanceStore, directory: str, name: str) -> tuple[object, tuple[str, str] | None]:
+    """(document, None), or (_ABSENT or None, (state, reason)) when the file is absent or not JSON."""
+    try:
+        return json.loads(store.read(f"{directory}/{name}")), None
+    except StoreNotFound:
+        return _ABSENT, ("errored", f"{name} is missing")
+    except ValueError:
+        return None, ("errored", f"{name} is not valid JSON")
+
+
 def _deep_check(store: ProvenanceStore, row: dict, checksums: bool) -> tuple[str, str] | None:
     """(state, reason) when reading the files contradicts the listing's verdict, else None."""
     path = row["path"]
-    try:
-        result = json.loads(store.read(f"{path}/{RESULT_FILE}"))
-    except StoreNotFound:
-        return "incomplete", "result.json disappeared during validation"
-    except ValueError:
-        return "errored", "result.json is not valid JSON"
+    result, problem = _read_json(store, path, RESULT_FILE)
+    if problem:
+        return ("incomplete", "result.json disappeared during validation") if result is _ABSENT else problem
     error = result.get("error") if isinstance(result, dict) else None
     if row["state"] == "errored" or error:
         if isinstance(error, dict):
@@ -319,12 +329,9 @@ def _deep_check(store: ProvenanceStore, row: dict, checksums: bool) -> tuple[str
     if not isinstance(result, dict) or not isinstance(result.get("outputs"), dict):
         return "errored", "result.json has no 'outputs' object"
     if row["kind"] == "simulation":
-        try:
-            meta = json.loads(store.read(f"{path}/{METADATA_FILE}"))
-        except StoreNotFound:
-            return "errored", "metadata.json is missing"
-        except ValueError:
-            return "errored", "metadata.json is not valid JSON"
+        meta, problem = _read_json(store, path, METADATA_FILE)
+        if problem:
+            return problem
         if meta.get("param_id") != row["param_id"]:
             return "errored", f"metadata.json param_id {str(meta.get('param_id'))[:16]}… is not the expected " \
                               f"{row['param_id'][:16]}…"

@@ -60,3 +60,6 @@ def main(ctx: click.Context, db: str | None, registry: str | None) -> None:
 
 
 from . import ledger_cmds  # noqa: E402,F401  (registers the commands)
+from . import registry_cmds  # noqa: E402,F401
+from . import validate_cmds  # noqa: E402,F401
+from . import runtime_cmds  # noqa: E402,F401

@@ -1,0 +1,127 @@
+"""Azure Blob Storage as a VersionedStore (the registry ModelOps keeps: container ``job-registry``).
+
+The version is the blob's ETag: one GET returns content and ETag together, ``put`` sends
+If-Match, ``create_if_absent`` uploads with overwrite=False. The SDK's retry policy retries
+5xx answers and transport errors with a short exponential backoff, and small timeouts make an
+unreachable service fail within seconds. Every failure becomes a one-line RegistryError that
+names the registry URL, never the connection string.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
+                                   HttpResponseError)
+from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+from . import RegistryError, check_key
+
+CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+# Retries at about 0.2 s, 1.4 s, 1.6 s: a stopped service fails in ~4 s, a busy one gets time to recover.
+RETRY = dict(initial_backoff=0.2, increment_base=1.2, retry_total=3, random_jitter_range=0.2)
+TIMEOUTS = dict(connection_timeout=3, read_timeout=20)
+
+
+class AzureVersionedStore:
+    def __init__(self, container: str, prefix: str = "", connection_string: str | None = None):
+        connection_string = connection_string or os.environ.get(CONNECTION_ENV)
+        self.url = f"az://{container}" + (f"/{prefix.strip('/')}" if prefix.strip("/") else "")
+        if not connection_string:
+            raise RegistryError(f"registry {self.url}: set {CONNECTION_ENV}")
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        try:
+            service = BlobServiceClient.from_connection_string(connection_string, retry_policy=ExponentialRetry(**RETRY),
+                                                               **TIMEOUTS)
+        except (ValueError, AzureError) as exc:
+            raise RegistryError(f"registry {self.url}: invalid {CONNECTION_ENV} ({type(exc).__name__})") from None
+        self.container = service.get_container_client(container)
+
+    @classmethod
+    def from_url(cls, url: str) -> "AzureVersionedStore":
+        container, _, prefix = url[len("az://"):].partition("/")
+        if not container:
+            raise RegistryError(f"registry {url}: no container name (az://CONTAINER[/PREFIX])")
+        return cls(container, prefix)
+
+    def _blob(self, key: str):
+        return self.container.get_blob_client(self.prefix + check_key(key))
+
+    def _fail(self, action: str, key: str, exc: Exception) -> RegistryError:
+        if isinstance(exc, HttpResponseError) and exc.status_code:
+            why = f"HTTP {exc.status_code} {exc.error_code or exc.reason or ''}".strip()
+        else:
+            why = "unreachable (" + type(exc).__name__ + ")"
+        return RegistryError(f"registry {self.url}: cannot {action} {key or '/'}: {why}")
+
+    def _upload(self, key: str, data: bytes, **conditions) -> None:
+        """Upload, creating the container on first use."""
+        blob = self._blob(key)
+        try:
+            blob.upload_blob(data, **conditions)
+        except ResourceNotFoundError as exc:
+            if exc.error_code != "ContainerNotFound":
+                raise
+            try:
+                self.container.create_container()
+            except ResourceExistsError:
+                pass
+            blob.upload_blob(data, **conditions)
+
+    # ------------------------------------------------------------ the protocol
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            downloader = self._blob(key).download_blob()
+            return downloader.readall(), downloader.properties.etag
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise self._fail("read", key, exc) from None
+
+    def put(self, key: str, data: bytes, version: str) -> bool:
+        try:
+            self._blob(key).upload_blob(data, overwrite=True, etag=version,
+                                        match_condition=MatchConditions.IfNotModified)
+            return True
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False  # changed or deleted since it was read
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                return False
+            raise self._fail("write", key, exc) from None
+        except AzureError as exc:
+            raise self._fail("write", key, exc) from None
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        try:
+            self._upload(key, data, overwrite=False)
+            return True
+        except ResourceExistsError:
+            return False
+        except AzureError as exc:
+            raise self._fail("create", key, exc) from None
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        try:
+            names = [b.name[len(self.prefix):] for b in self.container.list_blobs(name_starts_with=self.prefix + prefix)]
+        except ResourceNotFoundError as exc:
+            if exc.error_code == "ContainerNotFound":
+                return iter(())  # nothing was ever written to this registry
+            raise self._fail("list", prefix, exc) from None
+        except AzureError as exc:
+            raise self._fail("list", prefix, exc) from None
+        return iter(names)
+
+    def delete(self, key: str) -> bool:
+        try:
+            self._blob(key).delete_blob()
+            return True
+        except ResourceNotFoundError:
+            return False
+        except AzureError as exc:
+            raise self._fail("delete", key, exc) from None
+
+    def __repr__(self) -> str:
+        return f"AzureVersionedStore({self.url!r})"

@@ -1,0 +1,160 @@
+"""A directory as a VersionedStore: works on a local disk or a shared (POSIX-locking) filesystem.
+
+Each key is a plain file (so other tools can read ``jobs/<id>/state.json`` directly). Beside it
+live two hidden files: ``.<name>.version`` (a random token, replaced on every write) and
+``.<name>.lock`` (flock'ed: shared for reads, exclusive for read-compare-replace), which makes
+compare-and-swap safe across processes. Files are replaced atomically (temp file + os.replace).
+The version is written before the content: a crash in between leaves the old content with a
+fresh token, which only makes concurrent writers re-read.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from . import RegistryError, check_key
+
+
+class LocalVersionedStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        self.url = f"file://{self.root}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryError(f"registry {self.url}: cannot create directory: {exc.strerror}") from None
+
+    # ------------------------------------------------------------ paths and locks
+
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        if any(part.startswith(".") for part in key.split("/")):
+            raise RegistryError(f"invalid registry key {key!r} (parts may not start with '.')")
+        return self.root / key
+
+    @staticmethod
+    def _sidecar(path: Path, suffix: str) -> Path:
+        return path.with_name(f".{path.name}.{suffix}")
+
+    @contextmanager
+    def _locked(self, path: Path, exclusive: bool):
+        lock_path = self._sidecar(path, "lock")
+        try:
+            if exclusive:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            elif not path.parent.is_dir():
+                yield False
+                return
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise RegistryError(f"registry {self.url}: cannot lock {path.relative_to(self.root)}: "
+                                f"{exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield True
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _read(self, path: Path) -> tuple[bytes, str] | None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            version = self._sidecar(path, "version").read_text().strip()
+        except FileNotFoundError:
+            version = "unversioned"  # a file dropped in by hand: still replaceable by CAS
+        return data, version
+
+    def _write(self, path: Path, data: bytes) -> None:
+        _replace_atomically(self._sidecar(path, "version"), uuid.uuid4().hex.encode())
+        _replace_atomically(path, data)
+
+    # ------------------------------------------------------------ the protocol
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        path = self._path(key)
+        with self._locked(path, exclusive=False) as present:
+            return self._read(path) if present else None
+
+    def put(self, key: str, data: bytes, version: str) -> bool:
+        path = self._path(key)
+        with self._locked(path, exclusive=True):
+            current = self._read(path)
+            if current is None or current[1] != version:
+                return False
+            self._io(self._write, path, data)
+            return True
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        with self._locked(path, exclusive=True):
+            if path.exists():
+                return False
+            self._io(self._write, path, data)
+            return True
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        directory = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        if not self.root.is_dir():
+            raise RegistryError(f"registry {self.url}: directory is gone")
+        keys = []
+        try:
+            for dirpath, dirnames, filenames in os.walk(directory, onerror=_raise):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                rel = Path(dirpath).relative_to(self.root).as_posix()
+                for name in sorted(filenames):
+                    if name.startswith("."):
+                        continue
+                    key = name if rel == "." else f"{rel}/{name}"
+                    if key.startswith(prefix):
+                        keys.append(key)
+        except OSError as exc:
+            raise RegistryError(f"registry {self.url}: cannot list {prefix or '/'}: {exc.strerror}") from None
+        return iter(keys)
+
+    def delete(self, key: str) -> bool:
+        path = self._path(key)
+        with self._locked(path, exclusive=False) as present:
+            if not present:
+                return False
+        with self._locked(path, exclusive=True):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return False
+            self._sidecar(path, "version").unlink(missing_ok=True)
+            return True
+
+    def _io(self, fn, path: Path, *args):
+        try:
+            return fn(path, *args)
+        except OSError as exc:
+            raise RegistryError(f"registry {self.url}: cannot write {path.relative_to(self.root)}: "
+                                f"{exc.strerror}") from None
+
+    def __repr__(self) -> str:
+        return f"LocalVersionedStore({str(self.root)!r})"
+
+
+def _replace_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _raise(exc: OSError) -> None:
+    if isinstance(exc, FileNotFoundError):
+        return  # a prefix with no keys under it
+    raise exc
