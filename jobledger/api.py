@@ -178,23 +178,15 @@ def parse_since(text: str) -> str:
     return moment.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-__all__ = ["read_spec", "register", "create_job", "prepare_job", "status", "list_jobs", "missing", "history",
-           "run_sql", "parse_since", "Registered", "JobledgerError", "utcnow"]
-
-# Validation (issue 3): decide from the store's artifacts; see jobledger.validation.
-from .validation import exit_code as validation_exit_code, explain as explain_validation, validate_job  # noqa: E402
-
-__all__ += ["validate_job", "explain_validation", "validation_exit_code"]
-
-# Registry mirror (issue 5): pull/push jobs between the local ledger and a shared VersionedStore.
-from .registry.mirror import pull as pull_jobs, push as push_jobs  # noqa: E402
-
-__all__ += ["pull_jobs", "push_jobs"]
-
-# Runtimes, sync, resume, idempotent execution (issue 4).
+# The rest of the API lives with the concept it belongs to; it is re-exported here so that
+# `from jobledger import api` gives a Python user every command.
 from .idempotent import IdempotentSimulationService, prune_spec  # noqa: E402
+from .registry.mirror import pull as pull_jobs, push as push_jobs  # noqa: E402
 from .resume import plan_resume, resume  # noqa: E402
 from .sync import cancel_job, submit_job, sync as sync_jobs  # noqa: E402
+from .validation import exit_code as validation_exit_code, explain as explain_validation, validate_job  # noqa: E402
 
-__all__ += ["IdempotentSimulationService", "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs",
-            "cancel_job"]
+__all__ = ["read_spec", "register", "create_job", "prepare_job", "status", "list_jobs", "missing", "history",
+           "run_sql", "parse_since", "Registered", "JobledgerError", "utcnow", "validate_job", "explain_validation",
+           "validation_exit_code", "pull_jobs", "push_jobs", "IdempotentSimulationService", "prune_spec",
+           "plan_resume", "resume", "submit_job", "sync_jobs", "cancel_job"]
