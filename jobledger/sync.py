@@ -21,6 +21,7 @@ from . import states
 from .contracts import SimJob
 from .errors import JobledgerError
 from .ledger import Ledger, LedgerError
+from .registry import MovedElsewhere
 from .runtimes import ACTIVE, FAILED, GONE, PENDING, SUCCEEDED, RuntimeStatus, open_runtime
 from .stores import normalize_store_url
 
@@ -169,16 +170,37 @@ def _sync_one(ledger: Ledger, row: dict, observed: RuntimeStatus | None, error: 
                               "reason": None, "error": error, "changed": False, "dry_run": dry_run}
     if error or current not in SYNCED:
         return record
+    try:
+        current = _advance(ledger, row, observed, record, validate, dry_run)
+    except MovedElsewhere as moved:
+        # Another machine synced this job first: take its verdict rather than fail.
+        from .registry.mirror import pull
+        pull(ledger, [job_id])
+        current = ledger.job(job_id)["status"]
+        record["path"].append(current)
+        record["reason"] = f"already moved to {moved.remote_status} by another machine"
+        record.update(ledger.summary(job_id))
+    record["to"] = current
+    record["changed"] = len(record["path"]) > 1
+    if record["changed"] and not dry_run:
+        ledger.notify_changed(job_id)
+    return record
+
+
+def _advance(ledger: Ledger, row: dict, observed: RuntimeStatus | None, record: dict, validate: bool,
+             dry_run: bool) -> str:
+    """Apply what the runtime reports, then validate a job that reached ``validating``."""
+    job_id, current = row["job_id"], row["status"]
     target = _target(current, observed) if observed else None
     if target:
         reason = _reason(observed, row["runtime"])
         record["reason"] = reason
-        record["path"].append(target)
         if not dry_run:
             fields = {}
             if target == states.FAILED:
                 fields = {"error_message": observed.message or observed.reason, "error_code": observed.reason}
             ledger.transition(job_id, target, reason, **fields)
+        record["path"].append(target)
         current = target
     if current == states.VALIDATING and validate:
         if dry_run:
@@ -190,13 +212,11 @@ def _sync_one(ledger: Ledger, row: dict, observed: RuntimeStatus | None, error: 
                 record["path"].append(result["status"])
                 current = result["status"]
                 record.update({k: result[k] for k in ("expected", "verified", "missing", "errored", "incomplete")})
+            except MovedElsewhere:
+                raise
             except JobledgerError as exc:
                 record["error"] = str(exc)
-    record["to"] = current
-    record["changed"] = len(record["path"]) > 1
-    if record["changed"] and not dry_run:
-        ledger.notify_changed(job_id)
-    return record
+    return current
 
 
 def describe_change(record: dict) -> str:

@@ -15,6 +15,15 @@ class RegistryError(JobledgerError):
     """The registry is unreachable, refused a request, or holds something jobledger cannot use."""
 
 
+class MovedElsewhere(RegistryError):
+    """Another machine already moved the job to a status from which this move is no longer legal."""
+
+    def __init__(self, message: str, job_id: str, remote_status: str):
+        super().__init__(message)
+        self.job_id = job_id
+        self.remote_status = remote_status
+
+
 @runtime_checkable
 class VersionedStore(Protocol):
     """Blobs with an opaque version token that changes on every write (an ETag)."""

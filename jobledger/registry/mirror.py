@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable
 
 from .. import states
 from ..ledger import Ledger, UnknownJob, db_seed, utcnow
-from . import RegistryError, VersionedStore
+from . import MovedElsewhere, RegistryError, VersionedStore
 
 STATE_FORMAT = "jobledger-state/1"
 MANIFEST_FORMAT = "jobledger-manifest/1"
@@ -512,8 +512,9 @@ class Mirror:
                     return ledger.job(job_id)
                 if not states.is_legal(remote["status"], to_status,
                                        revalidate=revalidate and remote["status"] in states.REVALIDATABLE):
-                    raise RegistryError(f"job {job_id}: {moved_message(job_id, remote)}; not moving it to "
-                                        f"{to_status} (run `jobledger pull {job_id}` to refresh)")
+                    raise MovedElsewhere(f"job {job_id}: {moved_message(job_id, remote)}; not moving it to "
+                                         f"{to_status} (run `jobledger pull {job_id}` to refresh)",
+                                         job_id, remote["status"])
                 import_state(ledger, remote)
                 job = ledger.job(job_id)
             # Write the move locally inside a savepoint, publish exactly that row, undo it if the swap loses:
