@@ -236,7 +236,10 @@ def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: Plan, pro
     conn.execute("DROP TABLE IF EXISTS temp.listing")
     conn.execute("CREATE TEMP TABLE listing (dir TEXT NOT NULL, has_result INTEGER NOT NULL, "
                  "has_error INTEGER NOT NULL, has_metadata INTEGER NOT NULL, files INTEGER NOT NULL)")
-    if plan.strategy == "list":
+    walk_parts = getattr(store, "walk_parts", None) if plan.strategy == "list" else None
+    if walk_parts is not None:
+        producers = []  # the store walks the parts itself, in parallel processes
+    elif plan.strategy == "list":
         producers = [_list_producer(store, part) for part in plan.parts]
     else:
         paths = [r[0] for r in conn.execute("SELECT DISTINCT path FROM outputs WHERE job_id = ?", (job_id,))]
@@ -252,8 +255,11 @@ def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: Plan, pro
             progress.advance(len(batch))
 
     try:
-        threads = getattr(store, "list_threads", LIST_THREADS) if plan.strategy == "list" else PROBE_THREADS
-        _run_threads(producers, threads, consume)
+        if walk_parts is not None:
+            for batch in walk_parts(plan.parts, _directory_row):
+                consume(batch)
+        else:
+            _run_threads(producers, LIST_THREADS if plan.strategy == "list" else PROBE_THREADS, consume)
         conn.execute("CREATE INDEX temp.listing_dir ON listing(dir)")
     except BaseException:
         if own:

@@ -3,21 +3,24 @@ ModelOps worker's format (used by local runs and by tests that need realistic tr
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping, TypeVar
 
 from ..contracts import sim_return_task_id
 from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, artifact_file
 from . import RequestCounter, StoreError, StoreNotFound, blake2b_256
+
+T = TypeVar("T")
 
 
 class LocalStore(RequestCounter):
     """Paths relative to ``root``. A request is one directory read, stat or file read."""
 
     page_size = 0  # a directory read returns the whole directory
-    # Directory reads are kernel-bound: measured, more than two threads only add contention.
-    list_threads = 2
 
     def __init__(self, root: str | os.PathLike):
         super().__init__()
@@ -74,6 +77,23 @@ class LocalStore(RequestCounter):
             if dirs:
                 stack.extend(rel + "/" + d for d in reversed(dirs))
 
+    def walk_parts(self, parts: list[str], summarize: Callable[[str, list[str]], T]) -> Iterator[list[T]]:
+        """``summarize(directory, file names)`` for every directory with files under each part,
+        one batch per part. Walking a tree is CPU-bound Python, and threads share one core
+        under the GIL, so big walks run in worker processes (one per core)."""
+        workers = min(len(parts), os.cpu_count() or 1)
+        if workers < 2:
+            for part in parts:
+                yield [summarize(d, names) for d, names in self.list_directories(part)]
+            return
+        self._check_root()
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for rows, requests in pool.map(_walk_part, repeat(self.root), parts, repeat(summarize)):
+                self.count(requests)
+                yield rows
+
     def list_names(self, prefix: str = "") -> Iterator[str]:
         for directory, files in self.list_directories(prefix):
             lead = directory + "/" if directory else ""
@@ -107,6 +127,13 @@ class LocalStore(RequestCounter):
             raise StoreNotFound(f"{path} not found in store {self.root}") from None
         except OSError as exc:
             raise StoreError(f"cannot read {full}: {exc.strerror or exc}") from None
+
+
+def _walk_part(root: str, part: str, summarize: Callable[[str, list[str]], T]) -> tuple[list[T], int]:
+    """One part of a parallel walk, in a worker process: (summaries, directory reads)."""
+    store = LocalStore(root)
+    rows = [summarize(d, names) for d, names in store.list_directories(part)]
+    return rows, store.requests
 
 
 # ---------------------------------------------------------------- writing result directories
