@@ -77,11 +77,15 @@ class Ledger:
             self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
                                         check_same_thread=False)
         self.conn.row_factory = sqlite3.Row
-        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        if not readonly:
-            self._set_wal()
-        self._check_version()
+        try:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                self._set_wal()
+            self._check_version()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise LedgerError(f"{self.path} is not a usable jobledger ledger: {exc}") from None
 
     # ------------------------------------------------------------ lifecycle
 

@@ -142,3 +142,11 @@ def test_readonly_connection_refuses_writes(db_path, golden, tmp_path):
         api.run_sql(db_path, "DELETE FROM jobs")
     columns, rows = api.run_sql(db_path, "SELECT job_id, expected FROM job_summary")
     assert columns == ["job_id", "expected"] and rows == [("job-deadbeef", 4)]
+
+
+def test_a_file_that_is_not_a_ledger_is_a_clear_error(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 100)
+    with pytest.raises(LedgerError, match="not a usable jobledger ledger"):
+        Ledger(path)
+    assert path.read_text().startswith("these are my notes")
