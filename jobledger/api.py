@@ -72,11 +72,13 @@ def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
                     and existing["seed_policy"] == policy and existing["store_url"] == store_url)
             if not same:
                 raise LedgerError(f"job {job.job_id} is already registered with a different spec or options")
+            ledger.notify_changed(job.job_id)  # completes a publication an earlier attempt could not make
             return Registered(job.job_id, existing["expected_total"], False, existing["status"], notes)
         count = ledger.insert_job(job, status=status, store_url=store_url, layout=layout_obj, seed_policy=policy,
                                   spec_doc=spec_doc, spec_format=spec_format, runtime=runtime, k8s_name=k8s_name,
                                   k8s_namespace=namespace, parent_job_id=parent_job_id, reason=reason)
-    ledger.notify_changed(job.job_id)
+        # Published before the local commit: if the registry cannot take the job, the ledger keeps nothing.
+        ledger.notify_changed(job.job_id)
     return Registered(job.job_id, count, True, status, notes)
 
 

@@ -429,3 +429,25 @@ def test_a_state_json_jobledger_wrote_reads_as_a_plain_modelops_jobstate(tmp_pat
 def test_pull_and_push_need_a_registry(tmp_path):
     result = cli(tmp_path / "a.db", None, "pull", ok=(1,))
     assert result.stderr == "error: no registry configured: pass --registry URL or set JOBLEDGER_REGISTRY\n"
+
+
+def test_register_with_an_unreachable_registry_keeps_nothing_and_a_retry_publishes(tmp_path, sample, monkeypatch):
+    from azurite import Azurite
+    service = Azurite().start()
+    try:
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", service.connection_string)
+        registry = "az://job-registry/unreachable"
+        db = tmp_path / "ledger.db"
+        service.stop()
+        runner = CliRunner()
+        spec, store = sample
+        failed = runner.invoke(main, ["--db", str(db), "--registry", registry, "register", str(spec), "--store",
+                                      str(store)])
+        assert failed.exit_code == 1 and failed.stderr.count("\n") == 1 and "error: " in failed.stderr
+        assert "AccountKey" not in failed.stderr
+        assert json.loads(cli(db, None, "sql", "SELECT count(*) AS n FROM jobs", "--json").stdout) == [{"n": 0}]
+        service.start()
+        cli(db, registry, "register", str(spec), "--store", str(store))
+        assert open_versioned_store(registry).get(state_key(SAMPLE_JOB)) is not None
+    finally:
+        service.cleanup()
