@@ -300,47 +300,52 @@ def test_eight_cli_processes_revalidating_the_same_job(tmp_path, local_registry,
 
 # ------------------------------------------------------------------ faults
 
-def test_registry_stopping_mid_command_changes_nothing_and_the_rerun_succeeds(tmp_path, sample, monkeypatch):
+@pytest.fixture
+def own_azurite(monkeypatch):
+    """An Azurite of this test's own, to stop and restart (same port and data)."""
     from azurite import Azurite
-    from jobledger.validation import validate_job
     service = Azurite().start()
-    try:
-        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", service.connection_string)
-        registry = "az://job-registry"
-        db = tmp_path / "a.db"
-        register(db, registry, sample)
-        with mirrored(db, registry) as ledger:
-            ledger.transition(SAMPLE_JOB, states.RUNNING, "running")
-            ledger.transition(SAMPLE_JOB, states.VALIDATING, "complete")
-        before = answers(db, [SAMPLE_JOB])
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", service.connection_string)
+    yield service
+    service.cleanup()
 
-        class StopAzuriteWhileObserving:
-            def advance(self, n):
-                service.stop()  # the store listing is under way; the registry vanishes before the verdict
 
-            def close(self):
-                pass
+def test_registry_stopping_mid_command_changes_nothing_and_the_rerun_succeeds(tmp_path, sample, own_azurite):
+    from jobledger.validation import validate_job
+    service = own_azurite
+    registry = "az://job-registry"
+    db = tmp_path / "a.db"
+    register(db, registry, sample)
+    with mirrored(db, registry) as ledger:
+        ledger.transition(SAMPLE_JOB, states.RUNNING, "running")
+        ledger.transition(SAMPLE_JOB, states.VALIDATING, "complete")
+    before = answers(db, [SAMPLE_JOB])
 
-        with mirrored(db, registry) as ledger:
-            with pytest.raises(RegistryError) as info:
-                validate_job(ledger, SAMPLE_JOB, progress=StopAzuriteWhileObserving())
-        message = str(info.value)
-        assert "\n" not in message and "az://job-registry" in message and "unreachable" in message
-        assert "AccountKey" not in message
-        assert answers(db, [SAMPLE_JOB]) == before  # no run, no output state, no status change
+    class StopAzuriteWhileObserving:
+        def advance(self, n):
+            service.stop()  # the store listing is under way; the registry vanishes before the verdict
 
-        # the CLI says the same in one line while the registry is down
-        result = cli(db, registry, "validate", SAMPLE_JOB, ok=(1,))
-        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: registry az://job-registry")
-        assert answers(db, [SAMPLE_JOB]) == before
+        def close(self):
+            pass
 
-        service.start()
-        cli(db, registry, "validate", SAMPLE_JOB, ok=(3,))
-        doc = json.loads(open_versioned_store(registry).get(state_key(SAMPLE_JOB))[0])
-        assert doc["status"] == "partial" and doc["metadata"]["jobledger"]["counts"]["verified"] == 9
-        assert answers(db, [SAMPLE_JOB])[f"status {SAMPLE_JOB}"]["status"] == "partial"
-    finally:
-        service.cleanup()
+    with mirrored(db, registry) as ledger:
+        with pytest.raises(RegistryError) as info:
+            validate_job(ledger, SAMPLE_JOB, progress=StopAzuriteWhileObserving())
+    message = str(info.value)
+    assert "\n" not in message and "az://job-registry" in message and "unreachable" in message
+    assert "AccountKey" not in message
+    assert answers(db, [SAMPLE_JOB]) == before  # no run, no output state, no status change
+
+    # the CLI says the same in one line while the registry is down
+    result = cli(db, registry, "validate", SAMPLE_JOB, ok=(1,))
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: registry az://job-registry")
+    assert answers(db, [SAMPLE_JOB]) == before
+
+    service.start()
+    cli(db, registry, "validate", SAMPLE_JOB, ok=(3,))
+    doc = json.loads(open_versioned_store(registry).get(state_key(SAMPLE_JOB))[0])
+    assert doc["status"] == "partial" and doc["metadata"]["jobledger"]["counts"]["verified"] == 9
+    assert answers(db, [SAMPLE_JOB])[f"status {SAMPLE_JOB}"]["status"] == "partial"
 
 
 @pytest.mark.parametrize("content, needle", [
@@ -431,23 +436,19 @@ def test_pull_and_push_need_a_registry(tmp_path):
     assert result.stderr == "error: no registry configured: pass --registry URL or set JOBLEDGER_REGISTRY\n"
 
 
-def test_register_with_an_unreachable_registry_keeps_nothing_and_a_retry_publishes(tmp_path, sample, monkeypatch):
-    from azurite import Azurite
-    service = Azurite().start()
-    try:
-        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", service.connection_string)
-        registry = "az://job-registry/unreachable"
-        db = tmp_path / "ledger.db"
-        service.stop()
-        runner = CliRunner()
-        spec, store = sample
-        failed = runner.invoke(main, ["--db", str(db), "--registry", registry, "register", str(spec), "--store",
-                                      str(store)])
-        assert failed.exit_code == 1 and failed.stderr.count("\n") == 1 and "error: " in failed.stderr
-        assert "AccountKey" not in failed.stderr
-        assert json.loads(cli(db, None, "sql", "SELECT count(*) AS n FROM jobs", "--json").stdout) == [{"n": 0}]
-        service.start()
-        cli(db, registry, "register", str(spec), "--store", str(store))
-        assert open_versioned_store(registry).get(state_key(SAMPLE_JOB)) is not None
-    finally:
-        service.cleanup()
+def test_register_with_an_unreachable_registry_keeps_nothing_and_a_retry_publishes(tmp_path, sample,
+                                                                                 own_azurite):
+    service = own_azurite
+    registry = "az://job-registry/unreachable"
+    db = tmp_path / "ledger.db"
+    service.stop()
+    runner = CliRunner()
+    spec, store = sample
+    failed = runner.invoke(main, ["--db", str(db), "--registry", registry, "register", str(spec), "--store",
+                                  str(store)])
+    assert failed.exit_code == 1 and failed.stderr.count("\n") == 1 and "error: " in failed.stderr
+    assert "AccountKey" not in failed.stderr
+    assert json.loads(cli(db, None, "sql", "SELECT count(*) AS n FROM jobs", "--json").stdout) == [{"n": 0}]
+    service.start()
+    cli(db, registry, "register", str(spec), "--store", str(store))
+    assert open_versioned_store(registry).get(state_key(SAMPLE_JOB)) is not None
