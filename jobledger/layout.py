@@ -141,8 +141,8 @@ class Layout:
 
     def agg_path(self, bundle_ref: str, target_entrypoint: str, aggregation_id: str) -> str:
         if self.agg_template is None:
-            raise LayoutError(f"layout: a custom template has no aggregation path; use 'token' or 'bundle' "
-                              f"for jobs with targets")
+            raise LayoutError("layout: a custom template has no aggregation path; use 'token' or 'bundle' "
+                              "for jobs with targets")
         digest = bundle_digest(bundle_ref)
         return render(self.agg_template, {"bundle_digest": digest, "model_digest": digest,
                                           "target": target_entrypoint.replace("/", "_"),

@@ -25,6 +25,13 @@ def golden(spec_dir) -> dict:
 
 
 @pytest.fixture
+def sample_tree(spec_dir, tmp_path) -> Path:
+    """A writable copy of the worker-written sample result tree."""
+    from helpers import copy_tree
+    return copy_tree(spec_dir / "sample" / "provenance", tmp_path / "provenance")
+
+
+@pytest.fixture
 def db_path(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "ledger.db"
     monkeypatch.setenv("JOBLEDGER_DB", str(path))

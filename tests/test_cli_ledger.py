@@ -10,18 +10,14 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from jobledger.cli import main
+from helpers import cli
 
 
 @pytest.fixture
 def run(db_path):
-    runner = CliRunner()
-
-    def invoke(*args, input=None):
-        return runner.invoke(main, ["--db", str(db_path), *args], input=input, catch_exceptions=False)
-    return invoke
+    """The CLI on this test's ledger; exit codes are asserted by each test."""
+    return lambda *args: cli("--db", db_path, *args, ok=None)
 
 
 @pytest.fixture

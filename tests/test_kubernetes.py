@@ -13,7 +13,7 @@ from jobledger.runtimes.kubernetes import job_status
 from jobledger.stores.local import write_result_dir
 
 from k8s_standin import KubeStandIn
-from test_local_runtime import cli
+from helpers import cli
 
 NS = "modelops-dask-dev"
 

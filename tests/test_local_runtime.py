@@ -9,24 +9,17 @@ import shutil
 import time
 from pathlib import Path
 
-from click.testing import CliRunner
 
-from jobledger.cli import main
 from jobledger.contracts import SimTask, UniqueParameterSet, load_spec, sim_return_task_id
 from jobledger.ledger import Ledger
 from jobledger.manifest import expected_outputs, runner_seeds
 from jobledger.layout import Layout
 
+from helpers import cli
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_MODEL = ROOT / "scripts" / "example_model"
 BUNDLE = "sha256:" + "5e" * 32
-
-
-def cli(*args, ok=True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    return result
 
 
 def study(path: Path, parameter_sets, n_replicates=2, model="sir", scenario="baseline") -> Path:

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from jobledger import states
-from jobledger.cli import main
+from helpers import cli as run_cli
 from jobledger.ledger import Ledger
 from jobledger.registry import RegistryError, open_mirror, open_versioned_store
 from jobledger.registry.mirror import MODELOPS_KEYS, state_key
@@ -54,11 +52,8 @@ def sample(spec_dir):
 
 
 def cli(db, registry, *args, ok=(0,)):
-    runner = CliRunner()
-    prefix = ["--db", str(db)] + (["--registry", registry] if registry else [])
-    result = runner.invoke(main, prefix + list(args), catch_exceptions=False)
-    assert result.exit_code in ok, (result.output, result.stderr)
-    return result
+    """The CLI on ledger ``db``, mirrored to ``registry`` when one is given."""
+    return run_cli("--db", db, *(["--registry", registry] if registry else []), *args, ok=ok)
 
 
 def mirrored(db, registry) -> Ledger:
@@ -141,10 +136,17 @@ def test_state_json_stays_small_whatever_the_job_size(tmp_path, local_registry):
 
 # ------------------------------------------------------------------ compare-and-swap between machines
 
-def test_a_move_another_machine_made_is_imported_not_repeated(tmp_path, local_registry, sample):
+@pytest.fixture
+def two_machines(tmp_path, local_registry, sample):
+    """Ledgers of machines A and B that both know the sample job through one registry."""
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     register(a, local_registry, sample)
     cli(b, local_registry, "pull")
+    return a, b
+
+
+def test_a_move_another_machine_made_is_imported_not_repeated(two_machines, local_registry):
+    a, b = two_machines
     with mirrored(a, local_registry) as led_a, mirrored(b, local_registry) as led_b:
         led_a.transition(SAMPLE_JOB, states.RUNNING, "seen by A")
         row = led_b.transition(SAMPLE_JOB, states.RUNNING, "seen by B")
@@ -160,10 +162,8 @@ def test_a_move_another_machine_made_is_imported_not_repeated(tmp_path, local_re
     assert [e[1] for e in doc["metadata"]["jobledger"]["transitions"]] == ["scheduled", "running", "validating"]
 
 
-def test_a_stale_but_still_legal_move_is_reapplied_on_the_registry_status(tmp_path, local_registry, sample):
-    a, b = tmp_path / "a.db", tmp_path / "b.db"
-    register(a, local_registry, sample)
-    cli(b, local_registry, "pull")
+def test_a_stale_but_still_legal_move_is_reapplied_on_the_registry_status(two_machines, local_registry):
+    a, b = two_machines
     with mirrored(a, local_registry) as led_a, mirrored(b, local_registry) as led_b:
         led_a.transition(SAMPLE_JOB, states.RUNNING, "A: running")
         row = led_b.transition(SAMPLE_JOB, states.CANCELLED, "B: cancel")  # scheduled→cancelled became running→cancelled
@@ -442,11 +442,9 @@ def test_register_with_an_unreachable_registry_keeps_nothing_and_a_retry_publish
     registry = "az://job-registry/unreachable"
     db = tmp_path / "ledger.db"
     service.stop()
-    runner = CliRunner()
     spec, store = sample
-    failed = runner.invoke(main, ["--db", str(db), "--registry", registry, "register", str(spec), "--store",
-                                  str(store)])
-    assert failed.exit_code == 1 and failed.stderr.count("\n") == 1 and "error: " in failed.stderr
+    failed = cli(db, registry, "register", spec, "--store", store, ok=(1,))
+    assert failed.stderr.count("\n") == 1 and "error: " in failed.stderr
     assert "AccountKey" not in failed.stderr
     assert json.loads(cli(db, None, "sql", "SELECT count(*) AS n FROM jobs", "--json").stdout) == [{"n": 0}]
     service.start()

@@ -19,7 +19,8 @@ from jobledger.resume import PendingTask, child_ids, plan_task_groups, root_of
 from jobledger.stores.local import write_result_dir
 from jobledger.validation import validate_job
 
-from test_local_runtime import BUNDLE, cli, status_of, submit_local, wait_for_exit
+from helpers import cli
+from test_local_runtime import BUNDLE, status_of, submit_local, wait_for_exit
 
 PARAMS = {"a": {"beta": 0.3}, "b": {"beta": 0.4}}
 

@@ -1,7 +1,6 @@
 """The job state machine: legal moves, terminal rules, and random sequences through the real ledger."""
 from __future__ import annotations
 
-import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st

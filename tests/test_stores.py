@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import uuid
 from pathlib import Path
 
@@ -15,21 +13,6 @@ from jobledger.stores import (ProvenanceStore, StoreError, StoreNotFound, blake2
 from jobledger.stores.local import LocalStore, write_result_dir
 
 SAMPLE_DIR_PREFIX = "token/v1/sims/fdcb3d01c9b7/"
-
-
-def copy_tree(source: Path, target: Path) -> Path:
-    """Copy a (read-only) tree and make the copy writable, so tests can delete parts of it."""
-    shutil.copytree(source, target)
-    for folder, dirs, files in os.walk(target):
-        os.chmod(folder, 0o755)
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o644)
-    return target
-
-
-@pytest.fixture
-def sample_tree(spec_dir, tmp_path) -> Path:
-    return copy_tree(spec_dir / "sample" / "provenance", tmp_path / "provenance")
 
 
 def local_names(root: Path) -> dict[str, int]:
@@ -59,16 +42,6 @@ def test_local_store_prefix_is_a_string_prefix_like_a_blob_prefix(sample_tree):
     grouped = dict(list_directories(store, SAMPLE_DIR_PREFIX + "b3/"))
     assert sorted(grouped[SAMPLE_DIR_PREFIX + "b3/52/params_c36e755d/seed_3143379043"]) == [
         "error_details.arrow", "metadata.json", "result.json"]
-
-
-def test_local_store_head_and_read(sample_tree):
-    store = open_store("file://" + str(sample_tree))
-    path = SAMPLE_DIR_PREFIX + "2e/2c/params_a6c4c857/seed_2828022609/artifact_incidence.arrow"
-    assert store.head(path) == 680
-    assert store.head(SAMPLE_DIR_PREFIX + "nothing/result.json") is None
-    assert blake2b_256(store.read(path)) == "9a8f1b1229ee8e2ec646ac19735ddd5c85e2618822fb41016ae1b241929bbf5f"
-    with pytest.raises(StoreNotFound, match="nothing/result.json"):
-        store.read(SAMPLE_DIR_PREFIX + "nothing/result.json")
 
 
 def test_local_store_missing_root_is_an_error_not_an_empty_listing(tmp_path):
@@ -126,14 +99,16 @@ def test_azure_store_lists_like_the_local_store(azure_sample, sample_tree):
     assert list(store.list_names("nothing-here/")) == []
 
 
-def test_azure_store_head_and_read(azure_sample):
-    store = open_store(azure_sample)
+@pytest.mark.parametrize("backend", ["local", "azure"])
+def test_head_and_read(backend, sample_tree, request):
+    url = "file://" + str(sample_tree) if backend == "local" else request.getfixturevalue("azure_sample")
+    store = open_store(url)
     path = SAMPLE_DIR_PREFIX + "2e/2c/params_a6c4c857/seed_2828022609/artifact_incidence.arrow"
     assert store.head(path) == 680
-    assert store.head(path + ".nope") is None
+    assert store.head(SAMPLE_DIR_PREFIX + "nothing/result.json") is None
     assert blake2b_256(store.read(path)) == "9a8f1b1229ee8e2ec646ac19735ddd5c85e2618822fb41016ae1b241929bbf5f"
-    with pytest.raises(StoreNotFound, match="nope"):
-        store.read(path + ".nope")
+    with pytest.raises(StoreNotFound, match="nothing/result.json"):
+        store.read(SAMPLE_DIR_PREFIX + "nothing/result.json")
 
 
 def test_azure_path_style_http_url_for_azurite(azure_sample, azurite):

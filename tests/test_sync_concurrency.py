@@ -7,9 +7,8 @@ import os
 import subprocess
 
 import pytest
-from click.testing import CliRunner
 
-from jobledger.cli import main
+from test_mirror import cli
 from jobledger.registry import open_versioned_store
 from jobledger.registry.mirror import state_key
 
@@ -24,12 +23,6 @@ def standin():
     server = KubeStandIn().start()
     yield server
     server.stop()
-
-
-def cli(db, registry, *args):
-    result = CliRunner().invoke(main, ["--db", str(db), "--registry", registry, *args], catch_exceptions=False)
-    assert result.exit_code == 0, (result.output, result.stderr)
-    return result
 
 
 @pytest.mark.parametrize("backend", ["local", "azure"])
@@ -65,9 +58,8 @@ def test_eight_processes_sync_the_same_jobs_through_one_registry(tmp_path, spec_
         assert doc["metadata"]["jobledger"]["counts"]["verified"] == 9
     for db in dbs:  # every machine ends with the same verdict and keeps every verified output
         cli(db, registry, "pull")
-        rows = json.loads(CliRunner().invoke(main, ["--db", str(db), "sql", "--json",
-                                                    "SELECT job_id, status, verified FROM job_summary "
-                                                    "ORDER BY job_id"]).stdout)
+        rows = json.loads(cli(db, None, "sql", "--json",
+                              "SELECT job_id, status, verified FROM job_summary ORDER BY job_id").stdout)
         assert rows == [{"job_id": j, "status": "partial", "verified": 9} for j in JOBS]
 
 
@@ -85,7 +77,6 @@ def test_a_machine_that_syncs_late_takes_the_verdict_already_made(tmp_path, spec
     late = json.loads(cli(tmp_path / "b.db", registry, "sync", "--json").stdout)
     assert [(r["job_id"], r["path"], r["error"]) for r in late] == [(job_id, ["scheduled", "partial"], None)]
     assert "another machine" in late[0]["reason"] and late[0]["verified"] == 9
-    history = json.loads(CliRunner().invoke(main, ["--db", str(tmp_path / "b.db"), "history", job_id,
-                                                   "--json"]).stdout)
+    history = json.loads(cli(tmp_path / "b.db", None, "history", job_id, "--json").stdout)
     assert [(h["from_status"], h["to_status"]) for h in history] == [
         (None, "scheduled"), ("scheduled", "validating"), ("validating", "partial")]

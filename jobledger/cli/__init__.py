@@ -33,6 +33,11 @@ class App:
             ledger.close()
 
 
+def app_of(ctx: click.Context) -> App:
+    """The App of the running command (set up by the top-level group)."""
+    return ctx.find_root().obj
+
+
 class JobledgerGroup(click.Group):
     """Turns user-fixable errors into one line on stderr and exit status 1."""
 

@@ -7,13 +7,7 @@ import click
 
 from .. import api, render
 from ..ledger import default_path
-from . import main
-
-pass_app = click.make_pass_decorator(object)
-
-
-def app_of(ctx: click.Context):
-    return ctx.find_root().obj
+from . import app_of, main
 
 
 @main.command()

@@ -5,8 +5,7 @@ import click
 
 from .. import render
 from ..errors import JobledgerError
-from . import main
-from .ledger_cmds import app_of
+from . import app_of, main
 
 
 def _registry_ledger(ctx):

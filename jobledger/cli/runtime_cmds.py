@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from .. import api, render
-from .ledger_cmds import app_of
-from . import main
+from . import app_of, main
 
 
 def _k8s_options(f):

@@ -5,11 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import render
-from . import main
-
-
-def _app(ctx: click.Context):
-    return ctx.find_root().obj
+from . import app_of, main
 
 
 def _explain_text(plan: dict) -> str:
@@ -54,7 +50,7 @@ def validate(ctx, job_id, force, strategy, deep, checksums, explain_only, as_jso
     Exit status: 0 all verified, 3 some outputs not verified, 4 none verified, 1 error.
     """
     from .. import validation
-    app = _app(ctx)
+    app = app_of(ctx)
     if explain_only:
         plan = validation.explain(app.ledger(readonly=True), job_id, strategy=strategy)
         click.echo(render.to_json(plan) if as_json else _explain_text(plan))

@@ -30,7 +30,7 @@ import random
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from .. import states
 from ..ledger import Ledger, UnknownJob, db_seed, utcnow
