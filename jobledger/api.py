@@ -1,9 +1,7 @@
 """The importable API: every CLI command is one of these functions over a Ledger."""
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import re
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -14,7 +12,8 @@ from . import states
 from .contracts import ContractError, SimJob, is_study, load_spec
 from .errors import JobledgerError
 from .layout import Layout, warn_for_bundle
-from .ledger import Ledger, LedgerError, spec_hash, utcnow
+from .ledger import Ledger, LedgerError, spec_hash
+from .timeutil import parse_since, utcnow
 from .manifest import check_seed_policy
 from .stores import normalize_store_url
 
@@ -159,25 +158,6 @@ def run_sql(ledger_path: str | Path | None, query: str) -> tuple[list[str], list
         raise LedgerError(f"sql: {exc}") from None
     finally:
         ledger.close()
-
-
-_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_since(text: str) -> str:
-    """'24h', '7d', '30m' or an ISO date → the ISO timestamp that far back (UTC)."""
-    m = _DURATION.match(text.strip())
-    if m:
-        moment = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    try:
-        moment = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ContractError(f"--since: {text!r} is not a duration like 24h/7d or an ISO date") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return moment.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # The rest of the API lives with the concept it belongs to; it is re-exported here so that

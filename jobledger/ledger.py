@@ -5,7 +5,6 @@ job; WAL mode lets readers (``status``, ``sql``) proceed while a writer works.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import gzip
 import hashlib
 import json
@@ -22,6 +21,7 @@ from .contracts import SimJob
 from .errors import JobledgerError
 from .layout import Layout
 from .manifest import ExpectedOutput, expected_outputs, outputs_json
+from .timeutil import utcnow
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
@@ -47,10 +47,6 @@ def default_path() -> Path:
 
 def schema_sql() -> str:
     return resources.files("jobledger").joinpath("schema.sql").read_text(encoding="utf-8")
-
-
-def utcnow() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def db_seed(seed: int | None):

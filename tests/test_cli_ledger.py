@@ -31,8 +31,8 @@ def write(tmp_path, name, doc) -> str:
     return str(path)
 
 
-def one_line_error(result, *needles):
-    assert result.exit_code == 1, result.output
+def one_line_error(result, *needles, code=1):
+    assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for needle in needles:
@@ -107,7 +107,8 @@ def test_errors_are_one_line_and_change_nothing(run, sample_job, golden, tmp_pat
                    "--bundle")
     one_line_error(run("sql", "DROP TABLE jobs"), "readonly")
     one_line_error(run("sql", "SELEC 1"), "syntax error")
-    one_line_error(run("list", "--since", "yesterday"), "--since")
+    one_line_error(run("list", "--since", "yesterday"), "--since", code=2)  # a usage error
+    one_line_error(run("list", "--since", "99999999999d"), "--since", code=2)
     one_line_error(run("register", sample_job, "--layout", "nope"), "layout")
     after = run("sql", "SELECT (SELECT count(*) FROM jobs) || '/' || (SELECT count(*) FROM outputs) AS n", "--csv").stdout
     assert before == after == "n\n1/12\n"

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from .. import states
-from ..ledger import Ledger, UnknownJob, db_seed, utcnow
+from ..ledger import Ledger, UnknownJob, db_seed
+from ..timeutil import parse_since, utcnow
 from . import MovedElsewhere, RegistryError, VersionedStore
 
 STATE_FORMAT = "jobledger-state/1"
@@ -729,7 +730,6 @@ def pull(ledger: Ledger, job_ids: Iterable[str] = (), *, since: str | None = Non
     Each job is fetched first and written in its own short transaction, so a bad job
     (corrupt state.json) is reported as 'failed' and leaves every other job alone.
     """
-    from ..api import parse_since
     mirror = _mirror_of(ledger)
     explicit = list(job_ids)
     ids = explicit or mirror.job_ids()
