@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC_DIR = ROOT.parent / "shared" / "spec"
+# The shared spec material sits beside the checkout (/work/main) or two levels up from a worktree (/work/wt/NAME).
+SPEC_DIR = next((d / "shared" / "spec" for d in (ROOT.parent, ROOT.parent.parent) if (d / "shared" / "spec").is_dir()),
+                ROOT.parent / "shared" / "spec")
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
