@@ -6,7 +6,6 @@ by duck typing (``job_type``, ``tasks``, ``task.params.param_id``, ``task.params
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .errors import JobledgerError
+from .hashing import blake2b_hex
 
 SEED_MAX = 2**64 - 1
 _HEX64 = r"[0-9a-f]{64}"
@@ -57,23 +57,22 @@ def canonical_json(params: Mapping[str, Any]) -> str:
 
 
 def param_id_of(params: Mapping[str, Any]) -> str:
-    return _blake2b_hex("contracts:param:v1|" + canonical_json(params))
+    return blake2b_hex("contracts:param:v1|" + canonical_json(params))
 
 
 def canonical_task_id(bundle_ref: str, entrypoint: str, param_id: str, seed: int) -> str:
-    data = f"sim:v1|{bundle_ref}|{entrypoint}|{param_id}|{seed}".encode()
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return blake2b_hex(f"sim:v1|{bundle_ref}|{entrypoint}|{param_id}|{seed}", digest_size=16)
 
 
 def sim_return_task_id(param_id: str, seed: int, output_names: Iterable[str], error: bool = False) -> str:
     """The task id a worker writes into result.json; an error result names no outputs, only 'error'."""
     if error:
-        return _blake2b_hex(f"{param_id[:16]}-{seed}-error")
-    return _blake2b_hex(f"{param_id[:16]}-{seed}-{','.join(sorted(output_names))}")
+        return blake2b_hex(f"{param_id[:16]}-{seed}-error")
+    return blake2b_hex(f"{param_id[:16]}-{seed}-{','.join(sorted(output_names))}")
 
 
 def aggregation_id(target_entrypoint: str, sim_task_ids: Iterable[str]) -> str:
-    return _blake2b_hex(f"{target_entrypoint}:{','.join(sorted(sim_task_ids))}")[:16]
+    return blake2b_hex(f"{target_entrypoint}:{','.join(sorted(sim_task_ids))}")[:16]
 
 
 def bundle12(bundle_ref: str) -> str:
@@ -83,18 +82,12 @@ def bundle12(bundle_ref: str) -> str:
 
 
 def replicate_seed(param_id: str, index: int) -> int:
-    digest = hashlib.blake2b(f"{param_id}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % 2**32
-
-
-def _blake2b_hex(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=32).hexdigest()
+    return int(blake2b_hex(f"{param_id}:{index}", digest_size=8), 16) % 2**32
 
 
 def job_id_for(spec: Mapping[str, Any], prefix: str = "job") -> str:
     """A deterministic job id for specs that carry none: same spec, same id."""
-    digest = hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=4).hexdigest()
-    return f"{prefix}-{digest}"
+    return f"{prefix}-{blake2b_hex(json.dumps(spec, sort_keys=True), digest_size=4)}"
 
 
 # ---------------------------------------------------------------- validation rules

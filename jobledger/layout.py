@@ -7,13 +7,13 @@ hex) and ``{shard(var,depth,width)}``. Variables: ``bundle_digest`` (text after 
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
 from .contracts import ContractError
+from .hashing import blake2b_hex
 
 _EXPR = re.compile(r"\{([^{}]*)\}")
 _VAR = re.compile(r"^([a-z_]+)(?:\[:(\d+)\])?$")
@@ -43,10 +43,6 @@ def bundle_digest(bundle_ref: str) -> str:
     return bundle_ref.split(":", 1)[1] if ":" in bundle_ref else bundle_ref
 
 
-def _blake_hex(value: str) -> str:
-    return hashlib.blake2b(value.encode(), digest_size=32).hexdigest()
-
-
 @lru_cache(maxsize=64)
 def _compile(template: str):
     """Split a template into literal text and render functions, checking every expression."""
@@ -73,11 +69,11 @@ def _compile_expr(expr: str, template: str):
         name, n = m.group(1), m.group(2)
         _known(name, template)
         end = int(n) if n else None
-        return name, lambda ctx: _blake_hex(str(ctx[name]))[:end]
+        return name, lambda ctx: blake2b_hex(str(ctx[name]))[:end]
     if m := _SHARD.match(expr):
         name, depth, width = m.group(1), int(m.group(2)), int(m.group(3))
         _known(name, template)
-        return name, lambda ctx: "/".join(_blake_hex(str(ctx[name]))[i * width:(i + 1) * width] for i in range(depth))
+        return name, lambda ctx: "/".join(blake2b_hex(str(ctx[name]))[i * width:(i + 1) * width] for i in range(depth))
     raise LayoutError(f"layout: invalid expression {{{expr}}} in {template!r}")
 
 

@@ -21,7 +21,9 @@ from . import states
 from .errors import JobledgerError
 from .layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, Layout, artifact_file
 from .ledger import Ledger, utcnow
-from .stores import ProvenanceStore, StoreNotFound, blake2b_256, list_directories, open_store, redact_url
+from .hashing import blake2b_hex
+from .redact import redact_url
+from .stores import ProvenanceStore, StoreNotFound, list_directories, open_store
 
 STRATEGIES = ("auto", "list", "head")
 # A head probe tells less than a listing (no unexpected directories) and a listing reads whole
@@ -359,7 +361,7 @@ def _deep_check(store: ProvenanceStore, row: dict, checksums: bool) -> tuple[str
         if isinstance(info, dict) and info.get("size") is not None and size != info["size"]:
             return "errored", f"{file} is {size} bytes, result.json says {info['size']}"
         if checksums and isinstance(info, dict) and info.get("checksum"):
-            if blake2b_256(store.read(f"{path}/{file}")) != info["checksum"]:
+            if blake2b_hex(store.read(f"{path}/{file}")) != info["checksum"]:
                 return "errored", f"{file} checksum does not match result.json"
     return None
 

@@ -227,3 +227,11 @@ def test_job_status_reads_conditions_first_and_tolerates_absent_counts():
                                                                  "reason": "DeadlineExceeded"}]}})
     assert (failed.phase, failed.reason) == (FAILED, "DeadlineExceeded")
     assert job_status({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}).phase == SUCCEEDED
+
+
+def test_api_error_messages_are_scrubbed_of_secrets(db_path, kube, azure_conn, spec_file):
+    kube.fail_next("POST", 403, "Forbidden", f"denied for {azure_conn} sig=TOPSECRET")
+    result = cli("submit", spec_file("job-5ec0e7ed"), "--runtime", "k8s", "--store", "az://results/runs", ok=(1,))
+    assert result.stderr.startswith("error: job-5ec0e7ed: submit failed: create Job: Forbidden: denied for")
+    assert "TOPSECRET" not in result.stderr and azure_conn not in result.stderr and "Eby8vdM02" not in result.stderr
+    assert result.stderr.count("\n") == 1

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from jobledger.contracts import param_id_of, sim_return_task_id
-from jobledger.stores import (ProvenanceStore, StoreError, StoreNotFound, blake2b_256, list_directories,
+from jobledger.hashing import blake2b_hex
+from jobledger.stores import (ProvenanceStore, StoreError, StoreNotFound, list_directories,
                               normalize_store_url, open_store)
 from jobledger.stores.local import LocalStore, write_result_dir
 
@@ -65,7 +66,7 @@ def test_write_result_dir_matches_the_worker_format(tmp_path):
                            param_id=pid, seed=7, outputs={"incidence": b"abc", "metadata": b"{}"})
     result = json.loads((out / "result.json").read_text())
     assert result["task_id"] == sim_return_task_id(pid, 7, ["incidence", "metadata"])
-    assert result["outputs"]["incidence"] == {"size": 3, "checksum": blake2b_256(b"abc")}
+    assert result["outputs"]["incidence"] == {"size": 3, "checksum": blake2b_hex(b"abc")}
     assert (out / "artifact_metadata.json").read_bytes() == b"{}"
     assert json.loads((out / "metadata.json").read_text())["param_id"] == pid
     failed = write_result_dir(tmp_path / "e", bundle_ref="sha256:" + "a" * 64, entrypoint="m.x/base", params=params,
@@ -106,7 +107,7 @@ def test_head_and_read(backend, sample_tree, request):
     path = SAMPLE_DIR_PREFIX + "2e/2c/params_a6c4c857/seed_2828022609/artifact_incidence.arrow"
     assert store.head(path) == 680
     assert store.head(SAMPLE_DIR_PREFIX + "nothing/result.json") is None
-    assert blake2b_256(store.read(path)) == "9a8f1b1229ee8e2ec646ac19735ddd5c85e2618822fb41016ae1b241929bbf5f"
+    assert blake2b_hex(store.read(path)) == "9a8f1b1229ee8e2ec646ac19735ddd5c85e2618822fb41016ae1b241929bbf5f"
     with pytest.raises(StoreNotFound, match="nothing/result.json"):
         store.read(SAMPLE_DIR_PREFIX + "nothing/result.json")
 

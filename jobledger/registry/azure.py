@@ -14,14 +14,10 @@ from typing import Iterator
 from azure.core import MatchConditions
 from azure.core.exceptions import (AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
                                    HttpResponseError)
-from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
+from ..azure_client import AzureSetupError, blob_service, describe, error_code
+from ..redact import CONNECTION_ENV
 from . import RegistryError, check_key
-
-CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
-# Retries at about 0.2 s, 1.4 s, 1.6 s: a stopped service fails in ~4 s, a busy one gets time to recover.
-RETRY = dict(initial_backoff=0.2, increment_base=1.2, retry_total=3, random_jitter_range=0.2)
-TIMEOUTS = dict(connection_timeout=3, read_timeout=20)
 
 
 class AzureVersionedStore:
@@ -32,10 +28,9 @@ class AzureVersionedStore:
             raise RegistryError(f"registry {self.url}: set {CONNECTION_ENV}")
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         try:
-            service = BlobServiceClient.from_connection_string(connection_string, retry_policy=ExponentialRetry(**RETRY),
-                                                               **TIMEOUTS)
-        except (ValueError, AzureError) as exc:
-            raise RegistryError(f"registry {self.url}: invalid {CONNECTION_ENV} ({type(exc).__name__})") from None
+            service = blob_service(connection_string)
+        except AzureSetupError as exc:
+            raise RegistryError(f"registry {self.url}: {exc}") from None
         self.container = service.get_container_client(container)
 
     @classmethod
@@ -49,11 +44,7 @@ class AzureVersionedStore:
         return self.container.get_blob_client(self.prefix + check_key(key))
 
     def _fail(self, action: str, key: str, exc: Exception) -> RegistryError:
-        if isinstance(exc, HttpResponseError) and exc.status_code:
-            why = f"HTTP {exc.status_code} {exc.error_code or exc.reason or ''}".strip()
-        else:
-            why = "unreachable (" + type(exc).__name__ + ")"
-        return RegistryError(f"registry {self.url}: cannot {action} {key or '/'}: {why}")
+        return RegistryError(f"registry {self.url}: cannot {action} {key or '/'}: {describe(exc)}")
 
     def _upload(self, key: str, data: bytes, **conditions) -> None:
         """Upload, creating the container on first use."""
@@ -61,7 +52,7 @@ class AzureVersionedStore:
         try:
             blob.upload_blob(data, **conditions)
         except ResourceNotFoundError as exc:
-            if exc.error_code != "ContainerNotFound":
+            if error_code(exc) != "ContainerNotFound":
                 raise
             try:
                 self.container.create_container()
@@ -107,7 +98,7 @@ class AzureVersionedStore:
         try:
             names = [b.name[len(self.prefix):] for b in self.container.list_blobs(name_starts_with=self.prefix + prefix)]
         except ResourceNotFoundError as exc:
-            if exc.error_code == "ContainerNotFound":
+            if error_code(exc) == "ContainerNotFound":
                 return iter(())  # nothing was ever written to this registry
             raise self._fail("list", prefix, exc) from None
         except AzureError as exc:

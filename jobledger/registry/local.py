@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ..fileio import write_atomic
 from . import RegistryError, check_key
 
 
@@ -71,8 +72,8 @@ class LocalVersionedStore:
         return data, version
 
     def _write(self, path: Path, data: bytes) -> None:
-        _replace_atomically(self._sidecar(path, "version"), uuid.uuid4().hex.encode())
-        _replace_atomically(path, data)
+        write_atomic(self._sidecar(path, "version"), uuid.uuid4().hex.encode())
+        write_atomic(path, data)
 
     # ------------------------------------------------------------ the protocol
 
@@ -139,19 +140,6 @@ class LocalVersionedStore:
 
     def __repr__(self) -> str:
         return f"LocalVersionedStore({str(self.root)!r})"
-
-
-def _replace_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _raise(exc: OSError) -> None:

@@ -15,6 +15,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from ..contracts import SimJob
+from ..redact import CONNECTION_ENV, scrub
 from . import ACTIVE, FAILED, GONE, PENDING, SUCCEEDED, RuntimeFailure, RuntimeStatus, Submission
 
 DEFAULT_NAMESPACE = "modelops-dask-dev"
@@ -22,7 +23,7 @@ DEFAULT_IMAGE = "ghcr.io/institutefordiseasemodeling/modelops-dask-runner:latest
 DASK_SCHEDULER_ADDRESS = "tcp://dask-scheduler:8786"
 SPEC_CONTAINER = "jobs"
 STORAGE_SECRET = "modelops-storage"
-STORAGE_SECRET_KEY = "AZURE_STORAGE_CONNECTION_STRING"
+STORAGE_SECRET_KEY = CONNECTION_ENV
 RUNNER_LABELS = {"app": "modelops", "component": "job-runner"}
 LABEL_SELECTOR = ",".join(f"{k}={v}" for k, v in RUNNER_LABELS.items())
 TTL_SECONDS = 86400
@@ -135,18 +136,18 @@ class KubernetesRuntime:
             configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)
             return client.ApiClient(configuration)
-        except config.ConfigException as exc:
-            raise RuntimeFailure(f"no usable Kubernetes configuration: {exc}") from None
+        except (config.ConfigException, OSError, ValueError) as exc:
+            raise RuntimeFailure(f"no usable Kubernetes configuration: {_first_line(exc)}") from None
 
     def _blob_service(self):
-        from azure.storage.blob import BlobServiceClient
-        conn = self.connection_string or os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        from ..azure_client import AzureSetupError, blob_service
+        conn = self.connection_string or os.environ.get(CONNECTION_ENV)
         if not conn:
-            raise RuntimeFailure("submitting to Kubernetes uploads the spec blob: set AZURE_STORAGE_CONNECTION_STRING")
+            raise RuntimeFailure(f"submitting to Kubernetes uploads the spec blob: set {CONNECTION_ENV}")
         try:
-            return BlobServiceClient.from_connection_string(conn)
-        except ValueError as exc:
-            raise RuntimeFailure(f"AZURE_STORAGE_CONNECTION_STRING: {exc}") from None
+            return blob_service(conn)
+        except AzureSetupError as exc:
+            raise RuntimeFailure(str(exc)) from None
 
     # ------------------------------------------------------------ protocol
 
@@ -198,8 +199,9 @@ class KubernetesRuntime:
                                          f"different content") from None
                 return False
         except AzureError as exc:
+            from ..azure_client import describe
             raise RuntimeFailure(f"cannot upload spec blob {SPEC_CONTAINER}/{blob.blob_name}: "
-                                 f"{_first_line(exc)}") from None
+                                 f"{describe(exc)}") from None
 
     @staticmethod
     def _delete_blob(blob) -> None:
@@ -256,7 +258,7 @@ class KubernetesRuntime:
             if exc.status == 404:
                 return None
             raise RuntimeFailure(f"read Job {namespace}/{name}: {_api_message(exc)}") from None
-        except Exception as exc:  # connection refused, timeouts: urllib3 errors
+        except _transport_errors() as exc:
             raise RuntimeFailure(f"read Job {namespace}/{name}: {_first_line(exc)}") from None
 
     def cancel(self, job_row: dict) -> None:
@@ -269,6 +271,8 @@ class KubernetesRuntime:
         except ApiException as exc:
             if exc.status != 404:
                 raise RuntimeFailure(f"delete Job {namespace}/{name}: {_api_message(exc)}") from None
+        except _transport_errors() as exc:
+            raise RuntimeFailure(f"delete Job {namespace}/{name}: {_first_line(exc)}") from None
 
     @staticmethod
     def _call(what: str, fn, *args, **kwargs):
@@ -277,9 +281,7 @@ class KubernetesRuntime:
             return fn(*args, **kwargs)
         except ApiException as exc:
             raise RuntimeFailure(f"{what}: {_api_message(exc)}") from None
-        except RuntimeFailure:
-            raise
-        except Exception as exc:  # connection refused, timeouts: urllib3 errors
+        except _transport_errors() as exc:
             raise RuntimeFailure(f"{what}: {_first_line(exc)}") from None
 
 
@@ -290,15 +292,23 @@ def _json(response) -> dict:
         raise RuntimeFailure(f"the Kubernetes API answered with invalid JSON: {exc}") from None
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What talking to the API server can raise besides ApiException: connection refused, timeouts,
+    TLS and protocol errors (urllib3), socket errors. Anything else is a bug and is left to raise."""
+    from urllib3.exceptions import HTTPError
+    return (HTTPError, OSError)
+
+
 def _api_message(exc) -> str:
-    """The API server's Status message (one line), else the HTTP reason."""
+    """The API server's Status message (one line, secrets scrubbed), else the HTTP reason."""
     try:
         body = json.loads(exc.body)
-        return f"{body.get('reason') or exc.status}: {body.get('message')}"
+        text = f"{body.get('reason') or exc.status}: {body.get('message')}"
     except (TypeError, ValueError, AttributeError):
-        return f"HTTP {exc.status} {exc.reason}"
+        text = f"HTTP {exc.status} {exc.reason}"
+    return scrub(text.splitlines()[0] if text.strip() else text)
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    return scrub(text.splitlines()[0])

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..contracts import SimTask, UniqueParameterSet
+from ..fileio import write_atomic
 from ..layout import RESULT_FILE, Layout
 from ..stores.local import write_result_dir
 
@@ -34,12 +35,6 @@ PLAN_FILE = "plan.json"
 EXIT_FILE = "exit.json"
 PID_FILE = "pid"
 LOG_FILE = "worker.log"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class EntrypointResolver:

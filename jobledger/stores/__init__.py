@@ -7,7 +7,6 @@ the requests it makes in ``requests`` so a validation can report them honestly.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, Protocol, runtime_checkable
 
 from ..errors import JobledgerError
+from ..redact import redact_url
 
 DEFAULT_STORE = "/tmp/modelops/provenance"
 
@@ -62,11 +62,6 @@ class RequestCounter:
             self._requests += n
 
 
-def blake2b_256(data: bytes) -> str:
-    """The checksum workers write into result.json for each artifact."""
-    return hashlib.blake2b(data, digest_size=32).hexdigest()
-
-
 def default_store_url() -> str:
     return os.environ.get("JOBLEDGER_STORE") or os.environ.get("MODELOPS_STORAGE_DIR") or DEFAULT_STORE
 
@@ -93,11 +88,6 @@ def open_store(url: str | None) -> ProvenanceStore:
         return AzureStore(url)
     from .local import LocalStore
     return LocalStore(url[len("file://"):] if url.startswith("file://") else url)
-
-
-def redact_url(url: str) -> str:
-    """A URL fit to print or record: a SAS token (query string) is dropped."""
-    return url.split("?", 1)[0] + ("?<sas>" if "?" in url else "")
 
 
 def list_directories(store: ProvenanceStore, prefix: str) -> Iterator[tuple[str, list[str]]]:

@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
-                                   ResourceExistsError, ResourceNotFoundError, ServiceRequestError,
-                                   ServiceResponseError)
-from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import ContainerClient
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
+from ..azure_client import AzureSetupError, container_client, describe, error_code
+from ..redact import CONNECTION_ENV, refuse_sas
 from . import RequestCounter, StoreError, StoreNotFound
 
 PAGE_SIZE = 5000  # the most names one Azure list request returns
-POOL_SIZE = 32
-CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
-_SECRET = re.compile(r"(AccountKey|SharedAccessSignature|sig)=[^;&\s]+", re.IGNORECASE)
 
 
 def _is_ip_or_localhost(host: str) -> bool:
@@ -43,9 +37,7 @@ def _is_ip_or_localhost(host: str) -> bool:
 
 def parse_url(url: str) -> tuple[str | None, str, str]:
     """(account URL or None for az://, container, prefix ending in '/' or empty)."""
-    if "?" in url:
-        raise StoreError("store URLs with a SAS token are not supported (the URL is recorded in the ledger); "
-                         f"set {CONNECTION_ENV} instead")
+    refuse_sas(url, "store", StoreError)
     parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
     if parts.scheme == "az":
@@ -66,13 +58,6 @@ def parse_url(url: str) -> tuple[str | None, str, str]:
     return account_url, container, (prefix + "/") if prefix else ""
 
 
-def _scrub(text: str) -> str:
-    conn = os.environ.get(CONNECTION_ENV)
-    if conn:
-        text = text.replace(conn, "<connection string>")
-    return _SECRET.sub(r"\1=<redacted>", text)
-
-
 class AzureStore(RequestCounter):
     """Paths relative to CONTAINER/PREFIX. A request is one list page, head or download."""
 
@@ -83,29 +68,15 @@ class AzureStore(RequestCounter):
         self.url = url
         account_url, self.container_name, self.prefix = parse_url(url)
         self.where = f"{url}"
-        conn = os.environ.get(CONNECTION_ENV)
-        options = dict(transport=self._transport(), retry_total=int(os.environ.get("JOBLEDGER_AZURE_RETRIES", "3")),
-                       retry_backoff_factor=0.4, retry_backoff_max=8)
-        try:
-            if conn:
-                self.container = ContainerClient.from_connection_string(conn, self.container_name, **options)
-            elif account_url is None:
+        credential = None
+        if not os.environ.get(CONNECTION_ENV):
+            if account_url is None:
                 raise StoreError(f"{url}: set {CONNECTION_ENV} to reach an az:// store")
-            else:
-                self.container = ContainerClient(account_url, self.container_name,
-                                                 credential=self._default_credential(url), **options)
-        except ValueError:
-            raise StoreError(f"{CONNECTION_ENV} is malformed (cannot open {url})") from None
-
-    @staticmethod
-    def _transport():
-        import requests
-        from requests.adapters import HTTPAdapter
-        session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=POOL_SIZE, pool_maxsize=POOL_SIZE)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        return RequestsTransport(session=session, session_owner=True, connection_timeout=10, read_timeout=120)
+            credential = self._default_credential(url)
+        try:
+            self.container = container_client(self.container_name, account_url=account_url, credential=credential)
+        except AzureSetupError as exc:
+            raise StoreError(f"{exc} (cannot open {url})") from None
 
     @staticmethod
     def _default_credential(url: str):
@@ -124,18 +95,9 @@ class AzureStore(RequestCounter):
     def _error(self, exc: Exception, doing: str) -> StoreError:
         if isinstance(exc, StoreError):
             return exc
-        if isinstance(exc, ResourceNotFoundError) and getattr(exc, "error_code", None) == "ContainerNotFound":
+        if isinstance(exc, ResourceNotFoundError) and error_code(exc) == "ContainerNotFound":
             return StoreError(f"{self.where}: container {self.container_name!r} does not exist")
-        if isinstance(exc, ClientAuthenticationError):
-            return StoreError(f"{self.where}: authentication failed while {doing}")
-        if isinstance(exc, HttpResponseError) and exc.status_code:
-            reason = getattr(exc, "reason", None) or (getattr(exc, "error_code", None) or "error")
-            return StoreError(_scrub(f"{self.where}: HTTP {exc.status_code} {reason} while {doing}"))
-        if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-            cause = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
-            return StoreError(f"{self.where}: cannot reach the blob service ({cause}) while {doing}")
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return StoreError(_scrub(f"{self.where}: {first_line[:200]} while {doing}"))
+        return StoreError(f"{self.where}: {describe(exc)} while {doing}")
 
     # ------------------------------------------------------------ listing
 
@@ -170,7 +132,7 @@ class AzureStore(RequestCounter):
         try:
             return self.container.get_blob_client(self.prefix + path).get_blob_properties().size
         except ResourceNotFoundError as exc:
-            if getattr(exc, "error_code", None) == "ContainerNotFound":
+            if error_code(exc) == "ContainerNotFound":
                 raise self._error(exc, f"reading {path}") from None
             return None
         except AzureError as exc:
@@ -181,7 +143,7 @@ class AzureStore(RequestCounter):
         try:
             return self.container.get_blob_client(self.prefix + path).download_blob().readall()
         except ResourceNotFoundError as exc:
-            if getattr(exc, "error_code", None) == "ContainerNotFound":
+            if error_code(exc) == "ContainerNotFound":
                 raise self._error(exc, f"reading {path}") from None
             raise StoreNotFound(f"{path} not found in store {self.where}") from None
         except AzureError as exc:

@@ -12,7 +12,9 @@ from typing import Callable, Iterator, Mapping, TypeVar
 
 from ..contracts import sim_return_task_id
 from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, artifact_file
-from . import RequestCounter, StoreError, StoreNotFound, blake2b_256
+from ..fileio import write_atomic
+from ..hashing import blake2b_hex
+from . import RequestCounter, StoreError, StoreNotFound
 
 T = TypeVar("T")
 
@@ -138,12 +140,6 @@ def _walk_part(root: str, part: str, summarize: Callable[[str, list[str]], T]) -
 
 # ---------------------------------------------------------------- writing result directories
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_result_dir(directory: str | os.PathLike, *, bundle_ref: str, entrypoint: str, params: Mapping,
                      param_id: str, seed: int, outputs: Mapping[str, bytes], error: Mapping | None = None,
                      complete: bool = True, timestamp: str = "2026-01-01T00:00:00+00:00") -> Path:
@@ -155,19 +151,19 @@ def write_result_dir(directory: str | os.PathLike, *, bundle_ref: str, entrypoin
     names = sorted(outputs)
     metadata = {"bundle_ref": bundle_ref, "entrypoint": entrypoint, "params": dict(params), "seed": seed,
                 "outputs": names, "param_id": param_id, "timestamp": timestamp}
-    _write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2).encode())
+    write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2).encode())
     result: dict = {"task_id": sim_return_task_id(param_id, seed, names, error=error is not None), "outputs": {}}
     if error is None:
         for name in names:
             data = outputs[name]
-            _write_atomic(out / artifact_file(name), data)
-            result["outputs"][name] = {"size": len(data), "checksum": blake2b_256(data)}
+            write_atomic(out / artifact_file(name), data)
+            result["outputs"][name] = {"size": len(data), "checksum": blake2b_hex(data)}
     else:
         details = json.dumps(dict(error)).encode()
-        _write_atomic(out / ERROR_FILE, details)
+        write_atomic(out / ERROR_FILE, details)
         result["error"] = {"error_type": error.get("error_type", "RuntimeError"),
                            "message": error.get("message", ""), "retryable": bool(error.get("retryable", False))}
-        result["error_details"] = {"size": len(details), "checksum": blake2b_256(details)}
+        result["error_details"] = {"size": len(details), "checksum": blake2b_hex(details)}
     if complete:
-        _write_atomic(out / RESULT_FILE, json.dumps(result, indent=2).encode())
+        write_atomic(out / RESULT_FILE, json.dumps(result, indent=2).encode())
     return out
