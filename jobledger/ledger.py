@@ -14,7 +14,7 @@ import sqlite3
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from . import states
 from .contracts import SimJob
@@ -222,22 +222,34 @@ class Ledger:
                    k8s_namespace: str | None = None, parent_job_id: str | None = None, reason: str) -> int:
         """Insert a job, its params, templates and every expected output. Call inside transaction()."""
         now = utcnow()
-        spec_bytes = json.dumps(spec_doc, sort_keys=True, separators=(",", ":")).encode()
-        self.conn.execute(
-            "INSERT INTO jobs (job_id, job_type, status, bundle_ref, runtime, k8s_name, k8s_namespace, parent_job_id,"
-            " store_url, layout, seed_policy, spec_format, spec_sha256, spec_gz, tasks_total, created_at, updated_at,"
-            " metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (job.job_id, job.job_type, status, job.bundle_ref, runtime, k8s_name, k8s_namespace, parent_job_id,
-             store_url, layout.name, seed_policy, spec_format, spec_hash(spec_doc), gzip.compress(spec_bytes, 6),
-             len(job.tasks), now, now, json.dumps(job.metadata)))
-        count = self.insert_outputs(job.job_id, expected_outputs(job, layout, seed_policy), job.tasks)
+        self._insert_job_row(dict(
+            job_id=job.job_id, job_type=job.job_type, status=status, bundle_ref=job.bundle_ref, runtime=runtime,
+            k8s_name=k8s_name, k8s_namespace=k8s_namespace, parent_job_id=parent_job_id, store_url=store_url,
+            layout=layout.name, seed_policy=seed_policy, spec_format=spec_format, spec_sha256=spec_hash(spec_doc),
+            spec_gz=_spec_gz(spec_doc), tasks_total=len(job.tasks), created_at=now, updated_at=now,
+            metadata=json.dumps(job.metadata)))
+        count = self.insert_outputs(job.job_id, expected_outputs(job, layout, seed_policy), params_of(job.tasks))
         self.conn.execute("UPDATE jobs SET expected_total = ? WHERE job_id = ?", (count, job.job_id))
-        self.conn.execute("INSERT INTO transitions (job_id, from_status, to_status, at, reason) VALUES (?,?,?,?,?)",
-                          (job.job_id, None, status, now, reason))
+        self._record_moves(job.job_id, [[None, status, now, reason]])
         return count
 
-    def insert_outputs(self, job_id: str, rows: Iterable[ExpectedOutput], tasks=()) -> int:
-        param_keys = self._param_keys(tasks)
+    def import_job(self, columns: dict, spec_doc: Any, params: Mapping[str, str], outputs: Iterable[ExpectedOutput],
+                   history: list[list]) -> int:
+        """Insert a job another machine (or ModelOps) created, exactly as the registry holds it: its columns,
+        spec, expected outputs and status history (see import_history). Call inside transaction()."""
+        self._insert_job_row({**columns, "spec_gz": _spec_gz(spec_doc) if spec_doc is not None else None})
+        count = self.insert_outputs(columns["job_id"], outputs, params)
+        self.import_history(columns["job_id"], history, {c: columns[c] for c in ("status", "updated_at")})
+        return count
+
+    def _insert_job_row(self, columns: dict) -> None:
+        _check_columns(columns)
+        self.conn.execute(f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                          tuple(columns.values()))
+
+    def insert_outputs(self, job_id: str, rows: Iterable[ExpectedOutput], params: Mapping[str, str]) -> int:
+        """Insert expected outputs; ``params`` maps each param_id to its canonical params JSON."""
+        param_keys = self._param_keys(params)
         template_keys: dict[tuple, int] = {}
 
         def template_key(row: ExpectedOutput) -> int:
@@ -264,16 +276,10 @@ class Ledger:
                               "run_seed, path) VALUES (?,?,?,?,?,?,?,?)", values())
         return count
 
-    def _param_keys(self, tasks) -> dict[str, int]:
-        distinct: dict[str, dict] = {}
-        for task in tasks:
-            distinct.setdefault(task.params.param_id, task.params.params)
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO params (param_id, params_json) VALUES (?, ?)",
-            ((pid, json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
-             for pid, values in distinct.items()))
+    def _param_keys(self, params: Mapping[str, str]) -> dict[str, int]:
+        self.conn.executemany("INSERT OR IGNORE INTO params (param_id, params_json) VALUES (?, ?)", params.items())
         keys: dict[str, int] = {}
-        ids = list(distinct)
+        ids = list(params)
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             for pid, key in self.conn.execute(
@@ -282,35 +288,69 @@ class Ledger:
         return keys
 
     def transition(self, job_id: str, to_status: str, reason: str, *, revalidate: bool = False,
-                   **fields: Any) -> dict:
+                   with_writes: Callable[[], None] | None = None, **fields: Any) -> dict:
         """Move a job to ``to_status`` (checked against the state machine) and record why.
 
-        Extra ``fields`` are job columns updated in the same transaction. When a mirror is
-        set it must accept the change first; if it refuses or fails, nothing is written.
-        Returns the updated job row.
+        Extra ``fields`` are job columns updated with the move; ``with_writes`` runs further writes in
+        the same local transaction. When a mirror is set, the move is first compare-and-swapped into
+        the registry with no local lock held (a network round trip), then written here in one short
+        transaction; if the registry refuses or fails, nothing is written. Returns the updated job row.
         """
+        if self.mirror is None:
+            with self.transaction():
+                job = self.job(job_id)
+                states.check_transition(job["status"], to_status, revalidate=revalidate)
+                now = utcnow()
+                self._write_status(job_id, [[job["status"], to_status, now, reason]],
+                                   {**fields, "status": to_status, "updated_at": now})
+                if with_writes is not None:
+                    with_writes()
+            return self.job(job_id)
+        if self.conn.in_transaction:
+            raise RuntimeError("with a registry, Ledger.transition must not run inside a transaction: "
+                               "the registry swap would hold the write lock over a network round trip")
+        job = self.job(job_id)
+        states.check_transition(job["status"], to_status, revalidate=revalidate)
+        swapped = self.mirror.swap_transition(self, job, to_status, reason, fields, revalidate=revalidate)
         with self.transaction():
-            job = self.job(job_id)
-            states.check_transition(job["status"], to_status, revalidate=revalidate)
-            if self.mirror is not None:
-                job = self.mirror.accept_transition(self, job, to_status, reason, fields) or job
-                if job["status"] == to_status:
-                    return job  # another machine already made this move; the mirror imported it
-            return self.write_transition(job, to_status, reason, fields)
+            self.import_history(job_id, swapped.history, swapped.columns)
+            if with_writes is not None:
+                with_writes()
+        return self.job(job_id)
 
-    def write_transition(self, job: dict, to_status: str, reason: str, fields: dict) -> dict:
-        """Write a checked move and its history row; callers hold the write transaction
-        (the registry mirror calls this inside a savepoint so it can undo a lost swap)."""
-        now = utcnow()
-        for name in fields:
-            if not re.fullmatch(r"[a-z_0-9]+", name):
-                raise ValueError(f"bad column name {name!r}")
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        self.conn.execute(f"UPDATE jobs SET status = ?, updated_at = ?{', ' if fields else ''}{assignments} "
-                          f"WHERE job_id = ?", (to_status, now, *fields.values(), job["job_id"]))
-        self.conn.execute("INSERT INTO transitions (job_id, from_status, to_status, at, reason) VALUES (?,?,?,?,?)",
-                          (job["job_id"], job["status"], to_status, now, reason))
-        return self.job(job["job_id"])
+    def import_history(self, job_id: str, history: list[list], columns: dict) -> None:
+        """The one unchecked way a status changes: history another machine (or ModelOps) already made.
+
+        ``history`` is the job's whole status history as the registry holds it (entries ``[from, to,
+        at, reason, ...]``); this ledger's own rows must be its first entries (the same moves), and
+        only the entries beyond them are added. ``columns`` (status, updated_at, runtime coordinates,
+        validation fields …) are set as given; the status defaults to the last entry's. The state
+        machine is not consulted: the moves were made, possibly by a writer with other rules.
+        Call inside transaction().
+        """
+        have = [(r[0], r[1]) for r in self.conn.execute(
+            "SELECT from_status, to_status FROM transitions WHERE job_id = ? ORDER BY transition_id", (job_id,))]
+        if [(e[0], e[1]) for e in history[:len(have)]] != have:
+            raise LedgerError(f"job {job_id}: this ledger's history is not a beginning of the one being imported "
+                              f"(it changed meanwhile); run `jobledger pull {job_id}`")
+        new = history[len(have):]
+        values = dict(columns)
+        if new:
+            values.setdefault("status", new[-1][1])
+            values.setdefault("updated_at", new[-1][2])
+        self._write_status(job_id, new, values)
+
+    def _write_status(self, job_id: str, moves: list[list], columns: dict) -> None:
+        if columns:
+            _check_columns(columns)
+            self.conn.execute(f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in columns)} WHERE job_id = ?",
+                              (*columns.values(), job_id))
+        self._record_moves(job_id, moves)
+
+    def _record_moves(self, job_id: str, moves: list[list]) -> None:
+        """The one INSERT into transitions (reached from insert_job, transition and import_history)."""
+        self.conn.executemany("INSERT INTO transitions (job_id, from_status, to_status, at, reason) VALUES (?,?,?,?,?)",
+                              ((job_id, *move[:4]) for move in moves))
 
     def notify_changed(self, job_id: str) -> None:
         """After a command committed changes to a job, let the mirror publish them."""
@@ -321,13 +361,33 @@ class Ledger:
         """Update non-status columns of a job (runtime handles, error fields)."""
         if not fields:
             return
-        for name in fields:
-            if not re.fullmatch(r"[a-z_0-9]+", name) or name == "status":
-                raise ValueError(f"bad column name {name!r}")
+        if "status" in fields:
+            raise ValueError("update_job cannot change the status; use transition")
+        _check_columns(fields)
         with self.transaction():
             self.job(job_id)
             self.conn.execute(f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in fields)}, updated_at = ? "
                               f"WHERE job_id = ?", (*fields.values(), utcnow(), job_id))
+
+
+def _check_columns(columns: Mapping[str, Any]) -> None:
+    for name in columns:
+        if not re.fullmatch(r"[a-z_0-9]+", name):
+            raise ValueError(f"bad column name {name!r}")
+
+
+def params_of(tasks) -> dict[str, str]:
+    """param_id → canonical params JSON for the distinct parameter sets of some tasks."""
+    distinct: dict[str, str] = {}
+    for task in tasks:
+        if task.params.param_id not in distinct:
+            distinct[task.params.param_id] = json.dumps(task.params.params, sort_keys=True, separators=(",", ":"),
+                                                        ensure_ascii=False)
+    return distinct
+
+
+def _spec_gz(spec_doc: Any) -> bytes:
+    return gzip.compress(json.dumps(spec_doc, sort_keys=True, separators=(",", ":")).encode(), 6)
 
 
 def spec_hash(spec_doc: Any) -> str:

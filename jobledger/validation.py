@@ -390,14 +390,17 @@ def deep_check(ledger: Ledger, store: ProvenanceStore, *, checksums: bool, progr
 
 # ---------------------------------------------------------------- record and decide
 
-def _record(ledger: Ledger, job_id: str, run: dict, *, unexpected_known: bool) -> dict:
-    """Write the run, per-output states and events, and unexpected paths. Call inside transaction()."""
+def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexpected_known: bool) -> dict:
+    """Write the run (as ``run_id`` when that id is free), per-output states and events, and unexpected
+    paths. Call inside transaction()."""
     conn = ledger.conn
     counts = _counts(ledger)
+    if run_id is not None and conn.execute("SELECT 1 FROM validation_runs WHERE run_id = ?", (run_id,)).fetchone():
+        run_id = None
     cursor = conn.execute(
-        "INSERT INTO validation_runs (job_id, started_at, finished_at, store_url, strategy, deep, requests, expected,"
-        " verified, missing, errored, incomplete, unexpected, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (job_id, run["started_at"], utcnow(), run["store"], run["strategy"], int(run["deep"]), run["requests"],
+        "INSERT INTO validation_runs (run_id, job_id, started_at, finished_at, store_url, strategy, deep, requests, expected,"
+        " verified, missing, errored, incomplete, unexpected, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (run_id, job_id, run["started_at"], utcnow(), run["store"], run["strategy"], int(run["deep"]), run["requests"],
          counts["expected"], counts["verified"], counts["missing"], counts["errored"], counts["incomplete"], 0,
          "in-progress"))
     run_id = cursor.lastrowid
@@ -482,31 +485,40 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
             deep_check(ledger, store, checksums=checksums, progress=progress)
         run = {"started_at": started, "store": plan.store, "strategy": plan.strategy, "deep": deep,
                "requests": store.requests}
-        with ledger.transaction():
-            current = ledger.job(job_id)
-            if current["status"] in states.TERMINAL and not force:
+        current = ledger.job(job_id)
+        if current["status"] in states.TERMINAL:
+            if not force:
                 raise ValidationError(f"{job_id} became {current['status']} while it was being validated; "
                                       f"nothing was recorded")
-            recorded = _record(ledger, job_id, run, unexpected_known=plan.strategy == "list")
-            summary = (f"{recorded['verified']}/{recorded['expected']} verified, {recorded['missing']} missing, "
-                       f"{recorded['errored']} errored, {recorded['incomplete']} incomplete (run {recorded['run_id']})")
-            fields = dict(validation_attempts=current["validation_attempts"] + 1, validation_started_at=started,
-                          validation_completed_at=utcnow(), last_validation_error=None)
-            final = current
-            if current["status"] in states.TERMINAL:
-                final = ledger.transition(job_id, states.VALIDATING,
-                                          reason or f"re-validation requested (--force) after {current['status']}",
-                                          revalidate=True)
-            if final["status"] == states.VALIDATING:
-                verdict = states.verdict(recorded["expected"], recorded["verified"])
-                final = ledger.transition(job_id, verdict, f"validated: {summary}" + (f"; {reason}" if reason else ""),
-                                          **fields)
-            else:
-                ledger.update_job(job_id, **fields)
-                final = ledger.job(job_id)
-            outcome = OUTCOMES.get(final["status"], "in-progress")
+            current = ledger.transition(job_id, states.VALIDATING,
+                                        reason or f"re-validation requested (--force) after {current['status']}",
+                                        revalidate=True)
+        counts = _counts(ledger)
+        # The run's id goes into the move's reason, which is fixed before the registry swap: take the next
+        # id now and insert the run under it in the move's transaction (another id only if it was taken).
+        run_id = ledger.conn.execute("SELECT coalesce(max(run_id), 0) + 1 FROM validation_runs").fetchone()[0]
+        fields = dict(validation_attempts=current["validation_attempts"] + 1, validation_started_at=started,
+                      validation_completed_at=utcnow(), last_validation_error=None)
+        verdict = states.verdict(counts["expected"], counts["verified"]) \
+            if current["status"] == states.VALIDATING else None
+        recorded: dict = {}
+
+        def record() -> None:
+            recorded.update(_record(ledger, job_id, run, run_id, unexpected_known=plan.strategy == "list"))
             ledger.conn.execute("UPDATE validation_runs SET outcome = ?, finished_at = ? WHERE run_id = ?",
-                                (outcome, utcnow(), recorded["run_id"]))
+                                (OUTCOMES.get(verdict or "", "in-progress"), utcnow(), recorded["run_id"]))
+
+        if verdict is not None:
+            summary = (f"{counts['verified']}/{counts['expected']} verified, {counts['missing']} missing, "
+                       f"{counts['errored']} errored, {counts['incomplete']} incomplete (run {run_id})")
+            final = ledger.transition(job_id, verdict, f"validated: {summary}" + (f"; {reason}" if reason else ""),
+                                      with_writes=record, **fields)
+        else:
+            with ledger.transaction():
+                record()
+                ledger.update_job(job_id, **fields)
+            final = ledger.job(job_id)
+        outcome = OUTCOMES.get(final["status"], "in-progress")
     finally:
         if progress is not None and hasattr(progress, "close"):
             progress.close()

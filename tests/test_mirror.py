@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -13,7 +15,7 @@ from jobledger import states
 from helpers import cli as run_cli
 from jobledger.ledger import Ledger
 from jobledger.registry import RegistryError, open_mirror, open_versioned_store
-from jobledger.registry.mirror import MODELOPS_KEYS, state_key
+from jobledger.registry.state import MODELOPS_KEYS, state_key
 
 SAMPLE_JOB = "job-5a11e0c3"
 QUERIES = (
@@ -450,3 +452,75 @@ def test_register_with_an_unreachable_registry_keeps_nothing_and_a_retry_publish
     service.start()
     cli(db, registry, "register", str(spec), "--store", str(store))
     assert open_versioned_store(registry).get(state_key(SAMPLE_JOB)) is not None
+
+
+# ------------------------------------------------------------------ the write lock and the one writer of status
+
+class LockProbingStore:
+    """A real local registry that, on every write, checks whether another process could take this
+    ledger's write lock right now (it must: no network round trip may run under BEGIN IMMEDIATE)."""
+
+    def __init__(self, url: str, db: Path):
+        self.inner = open_versioned_store(url)
+        self.url = self.inner.url
+        self.db = db
+        self.lock_free: list[bool] = []
+
+    def _probe(self) -> None:
+        probe = sqlite3.connect(self.db, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            self.lock_free.append(True)
+        except sqlite3.OperationalError:
+            self.lock_free.append(False)
+        finally:
+            probe.close()
+
+    def get(self, key):
+        return self.inner.get(key)
+
+    def put(self, key, data, version):
+        self._probe()
+        return self.inner.put(key, data, version)
+
+    def create_if_absent(self, key, data):
+        self._probe()
+        return self.inner.create_if_absent(key, data)
+
+    def list_keys(self, prefix=""):
+        return self.inner.list_keys(prefix)
+
+    def delete(self, key):
+        return self.inner.delete(key)
+
+
+def test_status_changes_swap_the_registry_with_no_ledger_write_lock_held(tmp_path, local_registry, sample):
+    from jobledger.registry.mirror import Mirror
+    from jobledger.validation import validate_job
+    db = tmp_path / "a.db"
+    register(db, local_registry, sample)
+    store = LockProbingStore(local_registry, db)
+    with Ledger(db, mirror=Mirror(store)) as ledger:
+        ledger.transition(SAMPLE_JOB, states.RUNNING, "running")
+        ledger.transition(SAMPLE_JOB, states.VALIDATING, "complete")
+        validate_job(ledger, SAMPLE_JOB)                       # the verdict, its run and the swap
+        validate_job(ledger, SAMPLE_JOB, force=True)           # re-validation: two more moves
+        assert ledger.job(SAMPLE_JOB)["status"] == "partial"
+    assert len(store.lock_free) >= 6 and all(store.lock_free), store.lock_free
+    doc = json.loads(store.get(state_key(SAMPLE_JOB))[0])
+    assert [e[1] for e in doc["metadata"]["jobledger"]["transitions"]] == \
+        ["scheduled", "running", "validating", "partial", "validating", "partial"]
+
+
+def test_only_the_ledger_writes_a_status_or_a_transition():
+    """Ledger.transition (checked) and Ledger.import_history (unchecked) are the only ways a status changes."""
+    package = Path(__file__).resolve().parent.parent / "jobledger"
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        inserts = len(re.findall(r"INSERT INTO transitions", text))
+        status_updates = len(re.findall(r"UPDATE jobs SET status", text))
+        if path.name == "ledger.py":
+            assert inserts == 1, path
+        else:
+            assert (inserts, status_updates) == (0, 0), path

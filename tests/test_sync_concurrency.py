@@ -10,7 +10,7 @@ import pytest
 
 from test_mirror import cli
 from jobledger.registry import open_versioned_store
-from jobledger.registry.mirror import state_key
+from jobledger.registry.state import state_key
 
 from k8s_standin import KubeStandIn
 

@@ -17,7 +17,7 @@ from azure.core.exceptions import (AzureError, ResourceExistsError, ResourceModi
 
 from ..azure_client import AzureSetupError, blob_service, describe, error_code
 from ..redact import CONNECTION_ENV
-from . import RegistryError, check_key
+from .base import RegistryError, check_key
 
 
 class AzureVersionedStore:

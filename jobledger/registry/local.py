@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..fileio import write_atomic
-from . import RegistryError, check_key
+from .base import RegistryError, check_key
 
 
 class LocalVersionedStore:
@@ -137,6 +137,10 @@ class LocalVersionedStore:
         except OSError as exc:
             raise RegistryError(f"registry {self.url}: cannot write {path.relative_to(self.root)}: "
                                 f"{exc.strerror}") from None
+
+    @classmethod
+    def from_url(cls, url: str) -> "LocalVersionedStore":
+        return cls(url[len("file://"):] if url.startswith("file://") else url)
 
     def __repr__(self) -> str:
         return f"LocalVersionedStore({str(self.root)!r})"

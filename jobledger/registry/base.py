@@ -1,0 +1,49 @@
+"""What every registry part shares: its errors, the VersionedStore protocol and key rules."""
+from __future__ import annotations
+
+from typing import Iterator, Protocol, runtime_checkable
+
+from ..errors import JobledgerError
+
+
+class RegistryError(JobledgerError):
+    """The registry is unreachable, refused a request, or holds something jobledger cannot use."""
+
+
+class MovedElsewhere(RegistryError):
+    """Another machine already moved the job to a status from which this move is no longer legal."""
+
+    def __init__(self, message: str, job_id: str, remote_status: str):
+        super().__init__(message)
+        self.job_id = job_id
+        self.remote_status = remote_status
+
+
+@runtime_checkable
+class VersionedStore(Protocol):
+    """Blobs with an opaque version token that changes on every write (an ETag)."""
+
+    url: str
+
+    def get(self, key: str) -> tuple[bytes, str] | None:
+        """Content and version in one read, or None when the key does not exist."""
+
+    def put(self, key: str, data: bytes, version: str) -> bool:
+        """Replace the content only if it is still at ``version``; False on a version mismatch."""
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        """Create the key; False when it already exists (its content is left alone)."""
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        """Every key starting with ``prefix``; errors raise, they never look like an empty listing."""
+
+    def delete(self, key: str) -> bool:
+        """Remove the key; False when it did not exist."""
+
+
+def check_key(key: str) -> str:
+    """Keys are relative slash-separated names without empty, '.' or '..' parts."""
+    parts = key.split("/")
+    if not key or any(p in ("", ".", "..") for p in parts) or "\\" in key:
+        raise RegistryError(f"invalid registry key {key!r}")
+    return key

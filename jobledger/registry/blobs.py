@@ -1,0 +1,224 @@
+"""The side blobs of a job in the registry: the manifest (written once) and the observations (merged).
+
+``jobs/<job_id>/manifest.jsonl.gz``
+    Immutable, created once: a header line (job constants, the spec, the distinct parameter sets
+    and task templates) then one line per expected output in ledger order.
+``jobs/<job_id>/observed.json.gz``
+    Validation runs, the outputs whose observed state is not the initial 'missing', output
+    events and unexpected paths. Updated by compare-and-swap after merging what other machines
+    observed: per output, the state decided by the later validation run wins (ties keep
+    'verified'), so a verified output is never lost to a stale writer.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Iterable, Iterator
+
+from ..ledger import Ledger
+from ..manifest import ExpectedOutput
+from .base import RegistryError
+
+MANIFEST_FORMAT = "jobledger-manifest/1"
+OBSERVED_FORMAT = "jobledger-observed/1"
+# Job columns that never change after registration; they travel in the manifest header.
+MANIFEST_COLUMNS = ("job_type", "bundle_ref", "runtime", "parent_job_id", "store_url", "layout", "seed_policy",
+                    "spec_format", "spec_sha256", "tasks_total", "expected_total", "created_at", "metadata")
+RUN_COLUMNS = ("started_at", "finished_at", "store_url", "strategy", "deep", "requests", "expected", "verified",
+               "missing", "errored", "incomplete", "unexpected", "outcome", "error")
+KINDS = {"s": "simulation", "a": "aggregation"}
+
+
+# ------------------------------------------------------------------ manifest
+
+def build_manifest(ledger: Ledger, job: dict) -> bytes:
+    """The manifest of a job the ledger holds: its constants, spec and every expected output in order."""
+    params: dict[str, int] = {}
+    param_json: dict[str, str] = {}
+    templates: dict[tuple, int] = {}
+    lines = []
+    cursor = ledger.conn.execute(
+        "SELECT o.kind, o.task_id, p.param_id, p.params_json, t.bundle_ref, t.entrypoint, t.outputs, o.task_seed, "
+        "o.run_seed, o.path FROM outputs o JOIN params p ON p.param_key = o.param_key "
+        "JOIN task_templates t ON t.template_id = o.template_id WHERE o.job_id = ? ORDER BY o.output_id",
+        (job["job_id"],))
+    for kind, task_id, param_id, params_json, bundle_ref, entrypoint, outputs, task_seed, run_seed, path in cursor:
+        p = params.setdefault(param_id, len(params))
+        param_json.setdefault(param_id, params_json)
+        t = templates.setdefault((bundle_ref, entrypoint, outputs), len(templates))
+        lines.append(json.dumps([kind[0], task_id, p, t, _int(task_seed), _int(run_seed), path],
+                                separators=(",", ":")))
+    header = {"format": MANIFEST_FORMAT, "job_id": job["job_id"], "job": {c: job[c] for c in MANIFEST_COLUMNS},
+              "spec": ledger.spec_of(job["job_id"]), "params": [[pid, param_json[pid]] for pid in params],
+              "templates": [list(t) for t in templates], "outputs": len(lines)}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False) + "\n" + "\n".join(lines)
+    return gzip.compress(text.encode(), 6)
+
+
+def parse_manifest(data: bytes, key: str) -> tuple[dict, list[list]]:
+    try:
+        text = gzip.decompress(data).decode()
+        first, _, rest = text.partition("\n")
+        header = json.loads(first)
+        rows = [json.loads(line) for line in rest.splitlines() if line]
+    except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{key}: not a gzip JSON-lines manifest ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != MANIFEST_FORMAT:
+        raise RegistryError(f"{key}: key 'format' is not {MANIFEST_FORMAT}")
+    if header.get("outputs") != len(rows):
+        raise RegistryError(f"{key}: truncated ({len(rows)} of {header.get('outputs')} outputs)")
+    return header, rows
+
+
+def manifest_outputs(header: dict, rows: Iterable[list]) -> tuple[dict[str, str], Iterator[ExpectedOutput]]:
+    """A parsed manifest as the ledger inserts it: param_id → params JSON, and the expected outputs."""
+    params = {pid: text for pid, text in header["params"]}
+    pids = [pid for pid, _ in header["params"]]
+    templates = [(bundle_ref, entrypoint, _outputs(text)) for bundle_ref, entrypoint, text in header["templates"]]
+
+    def outputs() -> Iterator[ExpectedOutput]:
+        for kind, task_id, p, t, task_seed, run_seed, path in rows:
+            bundle_ref, entrypoint, names = templates[t]
+            yield ExpectedOutput(KINDS[kind], task_id, pids[p], bundle_ref, entrypoint, names, task_seed, run_seed,
+                                 path)
+    return params, outputs()
+
+
+def _outputs(text: str) -> tuple[str, ...] | None:
+    names = json.loads(text)
+    return tuple(names) if names is not None else None
+
+
+# ------------------------------------------------------------------ observations
+
+def dump_observed(ledger: Ledger, job_id: str) -> dict:
+    runs = ledger.query(f"SELECT run_id, {', '.join(RUN_COLUMNS)} FROM validation_runs WHERE job_id = ? "
+                        f"ORDER BY started_at, finished_at, run_id", (job_id,))
+    run_index = {r["run_id"]: i for i, r in enumerate(runs)}
+
+    def ref(run_id):
+        return run_index.get(run_id)
+
+    outputs = [[r["idx"], r["state"], r["detail"], ref(r["first_verified_run"]), ref(r["last_seen_run"]),
+                ref(r["state_run"])]
+               for r in ledger.query(
+                   "SELECT idx, state, detail, first_verified_run, last_seen_run, state_run FROM ("
+                   " SELECT row_number() OVER (ORDER BY output_id) - 1 AS idx, * FROM outputs WHERE job_id = ?)"
+                   " WHERE state <> 'missing' OR detail IS NOT NULL OR first_verified_run IS NOT NULL"
+                   " OR last_seen_run IS NOT NULL OR state_run IS NOT NULL ORDER BY idx", (job_id,))]
+    events = [[r["idx"], ref(r["run_id"]), r["from_state"], r["to_state"], r["detail"]]
+              for r in ledger.query(
+                  "SELECT i.idx, e.run_id, e.from_state, e.to_state, e.detail FROM output_events e JOIN ("
+                  " SELECT output_id, row_number() OVER (ORDER BY output_id) - 1 AS idx FROM outputs WHERE job_id = ?)"
+                  " i USING (output_id) ORDER BY e.rowid", (job_id,))]
+    unexpected = [[r["path"], ref(r["run_id"])] for r in ledger.query(
+        "SELECT path, run_id FROM unexpected_paths WHERE job_id = ? ORDER BY path", (job_id,))]
+    return {"format": OBSERVED_FORMAT, "job_id": job_id,
+            "runs": [[r[c] for c in RUN_COLUMNS] for r in runs],
+            "outputs": outputs, "events": events, "unexpected": unexpected}
+
+
+def encode_observed(doc: dict) -> bytes:
+    return gzip.compress(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(), 6)
+
+
+def parse_observed(data: bytes, key: str) -> dict:
+    try:
+        doc = json.loads(gzip.decompress(data))
+    except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{key}: not gzip JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != OBSERVED_FORMAT:
+        raise RegistryError(f"{key}: key 'format' is not {OBSERVED_FORMAT}")
+    for name in ("runs", "outputs", "events", "unexpected"):
+        if not isinstance(doc.get(name), list):
+            raise RegistryError(f"{key}: key {name!r} is missing or not a list")
+    return doc
+
+
+def merge_observed(ledger: Ledger, job_id: str, remote: dict) -> None:
+    """Fold another machine's observations into the local rows (call inside a transaction).
+
+    Runs are matched by their columns; per output the state set by the later run wins (a tie keeps
+    'verified'); first-verified keeps the earliest known run, last-seen the latest.
+    """
+    conn = ledger.conn
+    # A run has no id shared between ledgers: it is known by all its columns. Validation writes a run
+    # in one transaction, so a published run never changes afterwards; two runs equal in every column
+    # (same start and end to the millisecond, same counts) say the same thing and are kept once.
+    local_runs = {tuple(r[c] for c in RUN_COLUMNS): r["run_id"] for r in ledger.query(
+        f"SELECT run_id, {', '.join(RUN_COLUMNS)} FROM validation_runs WHERE job_id = ?", (job_id,))}
+    run_ids: list[int | None] = []
+    for values in remote["runs"]:
+        identity = tuple(values)
+        run_id = local_runs.get(identity)
+        if run_id is None:
+            run_id = conn.execute(f"INSERT INTO validation_runs (job_id, {', '.join(RUN_COLUMNS)}) "
+                                  f"VALUES (?, {', '.join('?' * len(RUN_COLUMNS))})",
+                                  (job_id, *values)).lastrowid
+            local_runs[identity] = run_id
+        run_ids.append(run_id)
+
+    def run(i):
+        return run_ids[i] if i is not None else None
+
+    # Staged rows are keyed by output_id (a primary key) so that the updates below are index lookups.
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS mirror_index (idx INTEGER PRIMARY KEY, output_id INTEGER)")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS mirror_staged (idx INTEGER PRIMARY KEY, state TEXT, detail TEXT,"
+                 " fv INTEGER, ls INTEGER, sr INTEGER)")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS mirror_observed (output_id INTEGER PRIMARY KEY, state TEXT,"
+                 " detail TEXT, fv INTEGER, ls INTEGER, sr INTEGER, sr_at TEXT, fv_at TEXT, ls_at TEXT)")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS mirror_events (idx INTEGER, run_id INTEGER, from_state TEXT,"
+                 " to_state TEXT, detail TEXT)")
+    conn.execute("CREATE INDEX IF NOT EXISTS temp.mirror_events_idx ON mirror_events (idx)")
+    for table in ("mirror_index", "mirror_staged", "mirror_observed", "mirror_events"):
+        conn.execute(f"DELETE FROM temp.{table}")
+    conn.execute("INSERT INTO temp.mirror_index SELECT row_number() OVER (ORDER BY output_id) - 1, output_id "
+                 "FROM outputs WHERE job_id = ?", (job_id,))
+    conn.executemany("INSERT INTO temp.mirror_staged VALUES (?,?,?,?,?,?)",
+                     ((i, state, detail, run(fv), run(ls), run(sr)) for i, state, detail, fv, ls, sr in remote["outputs"]))
+    conn.execute("INSERT INTO temp.mirror_observed SELECT x.output_id, r.state, r.detail, r.fv, r.ls, r.sr, "
+                 "coalesce(rs.started_at, ''), fv.started_at, ls.started_at FROM temp.mirror_staged r "
+                 "JOIN temp.mirror_index x USING (idx) LEFT JOIN validation_runs rs ON rs.run_id = r.sr "
+                 "LEFT JOIN validation_runs fv ON fv.run_id = r.fv LEFT JOIN validation_runs ls ON ls.run_id = r.ls")
+    conn.execute("""
+        UPDATE outputs SET state = m.state, detail = m.detail, state_run = m.sr
+        FROM temp.mirror_observed m
+        WHERE outputs.output_id = m.output_id
+          AND (outputs.state IS NOT m.state OR outputs.detail IS NOT m.detail OR outputs.state_run IS NOT m.sr)
+          AND (m.sr_at > coalesce((SELECT started_at FROM validation_runs WHERE run_id = outputs.state_run), '')
+               OR (m.sr_at = coalesce((SELECT started_at FROM validation_runs WHERE run_id = outputs.state_run), '')
+                   AND m.state = 'verified' AND outputs.state <> 'verified'))""")
+    conn.execute("""
+        UPDATE outputs SET
+          first_verified_run = CASE WHEN outputs.first_verified_run IS NULL
+              OR m.fv_at < (SELECT started_at FROM validation_runs WHERE run_id = outputs.first_verified_run)
+              THEN coalesce(m.fv, outputs.first_verified_run) ELSE outputs.first_verified_run END,
+          last_seen_run = CASE WHEN outputs.last_seen_run IS NULL
+              OR m.ls_at > (SELECT started_at FROM validation_runs WHERE run_id = outputs.last_seen_run)
+              THEN coalesce(m.ls, outputs.last_seen_run) ELSE outputs.last_seen_run END
+        FROM temp.mirror_observed m
+        WHERE outputs.output_id = m.output_id AND (m.fv IS NOT NULL OR m.ls IS NOT NULL)""")
+    conn.executemany("INSERT INTO temp.mirror_events VALUES (?,?,?,?,?)",
+                     ((i, run(r), a, b, d) for i, r, a, b, d in remote["events"]))
+    conn.execute("INSERT INTO output_events (output_id, run_id, from_state, to_state, detail) "
+                 "SELECT x.output_id, e.run_id, e.from_state, e.to_state, e.detail "
+                 "FROM temp.mirror_events e JOIN temp.mirror_index x USING (idx) "
+                 "WHERE NOT EXISTS (SELECT 1 FROM output_events o WHERE o.output_id = x.output_id "
+                 # '+' keeps SQLite on the per-output index: one run has an event for every output
+                 "AND +o.run_id = e.run_id AND o.to_state = e.to_state)")
+    if remote["unexpected"]:
+        newest_remote = max((remote["runs"][r][0] for _, r in remote["unexpected"] if r is not None), default="")
+        newest_local = conn.execute("SELECT max(v.started_at) FROM unexpected_paths u JOIN validation_runs v "
+                                    "USING (run_id) WHERE u.job_id = ?", (job_id,)).fetchone()[0] or ""
+        if newest_remote >= newest_local:
+            conn.execute("DELETE FROM unexpected_paths WHERE job_id = ?", (job_id,))
+            conn.executemany("INSERT OR IGNORE INTO unexpected_paths (job_id, path, run_id) VALUES (?,?,?)",
+                             ((job_id, path, run(r)) for path, r in remote["unexpected"] if r is not None))
+
+
+def _int(seed):
+    return int(seed) if seed is not None else None
+
+
+def same_observations(a: dict, b: dict) -> bool:
+    return all(a[k] == b[k] for k in ("runs", "outputs", "events", "unexpected"))

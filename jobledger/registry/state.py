@@ -1,0 +1,193 @@
+"""``jobs/<job_id>/state.json``: the ModelOps JobState document ⇄ ledger rows (pure functions, no I/O).
+
+The document has exactly ModelOps's keys, so ModelOps readers parse it. Everything jobledger-specific
+sits under ``metadata.jobledger`` (format marker, store, layout, seed policy, parent, side-blob keys,
+counts) together with the status history, so that a status change and its history entry are one
+compare-and-swap. A history entry is ``[from, to, at, reason, by]``.
+"""
+from __future__ import annotations
+
+import json
+
+from .. import states
+from ..timeutil import utcnow
+from .base import RegistryError
+
+STATE_FORMAT = "jobledger-state/1"
+
+# The JobState fields ModelOps reads and writes, in its order (see the compat doc).
+MODELOPS_KEYS = ("job_id", "status", "created_at", "updated_at", "k8s_name", "k8s_namespace", "k8s_uid",
+                 "tasks_total", "tasks_completed", "error_message", "error_code", "results_path",
+                 "expected_outputs", "verified_outputs", "missing_outputs", "tasks_verified",
+                 "validation_started_at", "validation_completed_at", "validation_attempts",
+                 "last_validation_error", "metadata")
+# Job columns a status change or a pull carries over from the registry.
+SHARED_COLUMNS = ("k8s_name", "k8s_namespace", "k8s_uid", "validation_started_at", "validation_completed_at",
+                  "validation_attempts", "last_validation_error", "error_message", "error_code")
+# Job columns jobledger keeps under metadata.jobledger.
+OWN_COLUMNS = ("job_type", "bundle_ref", "runtime", "runtime_ref", "parent_job_id", "store_url", "layout",
+               "seed_policy", "spec_format", "spec_sha256", "expected_total")
+
+
+def state_key(job_id: str) -> str:
+    return f"jobs/{job_id}/state.json"
+
+
+def manifest_key(job_id: str) -> str:
+    return f"jobs/{job_id}/manifest.jsonl.gz"
+
+
+def observed_key(job_id: str) -> str:
+    return f"jobs/{job_id}/observed.json.gz"
+
+
+def parse_state(data: bytes, key: str) -> dict:
+    """A JobState document, checked enough that importing it cannot write nonsense."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{key}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise RegistryError(f"{key}: not a JobState object (got {type(doc).__name__})")
+    for name in ("job_id", "status"):
+        if not isinstance(doc.get(name), str):
+            raise RegistryError(f"{key}: key {name!r} is missing or not a string")
+    if doc["status"] not in states.STATUSES:
+        raise RegistryError(f"{key}: key 'status' has unknown value {doc['status']!r}")
+    if state_key(doc["job_id"]) != key:
+        raise RegistryError(f"{key}: key 'job_id' is {doc['job_id']!r}, which does not match the blob name")
+    meta = doc.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise RegistryError(f"{key}: key 'metadata' is not an object")
+    ours = (meta or {}).get("jobledger")
+    if ours is not None:
+        if not isinstance(ours, dict) or ours.get("format") != STATE_FORMAT:
+            raise RegistryError(f"{key}: key 'metadata.jobledger' is not in format {STATE_FORMAT}")
+        history = ours.get("transitions")
+        if not isinstance(history, list) or not history or not all(
+                isinstance(e, list) and len(e) == 5 and e[1] in states.STATUSES for e in history):
+            raise RegistryError(f"{key}: key 'metadata.jobledger.transitions' is not a list of "
+                                f"[from, to, at, reason, by] entries")
+        if history[-1][1] != doc["status"]:
+            raise RegistryError(f"{key}: key 'status' ({doc['status']}) disagrees with the last entry of "
+                                f"'metadata.jobledger.transitions'")
+    return doc
+
+
+def jobledger_part(doc: dict) -> dict | None:
+    """The jobledger extras of a state document; None when ModelOps wrote it."""
+    return (doc.get("metadata") or {}).get("jobledger")
+
+
+def registry_history(doc: dict, local: list[list]) -> list[list]:
+    """The job's status history as the registry tells it, comparable with this ledger's ``local`` one.
+
+    A document jobledger wrote carries its history. One ModelOps wrote has none: it agrees with the
+    local history when it shows the local status or one the job went through on the way there (the
+    ledger is ahead); any other status is a move ModelOps made from the local status.
+    """
+    ours = jobledger_part(doc)
+    if ours:
+        return ours["transitions"]
+    status, at = doc["status"], doc.get("updated_at") or utcnow()
+    if not local:
+        return [[None, status, at, "imported from registry (written by ModelOps, no manifest)",
+                 None]]
+    for i in range(len(local) - 1, -1, -1):
+        if local[i][1] == status:
+            return local[:i + 1]
+    return local + [[local[-1][1], status, at, "imported from registry (written by ModelOps)",
+                     None]]
+
+
+def relation(local: list[list], remote: list[list]) -> str:
+    """Whose history is ahead: same | local-ahead | remote-ahead | diverged, by the (from, to) moves."""
+    a = [(e[0], e[1]) for e in local]
+    b = [(e[0], e[1]) for e in remote]
+    if a == b:
+        return "same"
+    if a[:len(b)] == b:
+        return "local-ahead"
+    if b[:len(a)] == a:
+        return "remote-ahead"
+    return "diverged"
+
+
+def merged_history(mine: list[list], theirs: list[list]) -> list[list]:
+    """The registry's entries for the moves both know (with who made them), then this ledger's newer ones."""
+    return theirs + mine[len(theirs):]
+
+
+def moved_message(doc: dict) -> str:
+    ours = jobledger_part(doc)
+    if ours:
+        _, to, at, _, by = ours["transitions"][-1]
+        return f"{by or 'another machine'} moved it to {to} at {at}"
+    return f"ModelOps has it as {doc['status']} (updated {doc.get('updated_at')})"
+
+
+def build_state(job: dict, counts: dict, tasks_verified: int, history: list[list]) -> dict:
+    """The JobState document of a job row (with its counts and status history)."""
+    user_meta = json.loads(job["metadata"]) if job.get("metadata") else {}
+    has_manifest = job.get("spec_format") is not None
+    ours = {"format": STATE_FORMAT, **{c: job.get(c) for c in OWN_COLUMNS},
+            "counts": counts,
+            "manifest": manifest_key(job["job_id"]) if has_manifest else None,
+            "observed": observed_key(job["job_id"]),
+            "transitions": history}
+    return {"job_id": job["job_id"], "status": job["status"], "created_at": job["created_at"],
+            "updated_at": job["updated_at"], "k8s_name": job.get("k8s_name"),
+            "k8s_namespace": job.get("k8s_namespace"), "k8s_uid": job.get("k8s_uid"),
+            "tasks_total": job.get("tasks_total") or 0, "tasks_completed": tasks_verified,
+            "error_message": job.get("error_message"), "error_code": job.get("error_code"),
+            "results_path": job.get("store_url"),
+            # ModelOps lists OutputSpecs here; jobledger keeps the manifest in side blobs (counts in metadata).
+            "expected_outputs": [], "verified_outputs": [], "missing_outputs": [],
+            "tasks_verified": tasks_verified,
+            "validation_started_at": job.get("validation_started_at"),
+            "validation_completed_at": job.get("validation_completed_at"),
+            "validation_attempts": job.get("validation_attempts") or 0,
+            "last_validation_error": job.get("last_validation_error"),
+            "metadata": {**user_meta, "jobledger": ours}}
+
+
+def encode_state(doc: dict) -> bytes:
+    return json.dumps(doc, indent=1, ensure_ascii=False, default=str).encode()
+
+
+def state_columns(doc: dict) -> dict:
+    """The job columns a document sets when its status and history are imported."""
+    columns = {"status": doc["status"], "updated_at": doc.get("updated_at") or utcnow(), **{c: doc.get(c) for c in SHARED_COLUMNS}}
+    columns["validation_attempts"] = columns["validation_attempts"] or 0
+    ours = jobledger_part(doc)
+    if ours:
+        columns["runtime_ref"] = ours.get("runtime_ref")
+    return columns
+
+
+def foreign_job_columns(doc: dict) -> dict:
+    """The columns of a job ModelOps created (no manifest): what its state document tells."""
+    ours = jobledger_part(doc) or {}
+    job_id = doc["job_id"]
+    return {"job_id": job_id, "job_type": "calibration" if job_id.startswith("calib-") else "simulation",
+            "bundle_ref": ours.get("bundle_ref"), "runtime": None, "parent_job_id": None,
+            "store_url": doc.get("results_path"), "layout": ours.get("layout") or "token",
+            "seed_policy": ours.get("seed_policy") or "runner", "spec_format": None, "spec_sha256": None,
+            "tasks_total": doc.get("tasks_total") or 0, "expected_total": 0,
+            "created_at": doc.get("created_at") or doc.get("updated_at"),
+            "metadata": json.dumps({k: v for k, v in (doc.get("metadata") or {}).items() if k != "jobledger"})}
+
+
+def counts_of(doc: dict) -> dict | None:
+    return (jobledger_part(doc) or {}).get("counts")
+
+
+def comparable(doc: dict) -> dict:
+    """A state document without the fields that differ only in who wrote it."""
+    out = dict(doc)
+    meta = dict(out.get("metadata") or {})
+    ours = dict(meta.get("jobledger") or {})
+    ours["transitions"] = [e[:4] for e in ours.get("transitions", [])]
+    meta["jobledger"] = ours
+    out["metadata"] = meta
+    return out
