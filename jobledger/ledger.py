@@ -1,4 +1,5 @@
-"""The SQLite ledger: open/upgrade from schema.sql, transactions, and the job queries.
+"""The SQLite ledger: open (create from schema.sql, or migrate: see migrations.py), transactions, and
+the job queries.
 
 Writers use ``BEGIN IMMEDIATE`` so that two processes never both read-then-write the same
 job; WAL mode lets readers (``status``, ``sql``) proceed while a writer works.
@@ -16,14 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from . import states
+from . import migrations, states
 from .contracts import SimJob
 from .errors import JobledgerError
 from .layout import Layout
 from .manifest import ExpectedOutput, expected_outputs, outputs_json
 from .timeutil import utcnow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = migrations.schema_version()
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -104,32 +105,26 @@ class Ledger:
             raise LedgerError(f"ledger {self.path} has schema version {version}, newer than this jobledger "
                               f"understands ({SCHEMA_VERSION}); upgrade jobledger")
         if version < SCHEMA_VERSION:
-            if self.readonly:
-                raise LedgerError(f"ledger {self.path} has schema version {version}; open it once without "
-                                  f"read-only mode to upgrade it")
-            self._upgrade(version)
+            if not self.readonly:
+                self._migrate()
+            elif os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK):
+                Ledger(self.path).close()  # upgrade once through a writable connection, then read
+            else:
+                raise LedgerError(f"ledger {self.path} has schema version {version}; open it once with write "
+                                  f"access to upgrade it")
 
-    def _upgrade(self, from_version: int) -> None:
-        """Bring the file to schema.sql: new tables/indexes, missing columns, fresh views."""
-        sql = schema_sql()
-        with self.transaction():
-            if self.conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-                return  # another process upgraded it while we waited for the lock
-            reference = sqlite3.connect(":memory:")
-            reference.executescript(sql)
-            for (table,) in reference.execute("SELECT name FROM sqlite_master WHERE type='table'"):
-                have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
-                if not have:
-                    continue  # created by the script below
-                for cid, name, ctype, notnull, default, pk in reference.execute(f"PRAGMA table_info({table})"):
-                    if name not in have:
-                        clause = f"{name} {ctype}" + (f" NOT NULL DEFAULT {default}" if notnull else
-                                                      (f" DEFAULT {default}" if default is not None else ""))
-                        self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {clause}")
-            reference.close()
-            for statement in _split_sql(sql):
-                self.conn.execute(statement)
-            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    def _migrate(self) -> None:
+        """Create the ledger from schema.sql, or apply the pending migrations, in one transaction."""
+        self.conn.execute("PRAGMA foreign_keys = OFF")  # cannot change inside a transaction; see migrate()
+        try:
+            with self.transaction():
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                    return  # another process upgraded it while we waited for the lock
+                migrations.migrate(self.conn, _split_sql(schema_sql()))
+        except migrations.MigrationError as exc:
+            raise LedgerError(f"{self.path} cannot be upgraded: {exc}") from None
+        finally:
+            self.conn.execute("PRAGMA foreign_keys = ON")
 
     def close(self) -> None:
         self.conn.close()

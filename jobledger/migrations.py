@@ -1,0 +1,132 @@
+"""Ordered, named schema migrations (in the manner of simonw's ``llm``): one function per step,
+applied in order, each recorded by name in the ``_migrations`` table.
+
+``schema.sql`` is the current definition: a new ledger is created from it and every step is
+recorded as applied. An existing ledger gets only the steps it has not had, in one transaction,
+then the views are re-created from ``schema.sql``. ``PRAGMA user_version`` mirrors the number
+of steps so that opening an up-to-date ledger costs one PRAGMA.
+
+Ledgers made before this module existed carry ``user_version = 1`` and no ``_migrations`` table:
+they hold the baseline schema (the first ``schema.sql``, commit 5683652) and get every step.
+
+Rules for a new step: append a function decorated with ``@migration``, never edit or reorder a
+landed one, change ``schema.sql`` to the result, and the test that compares a migrated ledger
+with a fresh one keeps both in step.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+BASELINE = "0001_baseline"  # the tables and indexes of the first schema.sql (user_version 1)
+
+Step = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[str, Step]] = []
+
+
+MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, "
+                    "applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))")
+
+
+class MigrationError(Exception):
+    """The file cannot be brought to this version's schema (the Ledger turns it into a LedgerError)."""
+
+
+def migration(fn: Step) -> Step:
+    """Register a step; its name is the function's without the leading 'm' (``0002_…``)."""
+    MIGRATIONS.append((fn.__name__.removeprefix("m"), fn))
+    return fn
+
+
+def names() -> list[str]:
+    return [BASELINE] + [name for name, _ in MIGRATIONS]
+
+
+def schema_version() -> int:
+    """The ``user_version`` of a ledger with every step applied."""
+    return len(names())
+
+
+def migrate(conn: sqlite3.Connection, schema_statements: list[str]) -> list[str]:
+    """Bring the database behind ``conn`` to the current schema; returns the steps applied.
+
+    The caller holds a write transaction and has turned foreign keys OFF (a table rebuild drops
+    and re-creates a referenced table; with them on, the drop would cascade-delete rows).
+    ``schema_statements`` are the statements of schema.sql: a new database is made from them,
+    an existing one gets its views re-created from them after the pending steps.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                               "AND name NOT LIKE 'sqlite_%'")}
+    if not tables:
+        for statement in schema_statements:
+            conn.execute(statement)
+        conn.execute(MIGRATIONS_TABLE)
+        conn.executemany("INSERT INTO _migrations (name) VALUES (?)", [(name,) for name in names()])
+        conn.execute(f"PRAGMA user_version = {schema_version()}")
+        return names()
+    if version == 0:
+        raise MigrationError("it has tables but no jobledger schema version")
+    conn.execute(MIGRATIONS_TABLE)
+    applied = {name for (name,) in conn.execute("SELECT name FROM _migrations")}
+    if not applied:
+        conn.execute("INSERT INTO _migrations (name) VALUES (?)", (BASELINE,))  # made before migrations existed
+        applied = {BASELINE}
+    unknown = applied - set(names())
+    if unknown:
+        raise MigrationError(f"it has schema steps this jobledger does not know ({', '.join(sorted(unknown))})")
+    pending = [(name, step) for name, step in MIGRATIONS if name not in applied]
+    # Views name the tables a step may rebuild; schema.sql re-creates them below.
+    for (view,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'").fetchall():
+        conn.execute(f'DROP VIEW "{view}"')
+    for name, step in pending:
+        step(conn)
+        conn.execute("INSERT INTO _migrations (name) VALUES (?)", (name,))
+    for statement in schema_statements:  # tables and indexes exist (IF NOT EXISTS); views come back
+        conn.execute(statement)
+    broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise MigrationError(f"{len(broken)} row(s) break a foreign key after the upgrade (first in table "
+                             f"{broken[0][0]!r})")
+    conn.execute(f"PRAGMA user_version = {schema_version()}")
+    return [name for name, _ in pending]
+
+
+def rebuild_table(conn: sqlite3.Connection, table: str, create_sql: str, indexes: list[str]) -> None:
+    """Replace ``table`` by one made with ``create_sql`` (which must create ``<table>_new`` with the
+    same columns), keeping every row: SQLite's documented way to change a constraint. The caller
+    runs inside a transaction with foreign keys OFF and views dropped, and checks foreign keys after."""
+    conn.execute(create_sql)
+    columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
+    conn.execute(f"INSERT INTO {table}_new ({columns}) SELECT {columns} FROM {table}")
+    conn.execute(f"DROP TABLE {table}")
+    conn.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+    for statement in indexes:
+        conn.execute(statement)
+
+
+# ---------------------------------------------------------------- the steps, oldest first
+
+
+@migration
+def m0002_output_states_unchecked_stale(conn: sqlite3.Connection) -> None:
+    """outputs.state may also be 'unchecked' (registered, never looked at) and 'stale' (verified
+    once, not confirmed by the latest listing); the default stays 'missing'."""
+    rebuild_table(conn, "outputs", """
+        CREATE TABLE outputs_new (
+            output_id          INTEGER PRIMARY KEY,
+            job_id             TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+            kind               TEXT NOT NULL CHECK (kind IN ('simulation','aggregation')),
+            task_id            TEXT NOT NULL,
+            param_key          INTEGER NOT NULL REFERENCES params(param_key),
+            template_id        INTEGER NOT NULL REFERENCES task_templates(template_id),
+            task_seed,
+            run_seed,
+            path               TEXT NOT NULL,
+            state              TEXT NOT NULL DEFAULT 'missing'
+                                   CHECK (state IN ('missing','verified','errored','incomplete','unchecked','stale')),
+            detail             TEXT,
+            first_verified_run INTEGER REFERENCES validation_runs(run_id),
+            last_seen_run      INTEGER REFERENCES validation_runs(run_id),
+            state_run          INTEGER REFERENCES validation_runs(run_id)
+        )""", ["CREATE INDEX IF NOT EXISTS outputs_job_state ON outputs(job_id, state)"])
