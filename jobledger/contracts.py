@@ -19,7 +19,10 @@ SEED_MAX = 2**64 - 1
 _HEX64 = r"[0-9a-f]{64}"
 _BUNDLE_RE = re.compile(rf"^(?:sha256:{_HEX64}|[^\s@]+@sha256:{_HEX64})$")
 _SCENARIO_RE = re.compile(r"^[a-z0-9](?:[a-z0-9\-_.]{0,62}[a-z0-9])?$")
-_DOTTED_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# ModelOps (modelops_contracts.entrypoint) refuses an import path that is not a dotted module
+# ("Invalid import_path format"): `models.sir/baseline` runs, `sir/baseline` never does.
+_IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$")
+_OBJECT_RE = re.compile(r"^[A-Za-z_]\w*$")
 _JOB_ID_RE = re.compile(r"^(?:job|calib)-[0-9a-f]{8}$")
 JOB_TYPES = ("simulation", "calibration")
 
@@ -99,16 +102,24 @@ def check_bundle_ref(ref: Any, where: str = "bundle_ref") -> str:
 
 
 def check_entrypoint(ep: Any, where: str = "entrypoint") -> str:
-    if isinstance(ep, str):
-        if "/" in ep and ":" not in ep:
-            module, _, scenario = ep.rpartition("/")
-            if _DOTTED_RE.match(module) and _SCENARIO_RE.match(scenario):
-                return ep
-        elif ":" in ep and "/" not in ep:
-            module, _, obj = ep.partition(":")
-            if _DOTTED_RE.match(module) and _DOTTED_RE.match(obj):
-                return ep
-    raise ContractError(f"{where}: {ep!r} is not 'import.path/scenario' or 'module.path:object'")
+    """An entrypoint as ModelOps parses it: ``dotted.module/scenario`` or ``dotted.module:object``."""
+    if not isinstance(ep, str) or ("/" in ep) == (":" in ep):
+        raise ContractError(f"{where}: {ep!r} is not 'import.path/scenario' or 'module.path:object'")
+    module, sep, name = ep.rpartition("/") if "/" in ep else ep.rpartition(":")
+    if not _IMPORT_RE.match(module):
+        raise ContractError(f"{where}: {ep!r}: import path {module!r} is not a dotted module path such as "
+                            f"'models.sir' (ModelOps refuses it: 'Invalid import_path format')")
+    if not (_SCENARIO_RE if sep == "/" else _OBJECT_RE).match(name):
+        what = "scenario" if sep == "/" else "object name"
+        raise ContractError(f"{where}: {ep!r}: {what} {name!r} is not valid")
+    return ep
+
+
+def check_target_entrypoints(targets: Any, where: str) -> list[str]:
+    """Target entrypoints follow the entrypoint rule; each error names the target."""
+    if not isinstance(targets, list) or not targets:
+        raise ContractError(f"{where}: must be a non-empty list of target entrypoints")
+    return [check_entrypoint(t, f"{where}[{i}]") for i, t in enumerate(targets)]
 
 
 def check_seed(seed: Any, where: str = "seed") -> int:
@@ -228,8 +239,12 @@ def simjob_from_json(doc: Any, *, job_id: str | None = None) -> SimJob:
     if not isinstance(metadata, Mapping):
         raise ContractError("metadata: must be an object")
     target_spec = doc.get("target_spec")
-    if target_spec is not None and not isinstance(target_spec, Mapping):
-        raise ContractError("target_spec: must be an object")
+    if target_spec is not None:
+        if not isinstance(target_spec, Mapping):
+            raise ContractError("target_spec: must be an object")
+        data = target_spec.get("data")
+        if isinstance(data, Mapping) and data.get("target_entrypoints") is not None:
+            check_target_entrypoints(data["target_entrypoints"], "target_spec.data.target_entrypoints")
     return SimJob(jid, bundle_ref, tasks, priority, dict(metadata), dict(target_spec) if target_spec else None)
 
 
@@ -264,8 +279,9 @@ def study_to_simjob(doc: Any, bundle_ref: str | None, *, job_id: str | None = No
         raise ContractError("a SimulationStudy spec needs --bundle REF to become a job")
     bundle_ref = check_bundle_ref(bundle_ref, "--bundle")
     model, scenario = doc.get("model"), doc.get("scenario")
-    if not isinstance(model, str) or ":" in model or not _DOTTED_RE.match(model):
-        raise ContractError(f"model: {model!r} is not a dotted import path")
+    if not isinstance(model, str) or not _IMPORT_RE.match(model):
+        raise ContractError(f"model: {model!r} is not a dotted import path such as 'models.sir' "
+                            f"(ModelOps refuses it: 'Invalid import_path format')")
     if not isinstance(scenario, str) or not _SCENARIO_RE.match(scenario):
         raise ContractError(f"scenario: {scenario!r} is not a valid scenario name")
     entrypoint = check_entrypoint(f"{model}/{scenario}")
@@ -298,14 +314,18 @@ def study_to_simjob(doc: Any, bundle_ref: str | None, *, job_id: str | None = No
     metadata = {"sampling_method": doc.get("sampling_method", "manual"), "n_parameter_sets": len(sets),
                 "n_replicates": n_replicates, "model": model, "scenario": scenario, **(doc.get("metadata") or {})}
     target_spec = None
-    if doc.get("targets"):
-        targets = doc["targets"]
-        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-            raise ContractError("targets: must be a list of target entrypoints")
-        target_spec = {"data": {"target_entrypoints": list(targets)}, "loss_function": None,
-                       "weights": None, "metadata": {}}
+    if doc.get("targets"):  # ModelOps writes no target_spec for an empty list
+        target_spec = study_target_spec(check_target_entrypoints(doc["targets"], "targets"), metadata)
     jid = check_job_id(job_id) if job_id else job_id_for({"study": doc, "bundle_ref": bundle_ref})
     return SimJob(jid, bundle_ref, tuple(tasks), 0, metadata, target_spec)
+
+
+def study_target_spec(targets: list[str], metadata: Mapping[str, Any]) -> dict:
+    """``target_spec`` of a study with targets, as ModelOps's ``SimulationStudy.to_simjob`` writes it."""
+    ids, target_set = metadata.get("target_ids"), metadata.get("target_set")
+    return {"data": {"target_entrypoints": list(targets), "target_ids": ids, "target_set": target_set},
+            "loss_function": "default", "weights": None,
+            "metadata": {"targets": list(targets), "target_ids": ids, "target_set": target_set}}
 
 
 def is_study(doc: Any) -> bool:

@@ -15,6 +15,8 @@ from .contracts import SimTask, load_spec
 from .layout import ERROR_FILE, RESULT_FILE, Layout
 from .manifest import check_seed_policy, expected_outputs
 from .resume import PendingTask, plan_task_groups
+from .simreturn import sim_return_from_store
+from .stores import StoreNotFound
 
 
 def _open(store):
@@ -29,8 +31,8 @@ def _layout(layout) -> Layout:
 
 
 class IdempotentSimulationService:
-    """Wraps a SimulationService: ``submit(task)`` returns a completed future holding the stored
-    result (the parsed result.json) when the task's output is verified, else delegates.
+    """Wraps a SimulationService: ``submit(task)`` returns a completed future holding a SimReturn
+    built from the stored result (``cached=True``) when the task's output is verified, else delegates.
 
     Tasks are looked up at ``layout.sim_path(bundle_ref, param_id, task.seed)``: submit tasks
     with the seed they will run with (the runner seed under the ``runner`` policy).
@@ -46,16 +48,22 @@ class IdempotentSimulationService:
     def path_of(self, task: SimTask) -> str:
         return self.layout.sim_path(task.bundle_ref, task.params.param_id, task.seed)
 
-    def stored_result(self, task: SimTask) -> dict | None:
-        """result.json of the task's output when it is there without an error, else None."""
-        name = f"{self.path_of(task)}/{RESULT_FILE}"
+    def stored_result(self, task: SimTask):
+        """The SimReturn of the task's output when it is there without an error, else None."""
+        directory = self.path_of(task)
+        name = f"{directory}/{RESULT_FILE}"
         if self.store.head(name) is None:
             return None
         try:
             doc = json.loads(self.store.read(name))
         except ValueError:
             return None  # unreadable: treat as not finished, the task runs again
-        return doc if isinstance(doc, dict) and "error" not in doc else None
+        if not isinstance(doc, dict) or "error" in doc or "task_id" not in doc:
+            return None
+        try:
+            return sim_return_from_store(self.store, directory, result=doc, cached=True)
+        except StoreNotFound:
+            return None  # an artifact result.json names is gone: run the task again
 
     def submit(self, task: SimTask) -> Future:
         stored = self.stored_result(task)

@@ -1,12 +1,13 @@
 """Resume: the not-verified outputs of a job become child SimJobs that write exactly those outputs.
 
-Under the ``runner`` seed policy the ModelOps runner executes, per param set, the seeds
-``group[0].seed + i``: a job can only reproduce one contiguous run of seeds per param set.
-Missing seeds are therefore split into contiguous runs and child job k carries run k of
-every param set, so the number of children is the largest number of runs of any param set
-and nothing already verified is recomputed (over-compute 0). Each child's tasks carry the
-runner seeds themselves (s, s+1, ..., e), so task seeds and runner seeds agree and the
-child is correct under either policy.
+The ModelOps runner executes, per param set, the seeds ``group[0].seed + i`` whatever the
+seed policy the job was registered with: a job can only reproduce one contiguous run of
+seeds per param set. Missing seeds (runner seeds under ``runner``, task seeds under ``task``)
+are therefore split into contiguous runs and child job k carries run k of every param set,
+so the number of children is the largest number of runs of any param set and nothing
+already verified is recomputed (over-compute 0). Each child's tasks carry the seeds
+themselves (s, s+1, ..., e), so task seeds and runner seeds agree and the child is correct
+under either policy.
 """
 from __future__ import annotations
 
@@ -53,27 +54,22 @@ class ResumePlan:
 
 # ------------------------------------------------------------------ planning (pure)
 
-def plan_task_groups(pending: Iterable[PendingTask], seed_policy: str, *,
+def plan_task_groups(pending: Iterable[PendingTask], seed_policy: str = "runner", *,
                      single_job: bool = False) -> tuple[list[list[SimTask]], int]:
     """Task lists, one per job, whose executed seeds cover ``pending``; and the over-compute.
 
+    The ModelOps runner runs, per param set of a job, seeds ``first task's seed + i``,
+    whatever the job's seed policy; so under either policy each param set's missing seeds
+    (the runner seeds under ``runner``, each task's own seed under ``task``) are split into
+    contiguous runs and child k carries run k of every param set, with task seed = run seed.
     ``single_job`` (for spec pruning) spans each param set's missing seeds with one run,
     recomputing the verified seeds in between: that count is the over-compute.
     """
-    pending = list(pending)
-    if not pending:
-        return [], 0
-    if seed_policy == "task":
-        seen, tasks = set(), []
-        for p in pending:
-            task = _task(p, p.task_seed)
-            if (task.param_id, task.seed, task.entrypoint, task.outputs) not in seen:
-                seen.add((task.param_id, task.seed, task.entrypoint, task.outputs))
-                tasks.append(task)
-        return [tasks], 0
     by_param: dict[str, dict[int, PendingTask]] = {}
     for p in pending:
-        by_param.setdefault(p.param_id, {})[p.run_seed] = p
+        by_param.setdefault(p.param_id, {})[p.run_seed if seed_policy == "runner" else p.task_seed] = p
+    if not by_param:
+        return [], 0
     runs_by_param: list[list[list[SimTask]]] = []
     overcompute = 0
     for rows in by_param.values():
@@ -88,16 +84,16 @@ def plan_task_groups(pending: Iterable[PendingTask], seed_policy: str, *,
             runs_by_param.append([[_task(first, s) for s in range(seeds[0], seeds[-1] + 1)]])
             continue
         runs: list[list[SimTask]] = []
-        previous: PendingTask | None = None
+        previous: tuple[int, PendingTask] | None = None
         for seed in seeds:
             row = rows[seed]
-            same_run = (previous is not None and seed == previous.run_seed + 1
+            same_run = (previous is not None and seed == previous[0] + 1
                         and (row.entrypoint, row.outputs, row.bundle_ref)
-                        == (previous.entrypoint, previous.outputs, previous.bundle_ref))
+                        == (previous[1].entrypoint, previous[1].outputs, previous[1].bundle_ref))
             if not same_run:
                 runs.append([])
             runs[-1].append(_task(row, seed))
-            previous = row
+            previous = (seed, row)
         runs_by_param.append(runs)
     depth = max(len(runs) for runs in runs_by_param)
     return [[task for runs in runs_by_param if k < len(runs) for task in runs[k]] for k in range(depth)], overcompute

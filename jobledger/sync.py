@@ -26,7 +26,8 @@ from .runtimes import ACTIVE, FAILED, GONE, PENDING, SUCCEEDED, RuntimeStatus, o
 from .stores import normalize_store_url
 
 RUNTIME_OPTIONS = {"local": ("runs_dir", "bundle_path"),
-                   "k8s": ("namespace", "context", "kubeconfig", "image", "bundle_registry")}
+                   "k8s": ("namespace", "context", "kubeconfig", "image", "bundle_registry",
+                           "service_account", "postgres_secret")}
 SYNCED = (states.SCHEDULED, states.RUNNING, states.VALIDATING)
 OBSERVED = (states.SCHEDULED, states.RUNNING)
 

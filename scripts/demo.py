@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The whole artifact-driven loop on this machine, with embedded defaults:
 
-submit (local runtime, local store, the example SIR model) → run → sync → succeeded;
+submit (local runtime, local store, the example SIR model ``models.sir`` with its target
+``targets.prev/loss``) → run → sync → succeeded;
 one output is deleted → validate --force → partial → resume → the child runs only that
 task → sync → validate --force the parent → succeeded; then the final status table.
 
@@ -26,12 +27,13 @@ HERE = Path(__file__).resolve().parent
 MARKER = ".jobledger-demo"
 TERMINAL = {"succeeded", "partial", "failed", "cancelled"}
 STUDY = {
-    "model": "sir",
+    "model": "models.sir",
     "scenario": "baseline",
     "sampling_method": "grid",
     "parameter_sets": [{"beta": beta, "gamma": 0.1, "n_days": 60} for beta in (0.2, 0.3, 0.4, 0.5)],
     "n_replicates": 3,
     "outputs": ["incidence", "prevalence"],
+    "targets": ["targets.prev/loss"],  # one aggregation per param set (scripts/example_model/targets/prev.py)
 }
 
 

@@ -149,12 +149,64 @@ def test_non_finite_params_are_refused():
         contracts.canonical_json({"x": float("inf")})
 
 
-def test_entrypoint_grammar():
-    for good in ("models.seir.SEIR/baseline", "pkg.mod:func", "a/b-c_d.e1", "m:Obj.attr"):
-        contracts.check_entrypoint(good)
-    for bad in ("models/Baseline", "a:b/c", "", "x/-bad", "9mod/x"):
+def test_entrypoint_grammar_is_modelops_dotted_import_path_rule():
+    for good in ("models.seir.SEIR/baseline", "pkg.mod:func", "models.sir/b-c_d.e1", "targets.prev/loss",
+                 "targets.incidence:IncidenceTarget", "_a.b1/x"):
+        assert contracts.check_entrypoint(good) == good
+    # ModelOps refuses an import path without a dot ("Invalid import_path format"), and objects with one.
+    for bad in ("sir/baseline", "sir:simulate", "models/Baseline", "a:b/c", "", "x/-bad", "9mod.x/y",
+                "models.sir/", "m.n:Obj.attr", "models./x", "models.sir/Baseline", None, "a.b//c"):
         with pytest.raises(ContractError):
             contracts.check_entrypoint(bad)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["tasks"][1].__setitem__("entrypoint", "sir/baseline"),
+     "tasks[1].entrypoint: 'sir/baseline': import path 'sir' is not a dotted module path"),
+    (lambda d: d.__setitem__("target_spec", {"data": {"target_entrypoints": ["targets.prev/loss", "prev"]}}),
+     "target_spec.data.target_entrypoints[1]: 'prev' is not 'import.path/scenario' or 'module.path:object'"),
+    (lambda d: d.__setitem__("target_spec", {"data": {"target_entrypoints": ["prev/loss"]}}),
+     "target_spec.data.target_entrypoints[0]: 'prev/loss': import path 'prev' is not a dotted module path"),
+])
+def test_simjob_entrypoints_and_targets_break_the_rule_with_one_line_naming_them(golden, mutate, message):
+    doc = json.loads(json.dumps(golden["simjob_spec_example"]))
+    mutate(doc)
+    with pytest.raises(ContractError) as info:
+        contracts.simjob_from_json(doc)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_study_model_and_targets_must_be_dotted_import_paths(golden):
+    study = golden["study_spec_example"]
+    bundle = golden["simjob_spec_example"]["bundle_ref"]
+    with pytest.raises(ContractError, match=r"^model: 'sir' is not a dotted import path"):
+        contracts.study_to_simjob({**study, "model": "sir"}, bundle)
+    with pytest.raises(ContractError, match=r"^targets\[0\]: 'prev' is not"):
+        contracts.study_to_simjob({**study, "targets": ["prev"]}, bundle)
+
+
+def test_study_with_targets_gets_modelops_to_simjob_target_spec(spec_dir):
+    """SimulationStudy.to_simjob (contracts 0.3.1) writes this target_spec, key for key, in this order."""
+    study = json.loads((spec_dir / "upstream" / "worker-job-c400000a" / "study.json").read_text())
+    bundle = "sha256:427500fa4203d074404552c2f5f2e4d4f32e30dce8fad4c90cd1f05d0e775cd8"
+    job = contracts.study_to_simjob(study, bundle, job_id="job-c400000a")
+    spec = job.to_json()
+    assert list(spec) == ["job_type", "job_id", "bundle_ref", "priority", "metadata", "target_spec", "tasks"]
+    assert spec["target_spec"] == {
+        "data": {"target_entrypoints": ["targets.prev/loss"], "target_ids": None, "target_set": None},
+        "loss_function": "default", "weights": None,
+        "metadata": {"targets": ["targets.prev/loss"], "target_ids": None, "target_set": None}}
+    assert list(spec["target_spec"]) == ["data", "loss_function", "weights", "metadata"]
+    # The study's tasks are the ones the real runner ran (job-c400000a.json), whatever its target_spec.
+    ran = json.loads((spec_dir / "upstream" / "worker-job-c400000a" / "job-c400000a.json").read_text())
+    assert spec["tasks"] == ran["tasks"] and spec["metadata"] == ran["metadata"]
+    tagged = {**study, "metadata": {"target_ids": ["t1"], "target_set": "v2"}}
+    with_ids = contracts.study_to_simjob(tagged, bundle)
+    assert with_ids.target_spec["data"] == {"target_entrypoints": ["targets.prev/loss"], "target_ids": ["t1"],
+                                            "target_set": "v2"}
+    assert with_ids.target_spec["metadata"] == {"targets": ["targets.prev/loss"], "target_ids": ["t1"],
+                                                "target_set": "v2"}
+    assert contracts.study_to_simjob({**study, "targets": []}, bundle).target_spec is None
 
 
 def test_duck_typed_contracts_objects_are_accepted(golden):

@@ -66,6 +66,7 @@ def test_submit_uploads_the_spec_and_creates_the_runner_job_field_by_field(db_pa
         "template": {
             "metadata": {"labels": labels},
             "spec": {
+                "serviceAccountName": "default",
                 "restartPolicy": "Never",
                 "containers": [{
                     "name": "job-runner",
@@ -128,6 +129,51 @@ def test_submit_dry_run_prints_spec_and_job_and_changes_nothing(db_path, kube, a
     assert doc["job"]["metadata"]["namespace"] == "team-a"
     assert doc["job"]["spec"]["template"]["spec"]["containers"][0]["image"] == "img:1"
     assert not db_path.exists() and kube.calls() == [] and "jobs/simulation/job-0000d0d0.json" not in blob_names(azure_conn)
+
+
+def test_job_object_service_account_registry_runner_tag_and_postgres_secret(db_path, kube, azure_conn,
+                                                                          spec_file, monkeypatch):
+    monkeypatch.setenv("MODELOPS_RUNNER_TAG", "v0.9.2")
+    monkeypatch.setenv("MODELOPS_BUNDLE_REGISTRY", "registry.example:5000/bundles")
+    cli("submit", spec_file("job-00005a5a"), "--runtime", "k8s", "--store", "az://results/runs",
+        "--service-account", "modelops-runner", "--postgres-secret", "modelops-postgres")
+    pod = kube.job(NS, "job-00005a5a")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "modelops-runner"
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/institutefordiseasemodeling/modelops-dask-runner:v0.9.2"
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["MODELOPS_BUNDLE_REGISTRY"] == "registry.example:5000/bundles"  # the environment beats the ref
+    assert env["POSTGRES_URL"] == {"secretKeyRef": {"name": "modelops-postgres", "key": "POSTGRES_URL"}}
+    assert [e["name"] for e in container["env"]] == ["JOB_BLOB_KEY", "AZURE_STORAGE_CONNECTION_STRING",
+                                                     "DASK_SCHEDULER_ADDRESS", "MODELOPS_BUNDLE_REGISTRY",
+                                                     "POSTGRES_URL"]
+    # An explicit --image is used as given, whatever MODELOPS_RUNNER_TAG says.
+    out = cli("submit", spec_file("job-00005a5b"), "--runtime", "k8s", "--image", "mine:1", "--dry-run",
+              "--json")
+    assert json.loads(out.stdout)["job"]["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:1"
+
+    # A bare sha256: bundle ref names no registry: with none in the environment, refused before anything.
+    monkeypatch.delenv("MODELOPS_BUNDLE_REGISTRY")
+    bare = spec_file("job-0000ba4e")
+    doc = json.loads(open(bare).read())
+    bare_ref = "sha256:" + doc["bundle_ref"].rsplit(":", 1)[1]
+    for holder in (doc, *doc["tasks"]):
+        holder["bundle_ref"] = bare_ref
+    with open(bare, "w") as handle:
+        json.dump(doc, handle)
+    kube.reset_calls()
+    for extra in ([], ["--dry-run"]):
+        result = cli("submit", bare, "--runtime", "k8s", "--store", "az://results/runs", *extra, ok=False)
+        assert result.exit_code == 1 and result.stderr == (
+            f"error: no bundle registry for {bare_ref[:19]}…: set MODELOPS_BUNDLE_REGISTRY or use a "
+            f"'<registry>/<repo>@sha256:…' bundle reference\n")
+    assert kube.calls() == [] and "jobs/simulation/job-0000ba4e.json" not in blob_names(azure_conn)
+    assert not Ledger(db_path).job_exists("job-0000ba4e")
+    monkeypatch.setenv("MODELOPS_BUNDLE_REGISTRY", "acr.example/bundles")
+    cli("submit", bare, "--runtime", "k8s", "--store", "az://results/runs")
+    env = kube.job(NS, "job-0000ba4e")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MODELOPS_BUNDLE_REGISTRY", "value": "acr.example/bundles"} in env
+    assert kube.job(NS, "job-0000ba4e")["spec"]["template"]["spec"]["serviceAccountName"] == "default"
 
 
 SHAPES = {

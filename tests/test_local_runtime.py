@@ -22,7 +22,7 @@ EXAMPLE_MODEL = ROOT / "scripts" / "example_model"
 BUNDLE = "sha256:" + "5e" * 32
 
 
-def study(path: Path, parameter_sets, n_replicates=2, model="sir", scenario="baseline") -> Path:
+def study(path: Path, parameter_sets, n_replicates=2, model="models.sir", scenario="baseline") -> Path:
     path.write_text(json.dumps({"model": model, "scenario": scenario, "parameter_sets": parameter_sets,
                                 "n_replicates": n_replicates, "outputs": ["incidence", "prevalence"]}))
     return path
@@ -110,12 +110,12 @@ def test_worker_writes_the_modelops_layout_and_error_results(db_path, tmp_path):
     assert seeds != [t.seed for t in job.tasks]  # replicate seeds differ from what the runner executes
     import sys
     sys.path.insert(0, str(EXAMPLE_MODEL))
-    import sir
+    from models import sir
     for task, seed in zip(job.tasks, seeds):
         directory = store / layout.sim_path(BUNDLE, task.param_id, seed)
         metadata = json.loads((directory / "metadata.json").read_text())
         assert (metadata["param_id"], metadata["seed"], metadata["entrypoint"], metadata["params"]) == \
-               (task.param_id, seed, "sir/baseline", task.params.params)
+               (task.param_id, seed, "models.sir/baseline", task.params.params)
         result = json.loads((directory / "result.json").read_text())
         if task.params.params["beta"] == 5.0:
             assert sorted(os.listdir(directory)) == ["error_details.arrow", "metadata.json", "result.json"]
@@ -138,9 +138,11 @@ def test_worker_writes_the_modelops_layout_and_error_results(db_path, tmp_path):
 def test_cancel_stops_the_worker_process_group(db_path, tmp_path):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    (bundle / "sleepy.py").write_text("import time\n\ndef nap(params, seed):\n    time.sleep(60)\n    return {}\n")
+    (bundle / "sleepy").mkdir()
+    (bundle / "sleepy" / "model.py").write_text("import time\n\n"
+                                                "def nap(params, seed):\n    time.sleep(60)\n    return {}\n")
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"model": "sleepy", "scenario": "nap", "parameter_sets": [{"x": 1}]}))
+    spec.write_text(json.dumps({"model": "sleepy.model", "scenario": "nap", "parameter_sets": [{"x": 1}]}))
     job_id = submit_local(spec, tmp_path / "store", bundle)
     with Ledger(db_path) as ledger:
         ref = json.loads(ledger.job(job_id)["runtime_ref"])
@@ -152,35 +154,50 @@ def test_cancel_stops_the_worker_process_group(db_path, tmp_path):
     assert status_of(job_id)["status"] == "cancelled"
 
 
-def test_idempotent_service_returns_stored_results_and_delegates_the_rest(tmp_path):
+def test_idempotent_service_returns_stored_results_as_sim_returns_and_delegates_the_rest(tmp_path):
+    from dataclasses import replace
+
     from jobledger.idempotent import IdempotentSimulationService
     from jobledger.runtimes.worker import EntrypointResolver, LocalSimulationService
+    from jobledger.simreturn import SimReturn, TableArtifact
     from jobledger.stores import open_store
 
     layout = Layout.parse("token")
     local = LocalSimulationService(tmp_path, layout, EntrypointResolver(str(EXAMPLE_MODEL)))
-    good = SimTask(BUNDLE, "sir/baseline", UniqueParameterSet.from_params({"beta": 0.3, "gamma": 0.1}), 7,
-                   ("incidence", "prevalence"))
-    bad = SimTask(BUNDLE, "sir:simulate", UniqueParameterSet.from_params({"beta": 9.0, "gamma": 0.1}), 7,
-                  ("incidence", "prevalence"))
+    outputs = ("incidence", "prevalence")
+    good = SimTask(BUNDLE, "models.sir/baseline", UniqueParameterSet.from_params({"beta": 0.3, "gamma": 0.1}),
+                   7, outputs)
+    bad = SimTask(BUNDLE, "models.sir:simulate", UniqueParameterSet.from_params({"beta": 9.0, "gamma": 0.1}),
+                  7, outputs)
     first = local.submit(good).result()
-    local.submit(bad).result()
+    failed = local.submit(bad).result()
+    assert isinstance(first, SimReturn) and first.error is None and not first.cached
+    assert failed.error.error_type == "ValueError" and "R0 diverged" in failed.error.message
+    assert failed.task_id == sim_return_task_id(bad.param_id, 7, [], error=True) and failed.outputs == {}
 
     service = IdempotentSimulationService(local, open_store(str(tmp_path)), layout=layout)
-    result_file = tmp_path / layout.sim_path(BUNDLE, good.param_id, 7) / "result.json"
-    before = result_file.stat().st_mtime_ns
-    assert service.submit(good).result() == first
-    assert result_file.stat().st_mtime_ns == before
-    assert service.submit(bad).result()["error"]["error_type"] == "ValueError"  # errored: run again
+    directory = tmp_path / layout.sim_path(BUNDLE, good.param_id, 7)
+    before = (directory / "result.json").stat().st_mtime_ns
+    stored = service.submit(good).result()
+    assert (directory / "result.json").stat().st_mtime_ns == before  # not run again
+    assert stored == replace(first, cached=True)
+    # Built from the stored files: result.json's task id, each artifact's bytes, size and checksum.
+    result = json.loads((directory / "result.json").read_text())
+    assert stored.task_id == result["task_id"] == sim_return_task_id(good.param_id, 7, outputs)
+    for name in ("incidence", "prevalence"):
+        data = (directory / f"artifact_{name}.arrow").read_bytes()
+        assert stored.outputs[name] == TableArtifact(size=len(data), inline=data,
+                                                     checksum=result["outputs"][name]["checksum"])
+    assert service.submit(bad).result().error.error_type == "ValueError"  # errored: run again
     other = SimTask(good.bundle_ref, good.entrypoint, good.params, 8, good.outputs)
-    assert set(service.gather(service.submit_batch([other]))[0]["outputs"]) == {"incidence", "prevalence"}
+    assert set(service.gather(service.submit_batch([other]))[0].outputs) == {"incidence", "prevalence"}
     assert (service.reused, service.delegated) == (1, 2)
 
 
 def test_prune_keeps_only_unfinished_tasks(tmp_path):
     from jobledger.stores.local import write_result_dir
 
-    spec_doc = {"model": "sir", "scenario": "baseline", "n_replicates": 3, "outputs": ["incidence"],
+    spec_doc = {"model": "models.sir", "scenario": "baseline", "n_replicates": 3, "outputs": ["incidence"],
                 "parameter_sets": [{"beta": 0.3, "gamma": 0.1}, {"beta": 0.4, "gamma": 0.1}]}
     spec = tmp_path / "study.json"
     spec.write_text(json.dumps(spec_doc))

@@ -10,6 +10,17 @@ from .. import api, render
 from . import app_of, main
 
 
+def _job_options(f):
+    """Options of the Kubernetes Job that runs a job (submit, resume)."""
+    f = click.option("--image", metavar="IMG", help="Runner image (default the ModelOps dask runner, tag "
+                     "$MODELOPS_RUNNER_TAG or latest).")(f)
+    f = click.option("--service-account", metavar="NAME", help="Service account of the runner pod (default "
+                     "'default', as ModelOps).")(f)
+    f = click.option("--postgres-secret", metavar="SECRET", help="Give the runner POSTGRES_URL from this "
+                     "secret's key POSTGRES_URL.")(f)
+    return f
+
+
 def _k8s_options(f):
     f = click.option("--context", metavar="CTX", help="kubeconfig context (default: current context, or in-cluster).")(f)
     f = click.option("--kubeconfig", metavar="PATH", envvar="KUBECONFIG", help="kubeconfig file (env KUBECONFIG).")(f)
@@ -31,7 +42,7 @@ def _dump(doc, as_json: bool) -> str:
 @click.option("--store", metavar="URL", help="Provenance store the workers write to (default $JOBLEDGER_STORE, "
               "$MODELOPS_STORAGE_DIR, /tmp/modelops/provenance).")
 @click.option("--namespace", metavar="NS", help="Kubernetes namespace (default modelops-dask-dev).")
-@click.option("--image", metavar="IMG", help="Runner image (default the ModelOps dask runner).")
+@_job_options
 @click.option("--bundle-path", type=click.Path(file_okay=False), metavar="DIR",
               help="local runtime: directory the entrypoints are imported from.")
 @click.option("--job-id", metavar="ID", help="Job id (default: the spec's, or derived from the study).")
@@ -41,13 +52,15 @@ def _dump(doc, as_json: bool) -> str:
 @click.option("--dry-run", is_flag=True, help="Print the spec and what would be created; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def submit(ctx, spec, bundle, runtime, store, namespace, image, bundle_path, job_id, layout, seed_policy, context,
-           kubeconfig, dry_run, as_json):
+def submit(ctx, spec, bundle, runtime, store, namespace, image, service_account, postgres_secret, bundle_path,
+           job_id, layout, seed_policy, context, kubeconfig, dry_run, as_json):
     """Register a job and start it on a runtime: pending → submitting → scheduled."""
     from ..ledger import default_path
     from ..sync import preview_submission, submit_job
     job, doc, fmt = api.prepare_job(api.read_spec(spec), bundle=bundle, job_id=job_id)
-    options = dict(namespace=namespace, image=image, bundle_path=bundle_path, context=context, kubeconfig=kubeconfig)
+    options = dict(namespace=namespace, image=image, service_account=service_account,
+                   postgres_secret=postgres_secret, bundle_path=bundle_path, context=context,
+                   kubeconfig=kubeconfig)
     if dry_run:
         preview = preview_submission(Path(app_of(ctx).db or default_path()), job, runtime=runtime, store=store,
                                      layout=layout, runtime_options=options)
@@ -102,10 +115,11 @@ def sync(ctx, job_ids, validate, dry_run, as_json, context, kubeconfig):
 @click.option("--bundle-path", type=click.Path(file_okay=False), metavar="DIR",
               help="local runtime: entrypoint directory (default: the parent's).")
 @click.option("--namespace", metavar="NS", help="Kubernetes namespace (default: the parent's).")
-@click.option("--image", metavar="IMG", help="Runner image.")
+@_job_options
 @_k8s_options
 @click.pass_context
-def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespace, image, context, kubeconfig):
+def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespace, image, service_account,
+           postgres_secret, context, kubeconfig):
     """Run only the not-verified outputs of a partial or failed job, as child jobs <root>-rN."""
     from ..resume import plan_resume, resume as resume_job
     ledger = app_of(ctx).ledger(readonly=dry_run)
@@ -121,7 +135,9 @@ def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespac
             for note in plan.notes:
                 click.echo(f"note: {note}", err=True)
         return
-    options = dict(namespace=namespace, image=image, bundle_path=bundle_path, context=context, kubeconfig=kubeconfig)
+    options = dict(namespace=namespace, image=image, service_account=service_account,
+                   postgres_secret=postgres_secret, bundle_path=bundle_path, context=context,
+                   kubeconfig=kubeconfig)
     plan, results = resume_job(ledger, job_id, bundle=bundle, runtime=runtime, runtime_options=options)
     if as_json:
         click.echo(render.to_json({**plan.to_json(), "submitted": results}))

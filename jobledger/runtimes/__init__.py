@@ -65,7 +65,8 @@ class Runtime(Protocol):
 
 def open_runtime(name: str, **options: Any) -> Runtime:
     """A runtime by name: 'k8s' (options: namespace, context, kubeconfig, image, bundle_registry,
-    connection_string, api_client) or 'local' (options: runs_dir, bundle_path)."""
+    connection_string, service_account, postgres_secret, api_client) or 'local' (options: runs_dir,
+    bundle_path)."""
     if name in ("k8s", "kubernetes"):
         from .kubernetes import KubernetesRuntime
         return KubernetesRuntime(**options)

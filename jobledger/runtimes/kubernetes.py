@@ -19,7 +19,10 @@ from ..redact import CONNECTION_ENV, scrub
 from . import ACTIVE, FAILED, GONE, PENDING, SUCCEEDED, RuntimeFailure, RuntimeStatus, Submission
 
 DEFAULT_NAMESPACE = "modelops-dask-dev"
-DEFAULT_IMAGE = "ghcr.io/institutefordiseasemodeling/modelops-dask-runner:latest"
+RUNNER_IMAGE = "ghcr.io/institutefordiseasemodeling/modelops-dask-runner"
+DEFAULT_IMAGE = f"{RUNNER_IMAGE}:latest"
+DEFAULT_SERVICE_ACCOUNT = "default"
+POSTGRES_SECRET_KEY = "POSTGRES_URL"
 DASK_SCHEDULER_ADDRESS = "tcp://dask-scheduler:8786"
 SPEC_CONTAINER = "jobs"
 STORAGE_SECRET = "modelops-storage"
@@ -40,17 +43,34 @@ def spec_bytes(job: SimJob) -> bytes:
     return json.dumps(job.to_json(), indent=2).encode()
 
 
-def default_bundle_registry(bundle_ref: str) -> str:
-    """$MODELOPS_BUNDLE_REGISTRY, else the repository part of a ``repo@sha256:…`` bundle_ref."""
+def default_bundle_registry(bundle_ref: str) -> str | None:
+    """$MODELOPS_BUNDLE_REGISTRY, else the repository part of a ``repo@sha256:…`` bundle_ref, else None:
+    a bare ``sha256:`` ref names no registry, and the runner cannot fetch a bundle without one."""
     env = os.environ.get("MODELOPS_BUNDLE_REGISTRY")
     if env:
         return env
-    return bundle_ref.rsplit("@", 1)[0] if "@" in bundle_ref else ""
+    return bundle_ref.rsplit("@", 1)[0] if "@" in bundle_ref else None
 
 
-def runner_job_manifest(job_id: str, namespace: str, blob_key: str, *, image: str = DEFAULT_IMAGE,
-                        bundle_registry: str = "") -> dict:
-    """The batch/v1 Job the ModelOps job runner expects, field by field."""
+def default_image() -> str:
+    """The ModelOps runner image, with the tag ModelOps takes from $MODELOPS_RUNNER_TAG (default latest)."""
+    return f"{RUNNER_IMAGE}:{os.environ.get('MODELOPS_RUNNER_TAG') or 'latest'}"
+
+
+def runner_job_manifest(job_id: str, namespace: str, blob_key: str, *, bundle_registry: str,
+                        image: str = DEFAULT_IMAGE, service_account: str = DEFAULT_SERVICE_ACCOUNT,
+                        postgres_secret: str | None = None) -> dict:
+    """The batch/v1 Job the ModelOps job runner expects, field by field (as ModelOps creates it)."""
+    env = [
+        {"name": "JOB_BLOB_KEY", "value": blob_key},
+        {"name": "AZURE_STORAGE_CONNECTION_STRING",
+         "valueFrom": {"secretKeyRef": {"name": STORAGE_SECRET, "key": STORAGE_SECRET_KEY}}},
+        {"name": "DASK_SCHEDULER_ADDRESS", "value": DASK_SCHEDULER_ADDRESS},
+        {"name": "MODELOPS_BUNDLE_REGISTRY", "value": bundle_registry},
+    ]
+    if postgres_secret:
+        env.append({"name": "POSTGRES_URL",
+                    "valueFrom": {"secretKeyRef": {"name": postgres_secret, "key": POSTGRES_SECRET_KEY}}})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -61,17 +81,12 @@ def runner_job_manifest(job_id: str, namespace: str, blob_key: str, *, image: st
             "template": {
                 "metadata": {"labels": {**RUNNER_LABELS, "job-id": job_id}},
                 "spec": {
+                    "serviceAccountName": service_account,
                     "restartPolicy": "Never",
                     "containers": [{
                         "name": "job-runner",
                         "image": image,
-                        "env": [
-                            {"name": "JOB_BLOB_KEY", "value": blob_key},
-                            {"name": "AZURE_STORAGE_CONNECTION_STRING",
-                             "valueFrom": {"secretKeyRef": {"name": STORAGE_SECRET, "key": STORAGE_SECRET_KEY}}},
-                            {"name": "DASK_SCHEDULER_ADDRESS", "value": DASK_SCHEDULER_ADDRESS},
-                            {"name": "MODELOPS_BUNDLE_REGISTRY", "value": bundle_registry},
-                        ],
+                        "env": env,
                         "resources": {"requests": {"cpu": "1", "memory": "2Gi"},
                                       "limits": {"cpu": "2", "memory": "4Gi"}},
                     }],
@@ -106,12 +121,15 @@ class KubernetesRuntime:
 
     def __init__(self, namespace: str | None = None, context: str | None = None, kubeconfig: str | None = None,
                  image: str | None = None, bundle_registry: str | None = None, connection_string: str | None = None,
+                 service_account: str | None = None, postgres_secret: str | None = None,
                  api_client: Any = None):
         self.namespace = namespace or DEFAULT_NAMESPACE
         self.context = context
         self.kubeconfig = kubeconfig
-        self.image = image or DEFAULT_IMAGE
+        self.image = image or default_image()  # an explicit --image is used as given
         self.bundle_registry = bundle_registry
+        self.service_account = service_account or DEFAULT_SERVICE_ACCOUNT
+        self.postgres_secret = postgres_secret
         self.connection_string = connection_string
         self._api_client = api_client
         self._batch = None
@@ -151,12 +169,22 @@ class KubernetesRuntime:
 
     # ------------------------------------------------------------ protocol
 
+    def registry_for(self, job: SimJob) -> str:
+        registry = self.bundle_registry or default_bundle_registry(job.bundle_ref)
+        if not registry:
+            # ModelOps refuses too ("No registry URL found"): the runner could not pull the bundle.
+            raise RuntimeFailure(f"no bundle registry for {job.bundle_ref[:19]}…: set "
+                                 f"MODELOPS_BUNDLE_REGISTRY or use a '<registry>/<repo>@sha256:…' "
+                                 f"bundle reference")
+        return registry
+
     def manifest(self, job: SimJob, namespace: str | None = None) -> dict:
-        registry = self.bundle_registry if self.bundle_registry is not None else default_bundle_registry(job.bundle_ref)
-        return runner_job_manifest(job.job_id, namespace or self.namespace, spec_blob_key(job), image=self.image,
-                                   bundle_registry=registry)
+        return runner_job_manifest(job.job_id, namespace or self.namespace, spec_blob_key(job),
+                                   bundle_registry=self.registry_for(job), image=self.image,
+                                   service_account=self.service_account, postgres_secret=self.postgres_secret)
 
     def check(self, job: SimJob, job_row: dict) -> None:
+        self.registry_for(job)
         self._blob_service()
         self.batch()
 

@@ -93,7 +93,8 @@ class LocalRuntime:
         if run_dir.exists():
             raise RuntimeFailure(f"{run_dir} already exists: {job.job_id} has been run here before")
         plan = {"job_id": job.job_id, "store_url": job_row["store_url"], "store_root": str(store_root),
-                "layout": job_row["layout"], "bundle_path": self.bundle_path,
+                "layout": job_row["layout"], "bundle_path": self.bundle_path, "bundle_ref": job.bundle_ref,
+                "targets": job.target_entrypoints,
                 "tasks": [{"bundle_ref": r["bundle_ref"], "entrypoint": r["entrypoint"], "param_id": r["param_id"],
                            "params": json.loads(r["params_json"]), "seed": int(r["run_seed"]),
                            "outputs": json.loads(r["outputs"]), "path": r["path"]} for r in expected]}

@@ -13,6 +13,13 @@ Entrypoints are resolved from the bundle directory (put first on sys.path):
 ``import.path`` (a module, or a module attribute such as a class) and calls its attribute
 named like the scenario with '-' and '.' replaced by '_', or else ``SCENARIOS[scenario]``.
 The callable gets ``(params: dict, seed: int)`` and returns {output name: bytes}.
+
+Targets (the job's ``target_spec.data.target_entrypoints``) are resolved the same way. Once
+all replicates of a param set have a result, each target is called with their SimReturns
+(in run order, errored ones included, as the ModelOps runner aggregates them) and returns a
+loss (a number, or ``{"loss": ..., "diagnostics": {...}}``); the aggregation directory is
+written as the runner writes it (``stores.local.write_aggregation_dir``) under
+``agg_<aggregation id over the replicates' SimReturn task ids>``.
 """
 from __future__ import annotations
 
@@ -22,14 +29,16 @@ import json
 import os
 import sys
 import traceback
+from collections import Counter
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..contracts import SimTask, UniqueParameterSet
+from ..contracts import SimTask, UniqueParameterSet, aggregation_id
 from ..fileio import write_atomic
-from ..layout import RESULT_FILE, Layout
-from ..stores.local import write_result_dir
+from ..layout import Layout
+from ..simreturn import sim_return_from_store
+from ..stores.local import LocalStore, write_aggregation_dir, write_result_dir
 
 PLAN_FILE = "plan.json"
 EXIT_FILE = "exit.json"
@@ -89,6 +98,7 @@ class LocalSimulationService:
 
     def __init__(self, store_root: Path, layout: Layout, resolve: Callable[[str], Callable]):
         self.store_root = store_root
+        self.store = LocalStore(store_root)
         self.layout = layout
         self.resolve = resolve
         self.errored = 0
@@ -98,9 +108,11 @@ class LocalSimulationService:
         future.set_result(self.run(task))
         return future
 
-    def run(self, task: SimTask) -> dict:
+    def run(self, task: SimTask):
+        """Run the task, write its result directory and return its SimReturn."""
         pid, seed = task.params.param_id, task.seed
-        directory = self.store_root / self.layout.sim_path(task.bundle_ref, pid, seed)
+        path = self.layout.sim_path(task.bundle_ref, pid, seed)
+        directory = self.store_root / path
         error = None
         try:
             artifacts = self._call(task)
@@ -111,8 +123,8 @@ class LocalSimulationService:
                      "traceback": traceback.format_exc()}
         write_result_dir(directory, bundle_ref=task.bundle_ref, entrypoint=task.entrypoint,
                          params=task.params.params, param_id=pid, seed=seed, outputs=artifacts, error=error,
-                         timestamp=_dt.datetime.now(_dt.timezone.utc).isoformat())
-        return json.loads((directory / RESULT_FILE).read_bytes())
+                         timestamp=_now())
+        return sim_return_from_store(self.store, path)
 
     def _call(self, task: SimTask) -> dict[str, bytes]:
         produced = self.resolve(task.entrypoint)(dict(task.params.params), task.seed)
@@ -135,6 +147,31 @@ def tasks_of(plan: dict) -> list[SimTask]:
                     tuple(t["outputs"]) if t["outputs"] is not None else None) for t in plan["tasks"]]
 
 
+def aggregate(service: LocalSimulationService, bundle_ref: str, target: str, sim_returns: list) -> str:
+    """Call ``target`` with one param set's SimReturns and write the aggregation as ModelOps does;
+    returns its path. A target that raises gets an error result, like a model that raises."""
+    task_ids = [r.task_id for r in sim_returns]
+    path = service.layout.agg_path(bundle_ref, target, aggregation_id(target, task_ids))
+    n_ok = sum(1 for r in sim_returns if r.error is None)
+    loss, diagnostics, error = None, {}, None
+    try:
+        value = service.resolve(target)(list(sim_returns))
+        if isinstance(value, Mapping):
+            loss, diagnostics = value.get("loss"), dict(value.get("diagnostics") or {})
+        else:
+            loss = value
+        if loss is not None and (isinstance(loss, bool) or not isinstance(loss, (int, float))):
+            raise TypeError(f"{target} returned loss {loss!r}; a number or None is needed")
+    except Exception as exc:  # the target's failure is the aggregation's result, not the worker's
+        error = {"error_type": type(exc).__name__, "message": str(exc), "retryable": False,
+                 "traceback": traceback.format_exc()}
+        loss, diagnostics = None, {}
+    write_aggregation_dir(service.store_root / path, bundle_ref=bundle_ref, target_entrypoint=target,
+                          sim_task_ids=task_ids, loss=loss, diagnostics=diagnostics, n_ok=n_ok, error=error,
+                          timestamp=_now())
+    return path
+
+
 def run(run_dir: Path) -> dict:
     from ..idempotent import IdempotentSimulationService
     from ..stores import open_store
@@ -143,10 +180,30 @@ def run(run_dir: Path) -> dict:
     local = LocalSimulationService(Path(plan["store_root"]), layout, EntrypointResolver(plan.get("bundle_path")))
     service = IdempotentSimulationService(local, open_store(plan["store_url"]), layout=layout)
     tasks = tasks_of(plan)
+    targets = plan.get("targets") or []
+    left = Counter(task.params.param_id for task in tasks)
+    returned: dict[str, list] = {}
+    aggregated = 0
     for task in tasks:
-        service.submit(task).result()
-        print(f"{task.params.param_id[:8]} seed {task.seed}: done", flush=True)
-    return {"tasks": len(tasks), "reused": service.reused, "ran": service.delegated, "errored": local.errored}
+        pid = task.params.param_id
+        sim_return = service.submit(task).result()
+        print(f"{pid[:8]} seed {task.seed}: done", flush=True)
+        if not targets:
+            continue
+        returned.setdefault(pid, []).append(sim_return)
+        left[pid] -= 1
+        if left[pid] == 0:  # the param set's last replicate: aggregate it, as the runner does
+            replicates = returned.pop(pid)
+            for target in targets:
+                path = aggregate(local, plan["bundle_ref"], target, replicates)
+                aggregated += 1
+                print(f"{pid[:8]} {target}: {path}", flush=True)
+    return {"tasks": len(tasks), "reused": service.reused, "ran": service.delegated, "errored": local.errored,
+            "aggregated": aggregated}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -167,3 +167,34 @@ def write_result_dir(directory: str | os.PathLike, *, bundle_ref: str, entrypoin
     if complete:
         write_atomic(out / RESULT_FILE, json.dumps(result, indent=2).encode())
     return out
+
+
+def write_aggregation_dir(directory: str | os.PathLike, *, bundle_ref: str, target_entrypoint: str,
+                          sim_task_ids: list[str], loss: float | None, diagnostics: Mapping | None = None,
+                          n_ok: int | None = None, error: Mapping | None = None, complete: bool = True,
+                          timestamp: str = "2026-01-01T00:00:00+00:00") -> Path:
+    """Write one aggregation directory as the ModelOps runner does: metadata.json, on error
+    error_details.arrow, and result.json last (``aggregation_id``, ``loss``, ``diagnostics``
+    with ``n_ok``/``n``, ``n_replicates``, ``outputs``, ``inputs``: the SimReturn task ids
+    aggregated, in the order they came back). ``directory`` must end in ``agg_<aggregation id>``."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    # ModelOps quirk: the 'param_id' field holds the first input's task id prefix, not a param_id.
+    metadata = {"bundle_ref": bundle_ref, "target_entrypoint": target_entrypoint,
+                "n_sim_returns": len(sim_task_ids), "param_id": sim_task_ids[0][:16] if sim_task_ids else "",
+                "timestamp": timestamp}
+    write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2).encode())
+    n = len(sim_task_ids)
+    result: dict = {"aggregation_id": out.name.removeprefix("agg_"), "loss": loss,
+                    "diagnostics": {"n_ok": n if n_ok is None else n_ok, "n": n, **(diagnostics or {})},
+                    "n_replicates": n, "outputs": {},
+                    "inputs": [{"type": "sim", "task_id": task_id} for task_id in sim_task_ids]}
+    if error is not None:
+        details = json.dumps(dict(error)).encode()
+        write_atomic(out / ERROR_FILE, details)
+        result["error"] = {"error_type": error.get("error_type", "RuntimeError"),
+                           "message": error.get("message", ""),
+                           "retryable": bool(error.get("retryable", False))}
+    if complete:
+        write_atomic(out / RESULT_FILE, json.dumps(result, indent=2).encode())
+    return out

@@ -1,8 +1,9 @@
 """A stochastic SIR model in pure Python: the example bundle for the local runtime and the demo.
 
-Entrypoints (with ``--bundle-path scripts/example_model``):
-- ``sir/baseline``: the scenario function ``baseline`` below (scenario → function of that name);
-- ``sir:simulate``: the same model called directly.
+Entrypoints (with ``--bundle-path scripts/example_model``; ModelOps needs a dotted import path):
+- ``models.sir/baseline``: the scenario function ``baseline`` below (scenario → function of that name);
+- ``models.sir:simulate``: the same model called directly.
+Its target is ``targets.prev/loss`` (``targets/prev.py``).
 
 The callable gets ``(params, seed)`` and returns {output name: bytes}: ``incidence`` and
 ``prevalence`` as JSON arrays (one value per day). It fails on purpose for some

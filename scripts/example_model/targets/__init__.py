@@ -1,0 +1,1 @@
+"""Targets of the example bundle (import path ``targets.prev``)."""
