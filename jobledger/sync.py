@@ -53,7 +53,7 @@ def preview_submission(ledger_path: Path, job: SimJob, *, runtime: str, store: s
     """What ``submit`` would upload and create, without touching the ledger or the runtime."""
     rt = runtime_for(ledger_path, runtime, runtime_options)
     row = {"job_id": job.job_id, "store_url": normalize_store_url(store), "layout": layout or "token",
-           "k8s_namespace": getattr(rt, "namespace", None)}
+           "k8s_namespace": rt.namespace}
     return {"spec": job.to_json(), **rt.describe(job, row)}
 
 
@@ -69,7 +69,7 @@ def submit_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
     what it created) and re-raises. ``submit=False`` only registers it (``pending``).
     """
     rt = runtime_for(ledger.path, runtime, runtime_options)
-    namespace = getattr(rt, "namespace", None) if runtime == "k8s" else None
+    namespace = rt.namespace
     if submit:
         rt.check(job, {"job_id": job.job_id, "store_url": normalize_store_url(store), "layout": layout or "token",
                        "k8s_namespace": namespace})

@@ -23,7 +23,7 @@ from .layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, Layout, artifact_fil
 from .ledger import Ledger, utcnow
 from .hashing import blake2b_hex
 from .redact import redact_url
-from .stores import ProvenanceStore, StoreNotFound, list_directories, open_store
+from .stores import ProvenanceStore, StoreNotFound, open_store
 
 STRATEGIES = ("auto", "list", "head")
 # A head probe tells less than a listing (no unexpected directories) and a listing reads whole
@@ -207,7 +207,7 @@ class _Stopped(Exception):
 def _list_producer(store: ProvenanceStore, part: str):
     def produce(emit) -> None:
         batch = []
-        for directory, names in list_directories(store, part):
+        for directory, names in store.list_directories(part):
             batch.append(_directory_row(directory, names))
             if len(batch) >= BATCH:
                 emit(batch)
@@ -238,8 +238,8 @@ def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: Plan, pro
     conn.execute("DROP TABLE IF EXISTS temp.listing")
     conn.execute("CREATE TEMP TABLE listing (dir TEXT NOT NULL, has_result INTEGER NOT NULL, "
                  "has_error INTEGER NOT NULL, has_metadata INTEGER NOT NULL, files INTEGER NOT NULL)")
-    walk_parts = getattr(store, "walk_parts", None) if plan.strategy == "list" else None
-    if walk_parts is not None:
+    store_walks = plan.strategy == "list" and store.parallel_walk
+    if store_walks:
         producers = []  # the store walks the parts itself, in parallel processes
     elif plan.strategy == "list":
         producers = [_list_producer(store, part) for part in plan.parts]
@@ -257,8 +257,8 @@ def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: Plan, pro
             progress.advance(len(batch))
 
     try:
-        if walk_parts is not None:
-            for batch in walk_parts(plan.parts, _directory_row):
+        if store_walks:
+            for batch in store.walk_parts(plan.parts, _directory_row):
                 consume(batch)
         else:
             _run_threads(producers, LIST_THREADS if plan.strategy == "list" else PROBE_THREADS, consume)

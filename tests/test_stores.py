@@ -9,7 +9,7 @@ import pytest
 
 from jobledger.contracts import param_id_of, sim_return_task_id
 from jobledger.hashing import blake2b_hex
-from jobledger.stores import (ProvenanceStore, StoreError, StoreNotFound, list_directories,
+from jobledger.stores import (ProvenanceStore, StoreError, StoreNotFound,
                               normalize_store_url, open_store)
 from jobledger.stores.local import LocalStore, write_result_dir
 
@@ -40,7 +40,7 @@ def test_local_store_prefix_is_a_string_prefix_like_a_blob_prefix(sample_tree):
     assert names and all(n.startswith(SAMPLE_DIR_PREFIX + "2e/") for n in names)
     assert list(store.list_names(SAMPLE_DIR_PREFIX + "zz")) == []
     assert list(store.list_names("no/such/dir/")) == []
-    grouped = dict(list_directories(store, SAMPLE_DIR_PREFIX + "b3/"))
+    grouped = dict(store.list_directories(SAMPLE_DIR_PREFIX + "b3/"))
     assert sorted(grouped[SAMPLE_DIR_PREFIX + "b3/52/params_c36e755d/seed_3143379043"]) == [
         "error_details.arrow", "metadata.json", "result.json"]
 
@@ -149,3 +149,56 @@ def test_azure_credentials_are_required_and_checked(monkeypatch):
     assert "sekrit" not in str(info.value)
     with pytest.raises(StoreError, match="SAS"):
         open_store("https://acct.blob.core.windows.net/prov/x?sv=1&sig=abc")
+
+
+class DictStore(ProvenanceStore):
+    """A backend that answers only the four required questions, from a dict."""
+
+    def __init__(self, files: dict[str, bytes]):
+        super().__init__()
+        self.files = dict(sorted(files.items()))
+
+    def list_cost(self, names: int, directories: int) -> int:
+        return 1
+
+    def list(self, prefix: str = ""):
+        self.count()
+        return iter([(name, len(data)) for name, data in self.files.items() if name.startswith(prefix)])
+
+    def head(self, path: str):
+        return len(self.files[path]) if path in self.files else None
+
+    def read(self, path: str) -> bytes:
+        return self.files[path]
+
+
+def test_the_base_class_builds_the_optional_questions_from_the_required_ones():
+    store = DictStore({"a/1/result.json": b"{}", "a/1/metadata.json": b"{}", "a/2/x": b"", "b/3/result.json": b""})
+    assert list(store.list_names("a/")) == ["a/1/metadata.json", "a/1/result.json", "a/2/x"]
+    assert dict(store.list_directories("a/")) == {"a/1": ["metadata.json", "result.json"], "a/2": ["x"]}
+    batches = list(store.walk_parts(["a/", "b/"], lambda d, names: (d, len(names))))
+    assert batches == [[("a/1", 2), ("a/2", 1)], [("b/3", 1)]]
+    assert store.requests == 4 and not store.parallel_walk
+
+
+def test_a_backend_without_a_required_method_says_so():
+    class Incomplete(ProvenanceStore):
+        pass
+
+    with pytest.raises(NotImplementedError):
+        Incomplete().head("x")
+    with pytest.raises(NotImplementedError):
+        list(Incomplete().list_names(""))
+
+
+def test_store_and_runtime_classes_come_from_one_scheme_table():
+    from jobledger.runtimes import KNOWN_IMPLEMENTATIONS as RUNTIMES
+    from jobledger.runtimes import Runtime, RuntimeFailure, open_runtime
+    from jobledger.stores import KNOWN_IMPLEMENTATIONS
+    assert set(KNOWN_IMPLEMENTATIONS) == {"file", "az", "https", "http"}
+    assert isinstance(open_store("file:///tmp"), LocalStore)
+    assert set(RUNTIMES) >= {"k8s", "local"}
+    local = open_runtime("local", runs_dir="/tmp/runs")
+    assert isinstance(local, Runtime) and local.namespace is None
+    with pytest.raises(RuntimeFailure, match="not one of"):
+        open_runtime("slurm")

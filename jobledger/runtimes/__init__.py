@@ -1,4 +1,4 @@
-"""Where jobs run: the Runtime protocol (submit, status, cancel) and how to open one.
+"""Where jobs run: the Runtime base class (submit, status, cancel) and how to open one.
 
 A runtime knows nothing about the ledger's state machine: it starts work, reports what
 it sees and stops work. ``jobledger.sync`` turns what it sees into status transitions.
@@ -7,7 +7,9 @@ Implementations are imported lazily so that ``jobledger status`` never loads kub
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+import importlib
+from collections.abc import Iterable
+from typing import Any
 
 from ..contracts import SimJob
 from ..errors import JobledgerError
@@ -41,40 +43,57 @@ class Submission:
     columns: dict[str, Any] = field(default_factory=dict)
 
 
-class Runtime(Protocol):
-    name: str
+class Runtime:
+    """Base class of runtimes. ``describe``, ``submit``, ``status`` and ``cancel`` must be provided;
+    ``check`` (nothing to refuse) and ``withdraw`` (cancel) have defaults."""
+
+    name: str = ""
+    namespace: str | None = None  # where the runtime places jobs (a Kubernetes namespace), if it has such a thing
 
     def check(self, job: SimJob, job_row: dict) -> None:
         """Refuse, before anything is recorded, a submission that cannot work (bad store, no credentials)."""
 
     def describe(self, job: SimJob, job_row: dict) -> dict:
         """What submit would create (for --dry-run), without creating anything."""
+        raise NotImplementedError
 
     def submit(self, job: SimJob, job_row: dict, expected: list[dict]) -> Submission:
         """Start the job. On failure, remove whatever this call created, then raise."""
+        raise NotImplementedError
 
     def withdraw(self, job_row: dict) -> None:
         """Undo a submit whose ledger record could not be completed."""
+        self.cancel(job_row)
 
     def status(self, job_rows: Iterable[dict]) -> dict[str, RuntimeStatus]:
         """The observed phase of each job (keyed by job_id), in as few calls as possible."""
+        raise NotImplementedError
 
     def cancel(self, job_row: dict) -> None:
         """Stop the job's work; a job that is already gone is not an error."""
+        raise NotImplementedError
+
+
+# Runtime name → the class that implements it, imported on first use so that read commands never
+# load the kubernetes client.
+KNOWN_IMPLEMENTATIONS: dict[str, str] = {
+    "k8s": "jobledger.runtimes.kubernetes:KubernetesRuntime",
+    "kubernetes": "jobledger.runtimes.kubernetes:KubernetesRuntime",
+    "local": "jobledger.runtimes.local:LocalRuntime",
+}
 
 
 def open_runtime(name: str, **options: Any) -> Runtime:
     """A runtime by name: 'k8s' (options: namespace, context, kubeconfig, image, bundle_registry,
     connection_string, service_account, postgres_secret, api_client) or 'local' (options: runs_dir,
     bundle_path)."""
-    if name in ("k8s", "kubernetes"):
-        from .kubernetes import KubernetesRuntime
-        return KubernetesRuntime(**options)
-    if name == "local":
-        from .local import LocalRuntime
-        return LocalRuntime(**options)
-    raise RuntimeFailure(f"--runtime: {name!r} is not one of {', '.join(RUNTIMES)}")
+    target = KNOWN_IMPLEMENTATIONS.get(name)
+    if target is None:
+        raise RuntimeFailure(f"--runtime: {name!r} is not one of {', '.join(RUNTIMES)}")
+    module, _, class_name = target.partition(":")
+    runtime_class: type[Runtime] = getattr(importlib.import_module(module), class_name)
+    return runtime_class(**options)
 
 
 __all__ = ["Runtime", "RuntimeStatus", "Submission", "RuntimeFailure", "open_runtime", "RUNTIMES", "PHASES",
-           "PENDING", "ACTIVE", "SUCCEEDED", "FAILED", "GONE"]
+           "KNOWN_IMPLEMENTATIONS", "PENDING", "ACTIVE", "SUCCEEDED", "FAILED", "GONE"]

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from ..contracts import SimJob
 from ..redact import CONNECTION_ENV, scrub
-from . import ACTIVE, FAILED, GONE, PENDING, SUCCEEDED, RuntimeFailure, RuntimeStatus, Submission
+from . import ACTIVE, FAILED, GONE, PENDING, SUCCEEDED, Runtime, RuntimeFailure, RuntimeStatus, Submission
 
 DEFAULT_NAMESPACE = "modelops-dask-dev"
 RUNNER_IMAGE = "ghcr.io/institutefordiseasemodeling/modelops-dask-runner"
@@ -116,14 +116,14 @@ def job_status(job: dict) -> RuntimeStatus:
     return RuntimeStatus(PENDING)
 
 
-class KubernetesRuntime:
+class KubernetesRuntime(Runtime):
     name = "k8s"
 
     def __init__(self, namespace: str | None = None, context: str | None = None, kubeconfig: str | None = None,
                  image: str | None = None, bundle_registry: str | None = None, connection_string: str | None = None,
                  service_account: str | None = None, postgres_secret: str | None = None,
                  api_client: Any = None):
-        self.namespace = namespace or DEFAULT_NAMESPACE
+        self.namespace: str = namespace or DEFAULT_NAMESPACE
         self.context = context
         self.kubeconfig = kubeconfig
         self.image = image or default_image()  # an explicit --image is used as given

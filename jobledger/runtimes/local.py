@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..contracts import SimJob
-from . import ACTIVE, FAILED, GONE, SUCCEEDED, RuntimeFailure, RuntimeStatus, Submission
+from . import ACTIVE, FAILED, GONE, SUCCEEDED, Runtime, RuntimeFailure, RuntimeStatus, Submission
 from .worker import EXIT_FILE, LOG_FILE, PID_FILE, PLAN_FILE
 
 
@@ -60,7 +60,7 @@ def process_alive(pid: int, start_time: int | None) -> bool:
     return True
 
 
-class LocalRuntime:
+class LocalRuntime(Runtime):
     name = "local"
 
     def __init__(self, runs_dir: str | os.PathLike | None = None, bundle_path: str | os.PathLike | None = None,

@@ -20,7 +20,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 
 from ..azure_client import AzureSetupError, container_client, describe, error_code
 from ..redact import CONNECTION_ENV, refuse_sas
-from . import RequestCounter, StoreError, StoreNotFound
+from .base import ProvenanceStore, StoreError, StoreNotFound
 
 PAGE_SIZE = 5000  # the most names one Azure list request returns
 
@@ -58,7 +58,7 @@ def parse_url(url: str) -> tuple[str | None, str, str]:
     return account_url, container, (prefix + "/") if prefix else ""
 
 
-class AzureStore(RequestCounter):
+class AzureStore(ProvenanceStore):
     """Paths relative to CONTAINER/PREFIX. A request is one list page, head or download."""
 
     page_size = PAGE_SIZE
@@ -77,6 +77,10 @@ class AzureStore(RequestCounter):
             self.container = container_client(self.container_name, account_url=account_url, credential=credential)
         except AzureSetupError as exc:
             raise StoreError(f"{exc} (cannot open {url})") from None
+
+    @classmethod
+    def from_url(cls, url: str) -> AzureStore:
+        return cls(url)
 
     @staticmethod
     def _default_credential(url: str):

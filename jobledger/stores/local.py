@@ -14,20 +14,25 @@ from ..contracts import sim_return_task_id
 from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, artifact_file
 from ..fileio import write_atomic
 from ..hashing import blake2b_hex
-from . import RequestCounter, StoreError, StoreNotFound
+from .base import ProvenanceStore, StoreError, StoreNotFound
 
 T = TypeVar("T")
 
 
-class LocalStore(RequestCounter):
+class LocalStore(ProvenanceStore):
     """Paths relative to ``root``. A request is one directory read, stat or file read."""
 
     page_size = 0  # a directory read returns the whole directory
+    parallel_walk = True
 
     def __init__(self, root: str | os.PathLike):
         super().__init__()
         self.root = os.path.abspath(os.fspath(root))
         self.url = self.root
+
+    @classmethod
+    def from_url(cls, url: str) -> LocalStore:
+        return cls(url.removeprefix("file://"))
 
     def list_cost(self, names: int, directories: int) -> int:
         return max(1, directories)
@@ -85,8 +90,7 @@ class LocalStore(RequestCounter):
         under the GIL, so big walks run in worker processes (one per core)."""
         workers = min(len(parts), os.cpu_count() or 1)
         if workers < 2:
-            for part in parts:
-                yield [summarize(d, names) for d, names in self.list_directories(part)]
+            yield from super().walk_parts(parts, summarize)
             return
         self._check_root()
         methods = multiprocessing.get_all_start_methods()

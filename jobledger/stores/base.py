@@ -1,0 +1,87 @@
+"""What every provenance store shares: its errors and the base class with the four questions.
+
+Like Luigi's ``FileSystem``: a backend must answer ``list`` (names and sizes under a prefix,
+recursive), ``head`` (one path's size or None), ``read`` (one file's bytes) and ``list_cost``;
+the rest have defaults built on those, which a backend overrides when it can do better
+(``list_names`` without sizes, ``list_directories`` from a native directory walk,
+``walk_parts`` in parallel processes). Every request is counted in ``requests`` so a
+validation can report them honestly.
+"""
+from __future__ import annotations
+
+import builtins
+import threading
+from collections.abc import Callable, Iterator
+from itertools import groupby
+from typing import TypeVar
+
+from ..errors import JobledgerError
+
+T = TypeVar("T")
+
+
+class StoreError(JobledgerError):
+    """The store cannot be reached or read; the message is one line and holds no secret."""
+
+
+class StoreNotFound(StoreError):
+    """A path asked for with ``read`` is not in the store."""
+
+
+class ProvenanceStore:
+    url: str = ""          # safe to print: never holds a credential
+    page_size: int = 0     # names one listing request returns at most (0: a whole directory)
+    parallel_walk = False  # walk_parts runs its parts concurrently itself (validation need not)
+
+    def __init__(self) -> None:
+        self._requests = 0
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ request counting (thread-safe)
+
+    @property
+    def requests(self) -> int:
+        return self._requests
+
+    def count(self, n: int = 1) -> None:
+        with self._lock:
+            self._requests += n
+
+    # ------------------------------------------------------------ what a backend must answer
+
+    def list_cost(self, names: int, directories: int) -> int:
+        """Requests a listing of ``names`` files in ``directories`` directories takes."""
+        raise NotImplementedError
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(name, size) of every file whose name starts with ``prefix``, in name order."""
+        raise NotImplementedError
+
+    def head(self, path: str) -> int | None:
+        """The size of ``path``, or None when it is not there."""
+        raise NotImplementedError
+
+    def read(self, path: str) -> bytes:
+        """The bytes of ``path``; StoreNotFound when it is not there."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ defaults a backend may improve on
+
+    def list_names(self, prefix: str = "") -> Iterator[str]:
+        for name, _size in self.list(prefix):
+            yield name
+
+    # (``list`` below is the method: annotations after it say builtins.list)
+    def list_directories(self, prefix: str = "") -> Iterator[tuple[str, builtins.list[str]]]:
+        """(directory, names of the files directly in it) for every directory holding files under
+        ``prefix``. For a flat listing the names of one directory are contiguous (a prefix is an
+        interval of the sorted names), so grouping consecutive names is enough."""
+        for directory, names in groupby(self.list_names(prefix), key=lambda name: name.rpartition("/")[0]):
+            yield directory, [name.rpartition("/")[2] for name in names]
+
+    def walk_parts(self, parts: builtins.list[str],
+                   summarize: Callable[[str, builtins.list[str]], T]) -> Iterator[builtins.list[T]]:
+        """``summarize(directory, file names)`` for every directory with files under each part, one
+        batch per part, one part after the other (backends with ``parallel_walk`` do better)."""
+        for part in parts:
+            yield [summarize(d, names) for d, names in self.list_directories(part)]
