@@ -23,6 +23,7 @@ from .errors import JobledgerError
 from .ledger import Ledger, LedgerError
 from .registry import MovedElsewhere
 from .runtimes import ACTIVE, FAILED, GONE, PENDING, SUCCEEDED, RuntimeStatus, open_runtime
+from .runtimes.local import runs_dir_for
 from .stores import normalize_store_url
 
 RUNTIME_OPTIONS = {"local": ("runs_dir", "bundle_path"),
@@ -44,7 +45,7 @@ def runtime_for(ledger_path: Path, name: str, options: dict | None = None):
     allowed = RUNTIME_OPTIONS.get(name, ())
     kwargs = {k: v for k, v in (options or {}).items() if k in allowed and v is not None}
     if name == "local":
-        kwargs.setdefault("runs_dir", Path(ledger_path).parent / "runs")
+        kwargs.setdefault("runs_dir", runs_dir_for(ledger_path))
     return open_runtime(name, **kwargs)
 
 

@@ -56,6 +56,7 @@ class KubeStandIn:
         self.requests: list[dict] = []
         self.deletions: list[dict] = []
         self._fail: dict | None = None
+        self._hold: dict | None = None
         self._lock = threading.Lock()
         self._resource_version = 1000
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -113,6 +114,27 @@ class KubeStandIn:
         """Answer the next request with this method with an error Status."""
         with self._lock:
             self._fail = {"method": method, "code": code, "reason": reason, "message": message}
+
+    def hold_next(self, method: str, *, store_first: bool):
+        """Hang the next request with this method until the returned ``release()`` is called: the
+        client sees no answer, as when its process is killed mid-request. With ``store_first`` the
+        request takes effect before it hangs; without, it never does (released, it answers 504)."""
+        hold = {"method": method, "store_first": store_first, "arrived": threading.Event(),
+                "released": threading.Event()}
+        with self._lock:
+            self._hold = hold
+        return hold["released"].set
+
+    def wait_held(self, timeout: float) -> bool:
+        """True once the request held by ``hold_next`` has arrived (and, if asked, taken effect)."""
+        hold = self._hold
+        return bool(hold) and hold["arrived"].wait(timeout)
+
+    def _take_hold(self, method: str) -> dict | None:
+        with self._lock:
+            if self._hold and self._hold["method"] == method and not self._hold["arrived"].is_set():
+                return self._hold
+        return None
 
     def calls(self, method: str | None = None) -> list[dict]:
         with self._lock:
@@ -193,7 +215,17 @@ class KubeStandIn:
             def _serve(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                code, doc = standin.handle(self.command, self.path, body)
+                hold = standin._take_hold(self.command)
+                if hold is None:
+                    code, doc = standin.handle(self.command, self.path, body)
+                elif hold["store_first"]:
+                    code, doc = standin.handle(self.command, self.path, body)
+                    hold["arrived"].set()
+                    hold["released"].wait(120)
+                else:
+                    hold["arrived"].set()
+                    hold["released"].wait(120)
+                    code, doc = 504, status_body(504, "Timeout", "the request was held and dropped")
                 data = json.dumps(doc).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")

@@ -121,8 +121,7 @@ def test_usage_errors_exit_2(run):
 
 
 def test_console_script_runs_as_a_real_process(db_path, sample_job, tmp_path):
-    exe = shutil.which("jobledger")
-    cmd = [exe] if exe else [sys.executable, "-m", "jobledger.cli"]
+    cmd = [sys.executable, "-m", "jobledger"]
     env = {**os.environ, "JOBLEDGER_DB": str(db_path)}
     done = subprocess.run(cmd + ["register", sample_job, "--store", str(tmp_path)], env=env,
                           capture_output=True, text=True)

@@ -14,6 +14,7 @@ from jobledger.contracts import SimTask, UniqueParameterSet, load_spec, sim_retu
 from jobledger.ledger import Ledger
 from jobledger.manifest import expected_outputs, runner_seeds
 from jobledger.layout import Layout
+from jobledger.runtimes.local import runs_dir_for
 
 from helpers import cli
 
@@ -29,7 +30,7 @@ def study(path: Path, parameter_sets, n_replicates=2, model="models.sir", scenar
 
 
 def wait_for_exit(db_path: Path, job_id: str, timeout: float = 60.0) -> dict:
-    run_dir = db_path.parent / "runs" / job_id
+    run_dir = runs_dir_for(db_path) / job_id
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (run_dir / "exit.json").exists():

@@ -285,7 +285,8 @@ def test_eight_cli_processes_revalidating_the_same_job(tmp_path, local_registry,
     dbs = [tmp_path / f"machine{i}.db" for i in range(8)]
     for db in dbs:
         cli(db, local_registry, "pull")
-    procs = [subprocess.Popen(["jobledger", "--db", str(db), "--registry", local_registry, "validate", "--force",
+    procs = [subprocess.Popen([sys.executable, "-m", "jobledger", "--db", str(db), "--registry",
+                               local_registry, "validate", "--force",
                                SAMPLE_JOB], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for db in dbs]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [3] * 8, [err for _, err in outs]  # 3: partial, as validated

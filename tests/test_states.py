@@ -36,6 +36,23 @@ def test_only_explicit_revalidation_reopens_a_verdict():
         check_transition("running", "bogus")
 
 
+def test_force_decides_any_job_but_a_cancelled_one():
+    for status in ("pending", "submitting", "scheduled", "running", "succeeded", "partial", "failed"):
+        assert not states.is_legal(status, "validating") or status in ("scheduled", "running")
+        check_transition(status, "validating", revalidate=True)
+    assert not states.is_legal("cancelled", "validating", revalidate=True)
+
+
+def test_only_a_submit_the_runtime_never_took_may_be_submitted_again():
+    assert not states.is_legal("failed", "submitting")
+    assert states.is_legal("failed", "submitting", resubmit=True)
+    assert not states.is_legal("partial", "submitting", resubmit=True)
+    assert states.may_resubmit("failed", states.SUBMIT_FAILED)
+    assert states.may_resubmit("failed", states.SUBMIT_INTERRUPTED)
+    assert not states.may_resubmit("failed", "BackoffLimitExceeded")  # the job ran: resume, not resubmit
+    assert not states.may_resubmit("partial", states.SUBMIT_FAILED)
+
+
 def test_verdict_from_counts():
     assert states.verdict(10, 10) == "succeeded"
     assert states.verdict(10, 3) == "partial"

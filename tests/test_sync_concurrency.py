@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -44,7 +45,8 @@ def test_eight_processes_sync_the_same_jobs_through_one_registry(tmp_path, spec_
     for db in dbs:
         cli(db, registry, "pull")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    procs = [subprocess.Popen(["jobledger", "--db", str(db), "--registry", registry, "sync", "--json"], env=env,
+    procs = [subprocess.Popen([sys.executable, "-m", "jobledger", "--db", str(db), "--registry", registry,
+                               "sync", "--json"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for db in dbs]
     outs = [p.communicate(timeout=180) for p in procs]
     for proc, (out, err) in zip(procs, outs):

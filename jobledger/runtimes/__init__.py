@@ -22,7 +22,8 @@ ACTIVE = "active"        # work in progress (a retry after failed pods included)
 SUCCEEDED = "succeeded"  # the runtime says it finished; the artifacts decide whether it did
 FAILED = "failed"        # the runtime gave up (Failed condition, worker exit status != 0)
 GONE = "gone"            # the runtime no longer knows the job (404, process and record vanished)
-PHASES = (PENDING, ACTIVE, SUCCEEDED, FAILED, GONE)
+ELSEWHERE = "elsewhere"  # only another machine can see the work (a local worker on another host)
+PHASES = (PENDING, ACTIVE, SUCCEEDED, FAILED, GONE, ELSEWHERE)
 
 
 class RuntimeFailure(JobledgerError):
@@ -65,6 +66,11 @@ class Runtime:
         """Undo a submit whose ledger record could not be completed."""
         self.cancel(job_row)
 
+    def recover(self, job_row: dict) -> Submission | None:
+        """What a submit of this job that was interrupted (the CLI killed mid-submit) left running
+        in the runtime, as that submit would have recorded it; None when the runtime has nothing."""
+        return None
+
     def status(self, job_rows: Iterable[dict]) -> dict[str, RuntimeStatus]:
         """The observed phase of each job (keyed by job_id), in as few calls as possible."""
         raise NotImplementedError
@@ -96,4 +102,4 @@ def open_runtime(name: str, **options: Any) -> Runtime:
 
 
 __all__ = ["Runtime", "RuntimeStatus", "Submission", "RuntimeFailure", "open_runtime", "RUNTIMES", "PHASES",
-           "KNOWN_IMPLEMENTATIONS", "PENDING", "ACTIVE", "SUCCEEDED", "FAILED", "GONE"]
+           "KNOWN_IMPLEMENTATIONS", "PENDING", "ACTIVE", "SUCCEEDED", "FAILED", "GONE", "ELSEWHERE"]

@@ -35,7 +35,17 @@ REQUEST_TIMEOUT = 30
 
 
 def spec_blob_key(job: SimJob) -> str:
-    return f"jobs/{job.job_type}/{job.job_id}.json"
+    return blob_key(job.job_type, job.job_id)
+
+
+def blob_key(job_type: str, job_id: str) -> str:
+    return f"jobs/{job_type}/{job_id}.json"
+
+
+def _submission(job_id: str, namespace: str, key: str, uid: str | None) -> Submission:
+    """What a submit records: where the Job and the spec blob are."""
+    return Submission({"namespace": namespace, "spec_blob": {"container": SPEC_CONTAINER, "key": key}},
+                      {"k8s_name": job_id, "k8s_namespace": namespace, "k8s_uid": uid})
 
 
 def spec_bytes(job: SimJob) -> bytes:
@@ -207,8 +217,17 @@ class KubernetesRuntime(Runtime):
             if created_blob:
                 self._delete_blob(blob)
             raise
-        return Submission({"namespace": namespace, "spec_blob": {"container": SPEC_CONTAINER, "key": key}},
-                          {"k8s_name": job.job_id, "k8s_namespace": namespace, "k8s_uid": created.metadata.uid})
+        return _submission(job.job_id, namespace, key, created.metadata.uid)
+
+    def recover(self, job_row: dict) -> Submission | None:
+        """The Job an interrupted submit created (it is named after the job), if the API server has it."""
+        namespace = job_row.get("k8s_namespace") or self.namespace
+        job = self._get(namespace, job_row.get("k8s_name") or job_row["job_id"])
+        if job is None:
+            return None
+        return _submission(job_row["job_id"], namespace, blob_key(job_row.get("job_type") or "simulation",
+                                                                  job_row["job_id"]),
+                           (job.get("metadata") or {}).get("uid"))
 
     def _upload_spec(self, service, blob, data: bytes) -> bool:
         """Upload without overwriting; True when this call created the blob (and so may delete it)."""

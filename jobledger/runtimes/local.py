@@ -1,10 +1,13 @@
 """The local runtime: a detached worker process per job, writing to a local provenance store.
 
-Everything about one run lives in ``<runs_dir>/<job_id>/`` (by default ``runs/`` beside the
-ledger file): plan.json (the tasks, with the seeds the ledger expects), pid (pid and process
-start time, so a recycled pid is never mistaken for the worker), worker.log and, once the
-worker has finished, exit.json. The worker is started in its own session, so it survives
-the command that started it and ``cancel`` can stop its whole process group.
+Everything about one run lives in ``<runs_dir>/<job_id>/`` (by default
+``runs/<ledger file name>/`` beside the ledger, so two ledgers in one directory never share a
+run directory): plan.json (the tasks, with the seeds the ledger expects), pid (pid and process
+start time, so a recycled pid is never mistaken for the worker; host name and boot id, so only
+the machine that started the worker, and only before it rebooted, judges it by its pid),
+worker.log and, once the worker has finished, exit.json. The worker is started in its own
+session, so it survives the command that started it and ``cancel`` can stop its whole process
+group.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,8 +23,26 @@ from pathlib import Path
 from typing import Iterable
 
 from ..contracts import SimJob
-from . import ACTIVE, FAILED, GONE, SUCCEEDED, Runtime, RuntimeFailure, RuntimeStatus, Submission
+from . import ACTIVE, ELSEWHERE, FAILED, GONE, SUCCEEDED, Runtime, RuntimeFailure, RuntimeStatus, Submission
 from .worker import EXIT_FILE, LOG_FILE, PID_FILE, PLAN_FILE
+
+HOST_ENV = "JOBLEDGER_HOST"  # overrides the host name (containers with random names; tests of two hosts)
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+
+
+def runs_dir_for(ledger_path: str | os.PathLike) -> Path:
+    """Where the local runtime keeps the runs of one ledger: ``runs/<ledger file name>/`` beside it."""
+    ledger_path = Path(ledger_path)
+    return ledger_path.parent / "runs" / ledger_path.name
+
+
+def this_host() -> tuple[str, str | None]:
+    """(host name, boot id): which machine this is, and which boot of it (None where unknown)."""
+    try:
+        boot_id = BOOT_ID_FILE.read_text().strip() or None
+    except OSError:
+        boot_id = None
+    return os.environ.get(HOST_ENV) or socket.gethostname(), boot_id
 
 
 def local_store_root(store_url: str) -> Path:
@@ -84,14 +106,15 @@ class LocalRuntime(Runtime):
         if self.bundle_path and not Path(self.bundle_path).is_dir():
             raise RuntimeFailure(f"--bundle-path {self.bundle_path} is not a directory")
         local_store_root(job_row["store_url"])
-        self.run_dir(job.job_id)
+        run_dir = self.run_dir(job.job_id)
+        if run_dir.exists():  # refused before the job is written: nothing to clean up
+            raise RuntimeFailure(f"{run_dir} already exists (left by an earlier run of {job.job_id} for a "
+                                 f"ledger at this path): remove it, or submit under another --job-id")
 
     def submit(self, job: SimJob, job_row: dict, expected: list[dict]) -> Submission:
         self.check(job, job_row)
         store_root = local_store_root(job_row["store_url"])
         run_dir = self.run_dir(job.job_id)
-        if run_dir.exists():
-            raise RuntimeFailure(f"{run_dir} already exists: {job.job_id} has been run here before")
         plan = {"job_id": job.job_id, "store_url": job_row["store_url"], "store_root": str(store_root),
                 "layout": job_row["layout"], "bundle_path": self.bundle_path, "bundle_ref": job.bundle_ref,
                 "targets": job.target_entrypoints,
@@ -108,8 +131,9 @@ class LocalRuntime(Runtime):
                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                            cwd=run_dir, start_new_session=True, close_fds=True)
             stat = _proc_stat(process.pid)
+            host, boot_id = this_host()
             ref = {"run_dir": str(run_dir), "pid": process.pid, "start_time": stat[1] if stat else None,
-                   "bundle_path": self.bundle_path}
+                   "bundle_path": self.bundle_path, "host": host, "boot_id": boot_id}
             (run_dir / PID_FILE).write_text(json.dumps(ref))
         except OSError as exc:
             if process is not None:
@@ -125,11 +149,24 @@ class LocalRuntime(Runtime):
         if ref.get("run_dir"):
             shutil.rmtree(ref["run_dir"], ignore_errors=True)
 
+    def recover(self, job_row: dict) -> Submission | None:
+        """The worker an interrupted submit started: its pid file is written right after the start."""
+        try:
+            ref = json.loads((self.run_dir(job_row["job_id"]) / PID_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return Submission(ref)
+
     def status(self, job_rows: Iterable[dict]) -> dict[str, RuntimeStatus]:
         return {row["job_id"]: self._status(row) for row in job_rows}
 
     def _status(self, job_row: dict) -> RuntimeStatus:
         ref = self._ref(job_row)
+        host, boot_id = this_host()
+        if ref.get("host") and ref["host"] != host:
+            # Another machine's run directory and pid: only that machine can tell whether its worker
+            # runs. Judging it from here would call a running job gone and decide it too early.
+            return RuntimeStatus(ELSEWHERE, "OtherHost", f"running on {ref['host']}")
         run_dir = Path(ref["run_dir"]) if ref.get("run_dir") else None
         if run_dir is None or not run_dir.is_dir():
             return RuntimeStatus(GONE, "RunDirectoryMissing", f"run directory {run_dir} is gone")
@@ -141,6 +178,10 @@ class LocalRuntime(Runtime):
                                                       f"reused, {record.get('errored', 0)} errored")
             return RuntimeStatus(FAILED, "WorkerError", f"{record.get('error_type')}: {record.get('message')} "
                                                         f"(see {run_dir / LOG_FILE})")
+        if ref.get("boot_id") and boot_id and ref["boot_id"] != boot_id:
+            # The machine rebooted since: the worker died with it, and its pid may name another process now.
+            return RuntimeStatus(GONE, "HostRebooted", f"{host} rebooted since worker {ref['pid']} started "
+                                                       f"(boot id changed); it left no exit record")
         if process_alive(ref["pid"], ref.get("start_time")):
             return RuntimeStatus(ACTIVE)
         if exit_file.exists():  # finished between the two checks
@@ -150,6 +191,12 @@ class LocalRuntime(Runtime):
 
     def cancel(self, job_row: dict) -> None:
         ref = self._ref(job_row)
+        host, boot_id = this_host()
+        if ref.get("host") and ref["host"] != host:
+            raise RuntimeFailure(f"{job_row['job_id']} runs on {ref['host']}, whose worker cannot be stopped "
+                                 f"from {host}: run `jobledger cancel {job_row['job_id']}` on {ref['host']}")
+        if ref.get("boot_id") and boot_id and ref["boot_id"] != boot_id:
+            return  # the worker ended with the reboot; its pid may belong to someone else now
         if ref.get("pid") and process_alive(ref["pid"], ref.get("start_time")):
             _stop_group(ref["pid"])
 

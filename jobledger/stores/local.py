@@ -152,6 +152,12 @@ def write_result_dir(directory: str | os.PathLike, *, bundle_ref: str, entrypoin
     before result.json, as a crash mid-write would)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    # A re-run replaces an earlier attempt: its result.json goes first, so that until the new one is
+    # written the directory reads as incomplete, never as the old verdict; its error details go
+    # when this attempt succeeds.
+    (out / RESULT_FILE).unlink(missing_ok=True)
+    if error is None:
+        (out / ERROR_FILE).unlink(missing_ok=True)
     names = sorted(outputs)
     metadata = {"bundle_ref": bundle_ref, "entrypoint": entrypoint, "params": dict(params), "seed": seed,
                 "outputs": names, "param_id": param_id, "timestamp": timestamp}
