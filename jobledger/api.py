@@ -64,9 +64,17 @@ def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
     policy = check_seed_policy(seed_policy)
     store_url = normalize_store_url(store)
     notes = [w for w in {warn_for_bundle(t.bundle_ref) for t in job.tasks[:1]} | {warn_for_bundle(job.bundle_ref)} if w]
+    if ledger.mirror is not None and not ledger.job_exists(job.job_id):
+        ledger.mirror.pull_job(ledger, job.job_id, missing_ok=True)  # created by ModelOps or another machine?
     with ledger.transaction():
         if ledger.job_exists(job.job_id):
             existing = ledger.job(job.job_id)
+            if existing["spec_format"] is None:
+                # Known only from ModelOps's state.json: adopt it (its status, created_at, metadata stay).
+                count = ledger.adopt_spec(job, store_url=store_url, layout=layout_obj, seed_policy=policy,
+                                          spec_doc=spec_doc, spec_format=spec_format)
+                ledger.notify_changed(job.job_id)
+                return Registered(job.job_id, count, True, existing["status"], notes)
             same = (existing["spec_sha256"] == spec_hash(spec_doc) and existing["layout"] == layout_obj.name
                     and existing["seed_policy"] == policy and existing["store_url"] == store_url)
             if not same:

@@ -12,10 +12,11 @@ import json
 import os
 import re
 import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from . import migrations, states
 from .contracts import SimJob
@@ -218,24 +219,57 @@ class Ledger:
         """Insert a job, its params, templates and every expected output. Call inside transaction()."""
         now = utcnow()
         self._insert_job_row(dict(
-            job_id=job.job_id, job_type=job.job_type, status=status, bundle_ref=job.bundle_ref, runtime=runtime,
-            k8s_name=k8s_name, k8s_namespace=k8s_namespace, parent_job_id=parent_job_id, store_url=store_url,
-            layout=layout.name, seed_policy=seed_policy, spec_format=spec_format, spec_sha256=spec_hash(spec_doc),
-            spec_gz=_spec_gz(spec_doc), tasks_total=len(job.tasks), created_at=now, updated_at=now,
-            metadata=json.dumps(job.metadata)))
-        count = self.insert_outputs(job.job_id, expected_outputs(job, layout, seed_policy), params_of(job.tasks))
+            job_id=job.job_id, job_type=job.job_type, status=status, bundle_ref=job.bundle_ref,
+            runtime=runtime, k8s_name=k8s_name, k8s_namespace=k8s_namespace, parent_job_id=parent_job_id,
+            store_url=store_url, layout=layout.name, seed_policy=seed_policy, spec_format=spec_format,
+            spec_sha256=spec_hash(spec_doc), spec_gz=_spec_gz(spec_doc), tasks_total=len(job.tasks),
+            created_at=now, updated_at=now, metadata=json.dumps(job.metadata)))
+        count = self.insert_outputs(job.job_id, expected_outputs(job, layout, seed_policy),
+                                    params_of(job.tasks))
         self.conn.execute("UPDATE jobs SET expected_total = ? WHERE job_id = ?", (count, job.job_id))
         self._record_moves(job.job_id, [[None, status, now, reason]])
         return count
 
-    def import_job(self, columns: dict, spec_doc: Any, params: Mapping[str, str], outputs: Iterable[ExpectedOutput],
-                   history: list[list]) -> int:
+    def import_job(self, columns: dict, spec_doc: Any, params: Mapping[str, str],
+                   outputs: Iterable[ExpectedOutput], history: list[list]) -> int:
         """Insert a job another machine (or ModelOps) created, exactly as the registry holds it: its columns,
         spec, expected outputs and status history (see import_history). Call inside transaction()."""
         self._insert_job_row({**columns, "spec_gz": _spec_gz(spec_doc) if spec_doc is not None else None})
         count = self.insert_outputs(columns["job_id"], outputs, params)
         self.import_history(columns["job_id"], history, {c: columns[c] for c in ("status", "updated_at")})
         return count
+
+    def adopt_spec(self, job: SimJob, *, store_url: str, layout: Layout, seed_policy: str, spec_doc: Any,
+                   spec_format: str) -> int:
+        """Give a job known only from ModelOps's state.json its spec: the expected outputs replace the result
+        paths ModelOps reported; status, history, created_at and ModelOps's metadata stay. Call inside
+        transaction()."""
+        existing = self.job(job.job_id)
+        meta = {**job.metadata, **json.loads(existing["metadata"] or "{}")}
+        self.conn.execute("DELETE FROM outputs WHERE job_id = ?", (job.job_id,))
+        count = self.insert_outputs(job.job_id, expected_outputs(job, layout, seed_policy),
+                                    params_of(job.tasks))
+        columns = dict(job_type=job.job_type, bundle_ref=job.bundle_ref, store_url=store_url,
+                       layout=layout.name, seed_policy=seed_policy, spec_format=spec_format,
+                       spec_sha256=spec_hash(spec_doc), spec_gz=_spec_gz(spec_doc), tasks_total=len(job.tasks),
+                       expected_total=count,
+                       metadata=json.dumps(meta))
+        self.conn.execute(f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in columns)} WHERE job_id = ?",
+                          (*columns.values(), job.job_id))
+        return count
+
+    def set_reported_outputs(self, job_id: str, verified: list[str], unverified: list[str]) -> None:
+        """For a job without a spec: its expected outputs are the result paths ModelOps's last validation
+        listed (verified or missing); param ids, task ids and entrypoints are unknown.
+        Call inside transaction()."""
+        if self.job(job_id)["spec_format"] is not None:
+            raise ValueError(f"{job_id} has a spec: its expected outputs come from the manifest")
+        self.conn.execute("DELETE FROM outputs WHERE job_id = ?", (job_id,))
+        rows = [ExpectedOutput("aggregation" if "/aggs/" in path else "simulation", "", "", "", "", None,
+                               None, _seed_in(path), path) for path in verified + unverified]
+        self.insert_outputs(job_id, rows, {"": "null"})
+        self.conn.executemany("UPDATE outputs SET state = 'verified' WHERE job_id = ? AND path = ?",
+                              ((job_id, path) for path in verified))
 
     def _insert_job_row(self, columns: dict) -> None:
         _check_columns(columns)
@@ -272,7 +306,8 @@ class Ledger:
         return count
 
     def _param_keys(self, params: Mapping[str, str]) -> dict[str, int]:
-        self.conn.executemany("INSERT OR IGNORE INTO params (param_id, params_json) VALUES (?, ?)", params.items())
+        self.conn.executemany("INSERT OR IGNORE INTO params (param_id, params_json) VALUES (?, ?)",
+                              params.items())
         keys: dict[str, int] = {}
         ids = list(params)
         for i in range(0, len(ids), 500):
@@ -283,13 +318,15 @@ class Ledger:
         return keys
 
     def transition(self, job_id: str, to_status: str, reason: str, *, revalidate: bool = False,
-                   with_writes: Callable[[], None] | None = None, **fields: Any) -> dict:
+                   with_writes: Callable[[], None] | None = None, progress: Any = None,
+                   **fields: Any) -> dict:
         """Move a job to ``to_status`` (checked against the state machine) and record why.
 
         Extra ``fields`` are job columns updated with the move; ``with_writes`` runs further writes in
-        the same local transaction. When a mirror is set, the move is first compare-and-swapped into
-        the registry with no local lock held (a network round trip), then written here in one short
-        transaction; if the registry refuses or fails, nothing is written. Returns the updated job row.
+        the same local transaction (``progress`` tells the registry what they will record). When a
+        mirror is set, the move is first compare-and-swapped into the registry with no local lock held
+        (a network round trip), then written here in one short transaction; if the registry refuses or
+        fails, nothing is written. Returns the updated job row.
         """
         if self.mirror is None:
             with self.transaction():
@@ -306,7 +343,8 @@ class Ledger:
                                "the registry swap would hold the write lock over a network round trip")
         job = self.job(job_id)
         states.check_transition(job["status"], to_status, revalidate=revalidate)
-        swapped = self.mirror.swap_transition(self, job, to_status, reason, fields, revalidate=revalidate)
+        swapped = self.mirror.swap_transition(self, job, to_status, reason, fields, revalidate=revalidate,
+                                              progress=progress)
         with self.transaction():
             self.import_history(job_id, swapped.history, swapped.columns)
             if with_writes is not None:
@@ -324,10 +362,11 @@ class Ledger:
         Call inside transaction().
         """
         have = [(r[0], r[1]) for r in self.conn.execute(
-            "SELECT from_status, to_status FROM transitions WHERE job_id = ? ORDER BY transition_id", (job_id,))]
+            "SELECT from_status, to_status FROM transitions WHERE job_id = ? ORDER BY transition_id",
+            (job_id,))]
         if [(e[0], e[1]) for e in history[:len(have)]] != have:
-            raise LedgerError(f"job {job_id}: this ledger's history is not a beginning of the one being imported "
-                              f"(it changed meanwhile); run `jobledger pull {job_id}`")
+            raise LedgerError(f"job {job_id}: this ledger's history is not a beginning of the one being "
+                              f"imported (it changed meanwhile); run `jobledger pull {job_id}`")
         new = history[len(have):]
         values = dict(columns)
         if new:
@@ -344,8 +383,8 @@ class Ledger:
 
     def _record_moves(self, job_id: str, moves: list[list]) -> None:
         """The one INSERT into transitions (reached from insert_job, transition and import_history)."""
-        self.conn.executemany("INSERT INTO transitions (job_id, from_status, to_status, at, reason) VALUES (?,?,?,?,?)",
-                              ((job_id, *move[:4]) for move in moves))
+        self.conn.executemany("INSERT INTO transitions (job_id, from_status, to_status, at, reason) "
+                              "VALUES (?,?,?,?,?)", ((job_id, *move[:4]) for move in moves))
 
     def notify_changed(self, job_id: str) -> None:
         """After a command committed changes to a job, let the mirror publish them."""
@@ -376,9 +415,14 @@ def params_of(tasks) -> dict[str, str]:
     distinct: dict[str, str] = {}
     for task in tasks:
         if task.params.param_id not in distinct:
-            distinct[task.params.param_id] = json.dumps(task.params.params, sort_keys=True, separators=(",", ":"),
-                                                        ensure_ascii=False)
+            distinct[task.params.param_id] = json.dumps(task.params.params, sort_keys=True,
+                                                        separators=(",", ":"), ensure_ascii=False)
     return distinct
+
+
+def _seed_in(path: str) -> int | None:
+    match = re.search(r"/seed_(\d+)$", path)
+    return int(match.group(1)) if match else None
 
 
 def _spec_gz(spec_doc: Any) -> bytes:

@@ -211,7 +211,8 @@ def _advance(ledger: Ledger, row: dict, observed: RuntimeStatus | None, record: 
             from .validation import validate_job
             try:
                 result = validate_job(ledger, job_id, reason=record["reason"])
-                record["path"].append(result["status"])
+                if result["status"] != current:  # a job without a spec is not validated: it stays validating
+                    record["path"].append(result["status"])
                 current = result["status"]
                 record.update({k: result[k] for k in ("expected", "verified", "missing", "errored", "incomplete")})
             except MovedElsewhere:

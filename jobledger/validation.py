@@ -23,6 +23,7 @@ from .layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, Layout, artifact_fil
 from .ledger import Ledger, utcnow
 from .hashing import blake2b_hex
 from .redact import redact_url
+from .registry.state import Progress, make_progress
 from .stores import ProvenanceStore, StoreNotFound, open_store
 
 STRATEGIES = ("auto", "list", "head")
@@ -436,6 +437,15 @@ def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexp
     return {**counts, "unexpected": unexpected, "run_id": run_id, "changed": changed}
 
 
+def _progress(ledger: Ledger, counts: dict) -> Progress:
+    """What this run is about to record, in ModelOps's terms (told to the registry with the verdict)."""
+    def paths(condition: str):
+        return (r[0] for r in ledger.conn.execute(
+            f"SELECT o.path FROM observed obs JOIN outputs o ON o.output_id = obs.output_id "
+            f"WHERE obs.state {condition} ORDER BY o.output_id"))
+    return make_progress(counts, paths("<> 'verified'"), paths("= 'verified'"))
+
+
 def _drop_temp(ledger: Ledger) -> None:
     if not ledger.conn.in_transaction:
         ledger.conn.execute("DROP TABLE IF EXISTS temp.listing")
@@ -465,10 +475,13 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         raise ValidationError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
     deep = deep or checksums
     status = job["status"]
-    has_outputs = ledger.conn.execute("SELECT 1 FROM outputs WHERE job_id = ? LIMIT 1", (job_id,)).fetchone()
+    # A job known only from ModelOps's state.json has no manifest: its rows are the paths ModelOps reported.
+    has_outputs = job["spec_format"] is not None and ledger.conn.execute(
+        "SELECT 1 FROM outputs WHERE job_id = ? LIMIT 1", (job_id,)).fetchone()
     if not has_outputs:
-        return _stored_result(ledger, job, f"{job_id} has no expected outputs (registered without a manifest): "
-                                           f"validation skipped, status left at {status}",
+        return _stored_result(ledger, job, f"{job_id} has no expected outputs of its own (no spec: ModelOps "
+                                           f"wrote it; register its spec to validate it): validation skipped, "
+                                           f"status left at {status}",
                               time.monotonic() - clock)
     if status in states.TERMINAL:
         if not force:
@@ -512,7 +525,7 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
             summary = (f"{counts['verified']}/{counts['expected']} verified, {counts['missing']} missing, "
                        f"{counts['errored']} errored, {counts['incomplete']} incomplete (run {run_id})")
             final = ledger.transition(job_id, verdict, f"validated: {summary}" + (f"; {reason}" if reason else ""),
-                                      with_writes=record, **fields)
+                                      with_writes=record, progress=_progress(ledger, counts), **fields)
         else:
             with ledger.transaction():
                 record()

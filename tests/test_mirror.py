@@ -10,9 +10,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import cli as run_cli
 
 from jobledger import states
-from helpers import cli as run_cli
 from jobledger.ledger import Ledger
 from jobledger.registry import RegistryError, open_mirror, open_versioned_store
 from jobledger.registry.state import MODELOPS_KEYS, state_key

@@ -8,12 +8,11 @@ import subprocess
 import sys
 
 import pytest
-
+from k8s_standin import KubeStandIn
 from test_mirror import cli
+
 from jobledger.registry import open_versioned_store
 from jobledger.registry.state import state_key
-
-from k8s_standin import KubeStandIn
 
 NS = "modelops-dask-dev"
 JOBS = [f"job-{i:08x}" for i in range(0x10, 0x14)]

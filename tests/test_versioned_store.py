@@ -124,7 +124,7 @@ def test_azure_listing_an_absent_container_is_empty(azure_conn):
 
 def test_azure_unreachable_fails_fast_with_one_line_and_no_secret(monkeypatch):
     """Nothing listens on the port: every call raises (listing never returns an empty list) within seconds."""
-    from azurite import connection_string, free_port, ACCOUNT_KEY
+    from azurite import ACCOUNT_KEY, connection_string, free_port
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(free_port()))
     store = open_versioned_store("az://job-registry/p")
     for call in (lambda: store.get("jobs/a/state.json"), lambda: list(store.list_keys("jobs/"))):

@@ -11,7 +11,6 @@ import importlib
 from .base import MovedElsewhere, RegistryError, VersionedStore, check_key
 from .mirror import Mirror
 
-
 # Registry URL scheme → the class that opens it, imported on first use (like DVC's known_implementations):
 # the Azure SDK is only loaded by commands that use an az:// registry. A URL without a scheme is a path.
 KNOWN_IMPLEMENTATIONS: dict[str, str] = {
@@ -38,5 +37,6 @@ def open_mirror(url: str) -> Mirror:
     return Mirror(open_versioned_store(url))
 
 
-__all__ = ["RegistryError", "MovedElsewhere", "VersionedStore", "open_versioned_store", "open_mirror", "check_key",
+__all__ = ["RegistryError", "MovedElsewhere", "VersionedStore", "open_versioned_store", "open_mirror",
+           "check_key",
            "KNOWN_IMPLEMENTATIONS"]

@@ -9,11 +9,16 @@ names the registry URL, never the connection string.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
-                                   HttpResponseError)
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 
 from ..azure_client import AzureSetupError, blob_service, describe, error_code
 from ..redact import CONNECTION_ENV
@@ -34,7 +39,7 @@ class AzureVersionedStore:
         self.container = service.get_container_client(container)
 
     @classmethod
-    def from_url(cls, url: str) -> "AzureVersionedStore":
+    def from_url(cls, url: str) -> AzureVersionedStore:
         container, _, prefix = url[len("az://"):].partition("/")
         if not container:
             raise RegistryError(f"registry {url}: no container name (az://CONTAINER[/PREFIX])")
@@ -96,7 +101,8 @@ class AzureVersionedStore:
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         try:
-            names = [b.name[len(self.prefix):] for b in self.container.list_blobs(name_starts_with=self.prefix + prefix)]
+            blobs = self.container.list_blobs(name_starts_with=self.prefix + prefix)
+            names = [b.name[len(self.prefix):] for b in blobs]
         except ResourceNotFoundError as exc:
             if error_code(exc) == "ContainerNotFound":
                 return iter(())  # nothing was ever written to this registry

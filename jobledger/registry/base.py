@@ -1,7 +1,8 @@
 """What every registry part shares: its errors, the VersionedStore protocol and key rules."""
 from __future__ import annotations
 
-from typing import Iterator, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from ..errors import JobledgerError
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from ..ledger import Ledger
 from ..manifest import ExpectedOutput
@@ -22,10 +22,11 @@ from .base import RegistryError
 MANIFEST_FORMAT = "jobledger-manifest/1"
 OBSERVED_FORMAT = "jobledger-observed/1"
 # Job columns that never change after registration; they travel in the manifest header.
-MANIFEST_COLUMNS = ("job_type", "bundle_ref", "runtime", "parent_job_id", "store_url", "layout", "seed_policy",
-                    "spec_format", "spec_sha256", "tasks_total", "expected_total", "created_at", "metadata")
-RUN_COLUMNS = ("started_at", "finished_at", "store_url", "strategy", "deep", "requests", "expected", "verified",
-               "missing", "errored", "incomplete", "unexpected", "outcome", "error")
+MANIFEST_COLUMNS = ("job_type", "bundle_ref", "runtime", "parent_job_id", "store_url", "layout",
+                    "seed_policy", "spec_format", "spec_sha256", "tasks_total", "expected_total",
+                    "created_at", "metadata")
+RUN_COLUMNS = ("started_at", "finished_at", "store_url", "strategy", "deep", "requests", "expected",
+               "verified", "missing", "errored", "incomplete", "unexpected", "outcome", "error")
 KINDS = {"s": "simulation", "a": "aggregation"}
 
 
@@ -38,17 +39,19 @@ def build_manifest(ledger: Ledger, job: dict) -> bytes:
     templates: dict[tuple, int] = {}
     lines = []
     cursor = ledger.conn.execute(
-        "SELECT o.kind, o.task_id, p.param_id, p.params_json, t.bundle_ref, t.entrypoint, t.outputs, o.task_seed, "
-        "o.run_seed, o.path FROM outputs o JOIN params p ON p.param_key = o.param_key "
+        "SELECT o.kind, o.task_id, p.param_id, p.params_json, t.bundle_ref, t.entrypoint, t.outputs, "
+        "o.task_seed, o.run_seed, o.path FROM outputs o JOIN params p ON p.param_key = o.param_key "
         "JOIN task_templates t ON t.template_id = o.template_id WHERE o.job_id = ? ORDER BY o.output_id",
         (job["job_id"],))
-    for kind, task_id, param_id, params_json, bundle_ref, entrypoint, outputs, task_seed, run_seed, path in cursor:
+    for kind, task_id, param_id, params_json, bundle_ref, entrypoint, outputs, task_seed, run_seed, path \
+            in cursor:
         p = params.setdefault(param_id, len(params))
         param_json.setdefault(param_id, params_json)
         t = templates.setdefault((bundle_ref, entrypoint, outputs), len(templates))
         lines.append(json.dumps([kind[0], task_id, p, t, _int(task_seed), _int(run_seed), path],
                                 separators=(",", ":")))
-    header = {"format": MANIFEST_FORMAT, "job_id": job["job_id"], "job": {c: job[c] for c in MANIFEST_COLUMNS},
+    header = {"format": MANIFEST_FORMAT, "job_id": job["job_id"],
+              "job": {c: job[c] for c in MANIFEST_COLUMNS},
               "spec": ledger.spec_of(job["job_id"]), "params": [[pid, param_json[pid]] for pid in params],
               "templates": [list(t) for t in templates], "outputs": len(lines)}
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False) + "\n" + "\n".join(lines)
@@ -74,13 +77,14 @@ def manifest_outputs(header: dict, rows: Iterable[list]) -> tuple[dict[str, str]
     """A parsed manifest as the ledger inserts it: param_id → params JSON, and the expected outputs."""
     params = {pid: text for pid, text in header["params"]}
     pids = [pid for pid, _ in header["params"]]
-    templates = [(bundle_ref, entrypoint, _outputs(text)) for bundle_ref, entrypoint, text in header["templates"]]
+    templates = [(bundle_ref, entrypoint, _outputs(text))
+                 for bundle_ref, entrypoint, text in header["templates"]]
 
     def outputs() -> Iterator[ExpectedOutput]:
         for kind, task_id, p, t, task_seed, run_seed, path in rows:
             bundle_ref, entrypoint, names = templates[t]
-            yield ExpectedOutput(KINDS[kind], task_id, pids[p], bundle_ref, entrypoint, names, task_seed, run_seed,
-                                 path)
+            yield ExpectedOutput(KINDS[kind], task_id, pids[p], bundle_ref, entrypoint, names, task_seed,
+                                 run_seed, path)
     return params, outputs()
 
 
@@ -103,13 +107,15 @@ def dump_observed(ledger: Ledger, job_id: str) -> dict:
                 ref(r["state_run"])]
                for r in ledger.query(
                    "SELECT idx, state, detail, first_verified_run, last_seen_run, state_run FROM ("
-                   " SELECT row_number() OVER (ORDER BY output_id) - 1 AS idx, * FROM outputs WHERE job_id = ?)"
+                   " SELECT row_number() OVER (ORDER BY output_id) - 1 AS idx, *"
+                   " FROM outputs WHERE job_id = ?)"
                    " WHERE state <> 'missing' OR detail IS NOT NULL OR first_verified_run IS NOT NULL"
                    " OR last_seen_run IS NOT NULL OR state_run IS NOT NULL ORDER BY idx", (job_id,))]
     events = [[r["idx"], ref(r["run_id"]), r["from_state"], r["to_state"], r["detail"]]
               for r in ledger.query(
                   "SELECT i.idx, e.run_id, e.from_state, e.to_state, e.detail FROM output_events e JOIN ("
-                  " SELECT output_id, row_number() OVER (ORDER BY output_id) - 1 AS idx FROM outputs WHERE job_id = ?)"
+                  " SELECT output_id, row_number() OVER (ORDER BY output_id) - 1 AS idx"
+                  " FROM outputs WHERE job_id = ?)"
                   " i USING (output_id) ORDER BY e.rowid", (job_id,))]
     unexpected = [[r["path"], ref(r["run_id"])] for r in ledger.query(
         "SELECT path, run_id FROM unexpected_paths WHERE job_id = ? ORDER BY path", (job_id,))]
@@ -163,30 +169,35 @@ def merge_observed(ledger: Ledger, job_id: str, remote: dict) -> None:
 
     # Staged rows are keyed by output_id (a primary key) so that the updates below are index lookups.
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS mirror_index (idx INTEGER PRIMARY KEY, output_id INTEGER)")
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS mirror_staged (idx INTEGER PRIMARY KEY, state TEXT, detail TEXT,"
-                 " fv INTEGER, ls INTEGER, sr INTEGER)")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS mirror_staged (idx INTEGER PRIMARY KEY, state TEXT,"
+                 " detail TEXT, fv INTEGER, ls INTEGER, sr INTEGER)")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS mirror_observed (output_id INTEGER PRIMARY KEY, state TEXT,"
                  " detail TEXT, fv INTEGER, ls INTEGER, sr INTEGER, sr_at TEXT, fv_at TEXT, ls_at TEXT)")
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS mirror_events (idx INTEGER, run_id INTEGER, from_state TEXT,"
-                 " to_state TEXT, detail TEXT)")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS mirror_events (idx INTEGER, run_id INTEGER,"
+                 " from_state TEXT, to_state TEXT, detail TEXT)")
     conn.execute("CREATE INDEX IF NOT EXISTS temp.mirror_events_idx ON mirror_events (idx)")
     for table in ("mirror_index", "mirror_staged", "mirror_observed", "mirror_events"):
         conn.execute(f"DELETE FROM temp.{table}")
     conn.execute("INSERT INTO temp.mirror_index SELECT row_number() OVER (ORDER BY output_id) - 1, output_id "
                  "FROM outputs WHERE job_id = ?", (job_id,))
     conn.executemany("INSERT INTO temp.mirror_staged VALUES (?,?,?,?,?,?)",
-                     ((i, state, detail, run(fv), run(ls), run(sr)) for i, state, detail, fv, ls, sr in remote["outputs"]))
+                     ((i, state, detail, run(fv), run(ls), run(sr))
+                      for i, state, detail, fv, ls, sr in remote["outputs"]))
     conn.execute("INSERT INTO temp.mirror_observed SELECT x.output_id, r.state, r.detail, r.fv, r.ls, r.sr, "
                  "coalesce(rs.started_at, ''), fv.started_at, ls.started_at FROM temp.mirror_staged r "
                  "JOIN temp.mirror_index x USING (idx) LEFT JOIN validation_runs rs ON rs.run_id = r.sr "
-                 "LEFT JOIN validation_runs fv ON fv.run_id = r.fv LEFT JOIN validation_runs ls ON ls.run_id = r.ls")
+                 "LEFT JOIN validation_runs fv ON fv.run_id = r.fv "
+                 "LEFT JOIN validation_runs ls ON ls.run_id = r.ls")
     conn.execute("""
         UPDATE outputs SET state = m.state, detail = m.detail, state_run = m.sr
         FROM temp.mirror_observed m
         WHERE outputs.output_id = m.output_id
-          AND (outputs.state IS NOT m.state OR outputs.detail IS NOT m.detail OR outputs.state_run IS NOT m.sr)
-          AND (m.sr_at > coalesce((SELECT started_at FROM validation_runs WHERE run_id = outputs.state_run), '')
-               OR (m.sr_at = coalesce((SELECT started_at FROM validation_runs WHERE run_id = outputs.state_run), '')
+          AND (outputs.state IS NOT m.state OR outputs.detail IS NOT m.detail
+               OR outputs.state_run IS NOT m.sr)
+          AND (m.sr_at > coalesce((SELECT started_at FROM validation_runs
+                                   WHERE run_id = outputs.state_run), '')
+               OR (m.sr_at = coalesce((SELECT started_at FROM validation_runs
+                                       WHERE run_id = outputs.state_run), '')
                    AND m.state = 'verified' AND outputs.state <> 'verified'))""")
     conn.execute("""
         UPDATE outputs SET
@@ -207,7 +218,8 @@ def merge_observed(ledger: Ledger, job_id: str, remote: dict) -> None:
                  # '+' keeps SQLite on the per-output index: one run has an event for every output
                  "AND +o.run_id = e.run_id AND o.to_state = e.to_state)")
     if remote["unexpected"]:
-        newest_remote = max((remote["runs"][r][0] for _, r in remote["unexpected"] if r is not None), default="")
+        newest_remote = max((remote["runs"][r][0] for _, r in remote["unexpected"] if r is not None),
+                            default="")
         newest_local = conn.execute("SELECT max(v.started_at) FROM unexpected_paths u JOIN validation_runs v "
                                     "USING (run_id) WHERE u.job_id = ?", (job_id,)).fetchone()[0] or ""
         if newest_remote >= newest_local:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import fcntl
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ..fileio import write_atomic
 from .base import RegistryError, check_key
@@ -139,7 +139,7 @@ class LocalVersionedStore:
                                 f"{exc.strerror}") from None
 
     @classmethod
-    def from_url(cls, url: str) -> "LocalVersionedStore":
+    def from_url(cls, url: str) -> LocalVersionedStore:
         return cls(url[len("file://"):] if url.startswith("file://") else url)
 
     def __repr__(self) -> str:

@@ -11,19 +11,45 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from .. import states
 from ..ledger import Ledger
 from ..timeutil import parse_since, utcnow
 from .base import MovedElsewhere, RegistryError, VersionedStore
-from .blobs import (build_manifest, dump_observed, encode_observed, manifest_outputs, merge_observed, parse_manifest,
-                    parse_observed, same_observations)
+from .blobs import (
+    build_manifest,
+    dump_observed,
+    encode_observed,
+    manifest_outputs,
+    merge_observed,
+    parse_manifest,
+    parse_observed,
+    same_observations,
+)
 from .cas import cas
-from .state import (SHARED_COLUMNS, build_state, comparable, counts_of, encode_state, foreign_job_columns,
-                    jobledger_part, manifest_key, merged_history, moved_message, observed_key, parse_state,
-                    registry_history, relation, state_columns, state_key)
+from .state import (
+    SHARED_COLUMNS,
+    Progress,
+    build_state,
+    comparable,
+    counts_of,
+    encode_state,
+    foreign_job_columns,
+    jobledger_part,
+    make_progress,
+    manifest_key,
+    merged_history,
+    moved_message,
+    observed_key,
+    parse_state,
+    registry_history,
+    relation,
+    reported_paths,
+    state_columns,
+    state_key,
+)
 
 
 def actor() -> str:
@@ -62,16 +88,17 @@ def local_history(ledger: Ledger, job_id: str, by: str | None) -> list[list]:
     return [[t["from_status"], t["to_status"], t["at"], t["reason"], by] for t in ledger.transitions(job_id)]
 
 
-def _progress(ledger: Ledger, job_id: str) -> tuple[dict, int]:
-    """The job's output counts and how many of its simulations are verified (ModelOps's tasks_verified)."""
-    verified_sims = ledger.query("SELECT count(*) AS n FROM outputs WHERE job_id = ? AND kind = 'simulation' "
-                                 "AND state = 'verified'", (job_id,))[0]["n"]
-    return ledger.summary(job_id), verified_sims
+def read_progress(ledger: Ledger, job_id: str) -> Progress:
+    """What the ledger's recorded output states say, in ModelOps's terms (path lists capped)."""
+    def paths(condition: str):
+        return (r[0] for r in ledger.conn.execute(
+            f"SELECT path FROM outputs WHERE job_id = ? AND {condition} ORDER BY output_id", (job_id,)))
+    return make_progress(ledger.summary(job_id), paths("state <> 'verified'"), paths("state = 'verified'"))
 
 
-def _state_doc(ledger: Ledger, job: dict, history: list[list]) -> dict:
-    counts, verified_sims = _progress(ledger, job["job_id"])
-    return build_state(job, counts, verified_sims, history)
+def _state_doc(ledger: Ledger, job: dict, history: list[list], base: dict | None,
+               progress: Progress | None = None) -> dict:
+    return build_state(job, progress or read_progress(ledger, job["job_id"]), history, base)
 
 
 @dataclass
@@ -88,8 +115,11 @@ class Mirror:
     # -------------------------------------------------------- the Ledger hooks
 
     def swap_transition(self, ledger: Ledger, job: dict, to_status: str, reason: str, fields: dict, *,
-                        revalidate: bool = False) -> Swapped:
+                        revalidate: bool = False, progress: Progress | None = None) -> Swapped:
         """Compare-and-swap the move into state.json; the caller then writes the result locally.
+
+        ``progress`` is what the move's transaction will record (a validation's verdict); without it
+        the ledger's current output states are published.
 
         When another machine moved the job further and the move is still legal from there, it is
         applied on top of that history; when another machine made this very move, nothing is
@@ -101,7 +131,7 @@ class Mirror:
         def modify(current: bytes | None) -> tuple[bytes | None, Swapped]:
             local = ledger.job(job_id)
             mine = local_history(ledger, job_id, self.by)
-            row, base = local, mine
+            row, base, remote = local, mine, None
             if current is None:
                 self._publish_side_blobs(ledger, local)
             else:
@@ -115,11 +145,11 @@ class Mirror:
                 if where == "remote-ahead":
                     if remote["status"] == to_status:  # another machine made this very move
                         return None, Swapped(theirs, state_columns(remote))
-                    legal = states.is_legal(remote["status"], to_status,
-                                            revalidate=revalidate and remote["status"] in states.REVALIDATABLE)
-                    if not legal:
-                        raise MovedElsewhere(f"job {job_id}: {moved_message(remote)}; not moving it to {to_status} "
-                                             f"(run `jobledger pull {job_id}` to refresh)", job_id, remote["status"])
+                    reopen = revalidate and remote["status"] in states.REVALIDATABLE
+                    if not states.is_legal(remote["status"], to_status, revalidate=reopen):
+                        raise MovedElsewhere(f"job {job_id}: {moved_message(remote)}; not moving it to "
+                                             f"{to_status} (run `jobledger pull {job_id}` to refresh)",
+                                             job_id, remote["status"])
                     row = {**local, **state_columns(remote)}
                     base = theirs
                 else:
@@ -128,8 +158,10 @@ class Mirror:
             now = utcnow()
             history = base + [[row["status"], to_status, now, reason, self.by]]
             row = {**row, **fields, "status": to_status, "updated_at": now}
-            columns = {c: row.get(c) for c in ("status", "updated_at", "runtime_ref", *SHARED_COLUMNS)}
-            return encode_state(_state_doc(ledger, row, history)), Swapped(history, {**columns, **fields})
+            columns = {c: row.get(c) for c in ("status", "updated_at", "runtime", "runtime_ref", "metadata",
+                                               *SHARED_COLUMNS)}
+            doc = _state_doc(ledger, row, history, remote, progress)
+            return encode_state(doc), Swapped(history, {**columns, **fields})
 
         return cas(self.store, key, modify)
 
@@ -143,7 +175,8 @@ class Mirror:
             if remote is not None:
                 self._check_same_job(job, remote, key)
             if remote is None or (job["spec_format"] is not None and not jobledger_part(remote)):
-                self._publish_side_blobs(ledger, job)  # a new job, or one ModelOps created that we now know in full
+                # a new job, or one ModelOps created that jobledger now knows in full
+                self._publish_side_blobs(ledger, job)
             else:
                 self.sync_observed(ledger, job_id)
             doc = self._refreshed_doc(ledger, job_id, remote)
@@ -164,18 +197,18 @@ class Mirror:
         """The state document for the local job, after importing what the registry knows beyond it."""
         mine = local_history(ledger, job_id, self.by)
         if remote is None:
-            return _state_doc(ledger, ledger.job(job_id), mine)
+            return _state_doc(ledger, ledger.job(job_id), mine, None)
         theirs = registry_history(remote, mine)
         where = relation(mine, theirs)
         if where == "diverged":
             raise RegistryError(f"job {job_id}: the registry's history differs from this ledger's "
                                 f"({moved_message(remote)}); run `jobledger pull {job_id}`")
         job = ledger.job(job_id)
-        if where == "remote-ahead" or (where == "same" and (remote.get("updated_at") or "") > job["updated_at"]):
+        if _registry_newer(where, remote, job):
             with ledger.transaction():
                 ledger.import_history(job_id, theirs, state_columns(remote))
             mine = local_history(ledger, job_id, self.by)
-        return _state_doc(ledger, ledger.job(job_id), merged_history(mine, theirs))
+        return _state_doc(ledger, ledger.job(job_id), merged_history(mine, theirs), remote)
 
     def _publish_side_blobs(self, ledger: Ledger, job: dict) -> None:
         """Manifest and observations go up before state.json, where readers start."""
@@ -193,7 +226,8 @@ class Mirror:
     @staticmethod
     def _check_same_job(job: dict, remote: dict, key: str) -> None:
         ours = jobledger_part(remote)
-        if ours and job["spec_sha256"] and ours.get("spec_sha256") and ours["spec_sha256"] != job["spec_sha256"]:
+        theirs = (ours or {}).get("spec_sha256")
+        if theirs and job["spec_sha256"] and theirs != job["spec_sha256"]:
             raise RegistryError(f"{key}: the registry holds a different job {job['job_id']} "
                                 f"(spec differs from the local one)")
 
@@ -207,8 +241,9 @@ class Mirror:
                 with ledger.transaction():
                     merge_observed(ledger, job_id, remote)
             local = dump_observed(ledger, job_id)
-            if (remote is not None and same_observations(local, remote)) or (remote is None and not local["runs"]):
-                return None, None  # nothing new, or nothing observed anywhere yet
+            nothing_new = same_observations(local, remote) if remote is not None else not local["runs"]
+            if nothing_new:  # (or nothing observed anywhere yet)
+                return None, None
             return encode_observed(local), None
 
         cas(self.store, key, modify)
@@ -219,10 +254,13 @@ class Mirror:
         return sorted(k.split("/")[1] for k in self.store.list_keys("jobs/")
                       if k.count("/") == 2 and k.endswith("/state.json"))
 
-    def pull_job(self, ledger: Ledger, job_id: str, since: str | None = None, _depth: int = 0) -> PullResult | None:
+    def pull_job(self, ledger: Ledger, job_id: str, since: str | None = None, _depth: int = 0, *,
+                 missing_ok: bool = False) -> PullResult | None:
         key = state_key(job_id)
         got = self.store.get(key)
         if got is None:
+            if missing_ok:
+                return None
             raise RegistryError(f"{key}: not in registry {self.url}")
         remote = parse_state(got[0], key)
         if since and (remote.get("updated_at") or "") < since:
@@ -236,7 +274,10 @@ class Mirror:
                 count = _import_job(ledger, remote, manifest)
                 if observed:
                     merge_observed(ledger, job_id, observed)
-            note = None if manifest else "written by ModelOps: imported with no expected outputs (no manifest)"
+            note = None if manifest else (
+                f"written by ModelOps: its {count} reported result paths are the expected outputs until its "
+                f"spec is registered" if count else
+                "written by ModelOps: imported with no expected outputs (no manifest)")
             return PullResult(job_id, "imported", remote["status"], count, note)
         job = ledger.job(job_id)
         self._check_same_job(job, remote, key)
@@ -248,8 +289,10 @@ class Mirror:
             mine = local_history(ledger, job_id, None)
             theirs = registry_history(remote, mine)
             where = relation(mine, theirs)
-            if where == "remote-ahead" or (where == "same" and (remote.get("updated_at") or "") > job["updated_at"]):
+            if _registry_newer(where, remote, job):
                 ledger.import_history(job_id, theirs, state_columns(remote))
+                if job["spec_format"] is None:
+                    ledger.set_reported_outputs(job_id, *reported_paths(remote))
             elif where == "local-ahead":
                 note = "this ledger is ahead of the registry: run `jobledger push`"
             elif where == "diverged":
@@ -276,6 +319,12 @@ class Mirror:
         return manifest
 
 
+def _registry_newer(where: str, remote: dict, job: dict) -> bool:
+    """The registry knows moves this ledger lacks, or the same moves with later column values."""
+    later = (remote.get("updated_at") or "") > job["updated_at"]
+    return where == "remote-ahead" or (where == "same" and later)
+
+
 def _import_job(ledger: Ledger, doc: dict, manifest: tuple[dict, list[list]] | None) -> int:
     """Create a local job from its registry state (+ manifest); returns the number of expected outputs."""
     if manifest is not None:
@@ -287,8 +336,13 @@ def _import_job(ledger: Ledger, doc: dict, manifest: tuple[dict, list[list]] | N
         constants, spec, params, outputs = foreign_job_columns(doc), None, {}, iter(())
     if constants.get("parent_job_id") and not ledger.job_exists(constants["parent_job_id"]):
         constants["parent_job_id"] = None  # the caller pulls parents first; an absent parent stays unlinked
-    return ledger.import_job({**constants, **state_columns(doc), "job_id": doc["job_id"]}, spec, params, outputs,
-                             registry_history(doc, []))
+    columns = {**constants, **state_columns(doc), "job_id": doc["job_id"]}
+    count = ledger.import_job(columns, spec, params, outputs, registry_history(doc, []))
+    if manifest is None:
+        verified, unverified = reported_paths(doc)
+        ledger.set_reported_outputs(doc["job_id"], verified, unverified)
+        count = len(verified) + len(unverified)
+    return count
 
 
 # ------------------------------------------------------------------ API functions
@@ -332,7 +386,8 @@ def push(ledger: Ledger, job_ids: Iterable[str] = (), *, progress: Callable[[int
          ) -> list[PushResult]:
     """Publish local jobs (e.g. registered before a registry was configured)."""
     mirror = _mirror_of(ledger)
-    ids = list(job_ids) or [r["job_id"] for r in ledger.query("SELECT job_id FROM jobs ORDER BY created_at, job_id")]
+    ids = list(job_ids) or [r["job_id"] for r in
+                            ledger.query("SELECT job_id FROM jobs ORDER BY created_at, job_id")]
     results = []
     for job_id in ids:
         ledger.job(job_id)

@@ -8,12 +8,21 @@ compare-and-swap. A history entry is ``[from, to, at, reason, by]``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
 
 from .. import states
 from ..timeutil import utcnow
 from .base import RegistryError
 
 STATE_FORMAT = "jobledger-state/1"
+MOVED_BY_MODELOPS = "moved by ModelOps"
+# ModelOps's missing_outputs / verified_outputs list result paths; past this many the blob would grow with
+# the job. missing_outputs stops here (the true count goes under metadata.jobledger), and verified_outputs
+# is filled only when both lists together fit: 10,000 paths of ~70 bytes keep state.json under 1 MB.
+PATH_LIST_CAP = 10_000
 
 # The JobState fields ModelOps reads and writes, in its order (see the compat doc).
 MODELOPS_KEYS = ("job_id", "status", "created_at", "updated_at", "k8s_name", "k8s_namespace", "k8s_uid",
@@ -68,9 +77,6 @@ def parse_state(data: bytes, key: str) -> dict:
                 isinstance(e, list) and len(e) == 5 and e[1] in states.STATUSES for e in history):
             raise RegistryError(f"{key}: key 'metadata.jobledger.transitions' is not a list of "
                                 f"[from, to, at, reason, by] entries")
-        if history[-1][1] != doc["status"]:
-            raise RegistryError(f"{key}: key 'status' ({doc['status']}) disagrees with the last entry of "
-                                f"'metadata.jobledger.transitions'")
     return doc
 
 
@@ -82,22 +88,25 @@ def jobledger_part(doc: dict) -> dict | None:
 def registry_history(doc: dict, local: list[list]) -> list[list]:
     """The job's status history as the registry tells it, comparable with this ledger's ``local`` one.
 
-    A document jobledger wrote carries its history. One ModelOps wrote has none: it agrees with the
-    local history when it shows the local status or one the job went through on the way there (the
-    ledger is ahead); any other status is a move ModelOps made from the local status.
+    A document jobledger wrote carries its history; a status that differs from its last entry is a
+    move another writer (ModelOps's ``update_status``) made afterwards, in whatever direction: it is
+    a fact, added as an entry of its own. A document only ModelOps wrote has no history: it agrees
+    with the local one when it shows the local status or one the job went through on the way there
+    (the ledger is ahead); any other status is a move ModelOps made from the local status.
     """
+    status, at = doc["status"], doc.get("updated_at") or utcnow()
     ours = jobledger_part(doc)
     if ours:
-        return ours["transitions"]
-    status, at = doc["status"], doc.get("updated_at") or utcnow()
+        history = ours["transitions"]
+        if history[-1][1] == status:
+            return history
+        return history + [[history[-1][1], status, at, MOVED_BY_MODELOPS, "ModelOps"]]
     if not local:
-        return [[None, status, at, "imported from registry (written by ModelOps, no manifest)",
-                 None]]
+        return [[None, status, at, "imported from registry (written by ModelOps, no manifest)", None]]
     for i in range(len(local) - 1, -1, -1):
         if local[i][1] == status:
             return local[:i + 1]
-    return local + [[local[-1][1], status, at, "imported from registry (written by ModelOps)",
-                     None]]
+    return local + [[local[-1][1], status, at, MOVED_BY_MODELOPS, "ModelOps"]]
 
 
 def relation(local: list[list], remote: list[list]) -> str:
@@ -126,29 +135,70 @@ def moved_message(doc: dict) -> str:
     return f"ModelOps has it as {doc['status']} (updated {doc.get('updated_at')})"
 
 
-def build_state(job: dict, counts: dict, tasks_verified: int, history: list[list]) -> dict:
-    """The JobState document of a job row (with its counts and status history)."""
+@dataclass
+class Progress:
+    """What validation found, in ModelOps's terms: counts and the result paths ModelOps lists."""
+    counts: dict                   # expected, verified, missing, errored, incomplete
+    unverified_paths: list[str]    # the first PATH_LIST_CAP not-verified outputs, in ledger order
+    verified_paths: list[str]      # every verified output, or [] when both lists would pass PATH_LIST_CAP
+
+    @property
+    def unverified(self) -> int:
+        return self.counts["expected"] - self.counts["verified"]
+
+
+def make_progress(counts: dict, unverified_paths: Iterable[str], verified_paths: Iterable[str]) -> Progress:
+    """Progress from counts and (lazily read) path lists, listing at most PATH_LIST_CAP paths in all."""
+    unverified = list(islice(unverified_paths, PATH_LIST_CAP))
+    room = PATH_LIST_CAP - len(unverified)
+    verified = list(islice(verified_paths, room + 1))
+    return Progress(dict(counts), unverified, verified if len(verified) <= room else [])
+
+
+def build_state(job: dict, progress: Progress, history: list[list], base: dict | None = None) -> dict:
+    """The JobState document of a job row (with its progress and status history).
+
+    ``base`` is the document in the registry: keys jobledger does not own (and metadata keys another
+    writer merged in) are kept. For a job jobledger validates (it has a spec), ModelOps's progress
+    fields say what the last validation found; for a job known only from ModelOps they stay ModelOps's.
+    """
+    counts = progress.counts
     user_meta = json.loads(job["metadata"]) if job.get("metadata") else {}
     has_manifest = job.get("spec_format") is not None
     ours = {"format": STATE_FORMAT, **{c: job.get(c) for c in OWN_COLUMNS},
             "counts": counts,
+            "missing_outputs": {"total": progress.unverified,
+                                "capped": len(progress.unverified_paths) < progress.unverified},
+            "verified_outputs": {"total": counts["verified"],
+                                 "capped": len(progress.verified_paths) < counts["verified"]},
             "manifest": manifest_key(job["job_id"]) if has_manifest else None,
             "observed": observed_key(job["job_id"]),
             "transitions": history}
-    return {"job_id": job["job_id"], "status": job["status"], "created_at": job["created_at"],
-            "updated_at": job["updated_at"], "k8s_name": job.get("k8s_name"),
-            "k8s_namespace": job.get("k8s_namespace"), "k8s_uid": job.get("k8s_uid"),
-            "tasks_total": job.get("tasks_total") or 0, "tasks_completed": tasks_verified,
-            "error_message": job.get("error_message"), "error_code": job.get("error_code"),
-            "results_path": job.get("store_url"),
-            # ModelOps lists OutputSpecs here; jobledger keeps the manifest in side blobs (counts in metadata).
-            "expected_outputs": [], "verified_outputs": [], "missing_outputs": [],
-            "tasks_verified": tasks_verified,
-            "validation_started_at": job.get("validation_started_at"),
-            "validation_completed_at": job.get("validation_completed_at"),
-            "validation_attempts": job.get("validation_attempts") or 0,
-            "last_validation_error": job.get("last_validation_error"),
-            "metadata": {**user_meta, "jobledger": ours}}
+    doc: dict[str, Any] = dict.fromkeys(MODELOPS_KEYS)
+    doc.update({"tasks_total": job.get("tasks_total") or 0, "tasks_completed": 0, "tasks_verified": 0,
+                "expected_outputs": [], "verified_outputs": [], "missing_outputs": []})
+    doc.update(base or {})
+    doc.update({"job_id": job["job_id"], "status": job["status"], "created_at": job["created_at"],
+                "updated_at": job["updated_at"], "k8s_name": job.get("k8s_name"),
+                "k8s_namespace": job.get("k8s_namespace"), "k8s_uid": job.get("k8s_uid"),
+                "error_message": job.get("error_message"), "error_code": job.get("error_code"),
+                "validation_started_at": job.get("validation_started_at"),
+                "validation_completed_at": job.get("validation_completed_at"),
+                "validation_attempts": job.get("validation_attempts") or 0,
+                "last_validation_error": job.get("last_validation_error")})
+    if has_manifest:
+        doc.update({"tasks_total": counts["expected"], "tasks_verified": counts["verified"],
+                    # outputs whose worker finished: a result.json, with or without an error
+                    "tasks_completed": counts["verified"] + counts["errored"],
+                    "results_path": job.get("store_url"),
+                    # ModelOps lists OutputSpecs here; jobledger keeps them in the manifest side blob.
+                    "expected_outputs": []})
+        if job.get("validation_completed_at"):  # before the first validation nothing was looked at
+            doc.update({"verified_outputs": progress.verified_paths,
+                        "missing_outputs": progress.unverified_paths})
+    meta: dict = doc["metadata"] if isinstance(doc.get("metadata"), dict) else {}
+    doc["metadata"] = {**{k: v for k, v in meta.items() if k != "jobledger"}, **user_meta, "jobledger": ours}
+    return {key: doc[key] for key in MODELOPS_KEYS} | {k: v for k, v in doc.items() if k not in MODELOPS_KEYS}
 
 
 def encode_state(doc: dict) -> bytes:
@@ -157,12 +207,27 @@ def encode_state(doc: dict) -> bytes:
 
 def state_columns(doc: dict) -> dict:
     """The job columns a document sets when its status and history are imported."""
-    columns = {"status": doc["status"], "updated_at": doc.get("updated_at") or utcnow(), **{c: doc.get(c) for c in SHARED_COLUMNS}}
+    columns = {"status": doc["status"], "updated_at": doc.get("updated_at") or utcnow(),
+               **{c: doc.get(c) for c in SHARED_COLUMNS}}
     columns["validation_attempts"] = columns["validation_attempts"] or 0
     ours = jobledger_part(doc)
     if ours:
         columns["runtime_ref"] = ours.get("runtime_ref")
+    elif doc.get("k8s_name"):
+        columns["runtime"] = "k8s"  # ModelOps runs every job it creates as a Kubernetes Job
+    meta = doc.get("metadata") or {}
+    columns["metadata"] = json.dumps({k: v for k, v in meta.items() if k != "jobledger"})
     return columns
+
+
+def reported_paths(doc: dict) -> tuple[list[str], list[str]]:
+    """The result paths ModelOps's last validation listed: (verified, missing); jobledger keeps them as the
+    expected outputs of a job it has no spec for."""
+    lists = []
+    for name in ("verified_outputs", "missing_outputs"):
+        value = doc.get(name) or []
+        lists.append([p for p in value if isinstance(p, str)] if isinstance(value, list) else [])
+    return lists[0], lists[1]
 
 
 def foreign_job_columns(doc: dict) -> dict:
@@ -170,12 +235,14 @@ def foreign_job_columns(doc: dict) -> dict:
     ours = jobledger_part(doc) or {}
     job_id = doc["job_id"]
     return {"job_id": job_id, "job_type": "calibration" if job_id.startswith("calib-") else "simulation",
-            "bundle_ref": ours.get("bundle_ref"), "runtime": None, "parent_job_id": None,
+            "bundle_ref": ours.get("bundle_ref"), "runtime": "k8s" if doc.get("k8s_name") else None,
+            "parent_job_id": None,
             "store_url": doc.get("results_path"), "layout": ours.get("layout") or "token",
             "seed_policy": ours.get("seed_policy") or "runner", "spec_format": None, "spec_sha256": None,
             "tasks_total": doc.get("tasks_total") or 0, "expected_total": 0,
             "created_at": doc.get("created_at") or doc.get("updated_at"),
-            "metadata": json.dumps({k: v for k, v in (doc.get("metadata") or {}).items() if k != "jobledger"})}
+            "metadata": json.dumps({k: v for k, v in (doc.get("metadata") or {}).items()
+                                    if k != "jobledger"})}
 
 
 def counts_of(doc: dict) -> dict | None:
