@@ -19,9 +19,9 @@ from typing import Callable
 
 from . import states
 from .errors import JobledgerError
+from .hashing import blake2b_hex
 from .layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, Layout, artifact_file
 from .ledger import Ledger, utcnow
-from .hashing import blake2b_hex
 from .redact import redact_url
 from .registry.state import Progress, make_progress
 from .stores import ProvenanceStore, StoreNotFound, open_store
