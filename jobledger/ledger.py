@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -153,7 +153,7 @@ class Ledger:
 
     # ------------------------------------------------------------ reads
 
-    def query(self, sql: str, params: Iterable[Any] | dict = ()) -> list[dict]:
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict]:
         return [dict(r) for r in self.conn.execute(sql, params)]
 
     def job(self, job_id: str) -> dict:
@@ -251,8 +251,8 @@ class Ledger:
                                     params_of(job.tasks))
         columns = dict(job_type=job.job_type, bundle_ref=job.bundle_ref, store_url=store_url,
                        layout=layout.name, seed_policy=seed_policy, spec_format=spec_format,
-                       spec_sha256=spec_hash(spec_doc), spec_gz=_spec_gz(spec_doc), tasks_total=len(job.tasks),
-                       expected_total=count,
+                       spec_sha256=spec_hash(spec_doc), spec_gz=_spec_gz(spec_doc),
+                       tasks_total=len(job.tasks), expected_total=count,
                        metadata=json.dumps(meta))
         self.conn.execute(f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in columns)} WHERE job_id = ?",
                           (*columns.values(), job.job_id))
@@ -288,7 +288,8 @@ class Ledger:
                 self.conn.execute("INSERT OR IGNORE INTO task_templates (bundle_ref, entrypoint, outputs) "
                                   "VALUES (?,?,?)", (row.bundle_ref, row.entrypoint, text))
                 template_keys[key] = self.conn.execute(
-                    "SELECT template_id FROM task_templates WHERE bundle_ref=? AND entrypoint=? AND outputs=?",
+                    "SELECT template_id FROM task_templates "
+                    "WHERE bundle_ref=? AND entrypoint=? AND outputs=?",
                     (row.bundle_ref, row.entrypoint, text)).fetchone()[0]
             return template_keys[key]
 
@@ -301,8 +302,8 @@ class Ledger:
                 yield (job_id, row.kind, row.task_id, param_keys[row.param_id], template_key(row),
                        db_seed(row.task_seed), db_seed(row.run_seed), row.path)
 
-        self.conn.executemany("INSERT INTO outputs (job_id, kind, task_id, param_key, template_id, task_seed, "
-                              "run_seed, path) VALUES (?,?,?,?,?,?,?,?)", values())
+        self.conn.executemany("INSERT INTO outputs (job_id, kind, task_id, param_key, template_id, "
+                              "task_seed, run_seed, path) VALUES (?,?,?,?,?,?,?,?)", values())
         return count
 
     def _param_keys(self, params: Mapping[str, str]) -> dict[str, int]:
@@ -312,8 +313,9 @@ class Ledger:
         ids = list(params)
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
             for pid, key in self.conn.execute(
-                    f"SELECT param_id, param_key FROM params WHERE param_id IN ({','.join('?' * len(chunk))})", chunk):
+                    f"SELECT param_id, param_key FROM params WHERE param_id IN ({marks})", chunk):
                 keys[pid] = key
         return keys
 
