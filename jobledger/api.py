@@ -1,105 +1,39 @@
-"""The importable API: every CLI command is one of these functions over a Ledger."""
+"""The facade (like DVC's ``Repo``): one function per command, returning typed results.
+
+The CLI calls these and renders what they return, nothing else; a Python user gets every
+command from ``from jobledger import api``. Nothing inside the package imports this module:
+dependencies point from here down to the domain modules.
+"""
 from __future__ import annotations
 
-import json
 import sqlite3
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import states
-from .contracts import ContractError, SimJob, is_study, load_spec
+from .contracts import ContractError
 from .errors import JobledgerError
-from .layout import Layout, warn_for_bundle
-from .ledger import Ledger, LedgerError, spec_hash
+from .idempotent import IdempotentSimulationService
+from .ledger import Ledger, LedgerError, default_path
+from .registration import Registered, create_job, prepare_job, read_spec, register
+from .registry import open_mirror
+from .registry.mirror import pull as pull_jobs, push as push_jobs
+from .resume import Pruned, Resumed, ResumePlan, plan_resume, prune_spec, resume
+from .sync import Submitted, SyncChange, cancel_job, preview_submission, submit_job, sync as sync_jobs
 from .timeutil import parse_since, utcnow
-from .manifest import check_seed_policy
-from .stores import normalize_store_url
+from .validation import Plan, ValidationResult, explain as explain_validation, validate_job
 
 
-def read_spec(path: str | Path) -> Any:
-    """Load a spec file ('-' reads stdin) with one-line errors for unreadable or invalid JSON."""
-    try:
-        text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ContractError(f"cannot read spec {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"spec {path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+def ledger_path(path: str | Path | None) -> Path:
+    """Where the ledger is: ``path``, else $JOBLEDGER_DB, else the XDG data directory."""
+    return Path(path).expanduser() if path else default_path()
 
 
-@dataclass
-class Registered:
-    job_id: str
-    expected: int
-    created: bool
-    status: str
-    warnings: list[str]
-
-
-def prepare_job(spec: Any, *, bundle: str | None = None, job_id: str | None = None) -> tuple[SimJob, Any, str]:
-    """(SimJob, the document to keep, its format) from a spec document or a contracts object."""
-    if isinstance(spec, (dict, list)):
-        fmt = "study" if is_study(spec) else "simjob"
-        job = load_spec(spec, bundle_ref=bundle, job_id=job_id)
-        doc = {"study": spec, "bundle_ref": job.bundle_ref} if fmt == "study" else spec
-        return job, doc, fmt
-    if isinstance(spec, SimJob):
-        return spec, spec.to_json(), "simjob"
-    if hasattr(spec, "tasks") and hasattr(spec, "job_type"):
-        from .contracts import from_contracts_object
-        job = from_contracts_object(spec)
-        return job, job.to_json(), "simjob"
-    raise ContractError(f"spec: expected a JSON document or a SimJob, got {type(spec).__name__}")
-
-
-def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, status: str, reason: str,
-               store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
-               runtime: str | None = None, namespace: str | None = None, k8s_name: str | None = None,
-               parent_job_id: str | None = None) -> Registered:
-    """Record a job and all its expected outputs in one transaction; an identical re-registration is a no-op."""
-    layout_obj = Layout.parse(layout)
-    policy = check_seed_policy(seed_policy)
-    store_url = normalize_store_url(store)
-    notes = [w for w in {warn_for_bundle(t.bundle_ref) for t in job.tasks[:1]} | {warn_for_bundle(job.bundle_ref)} if w]
-    if ledger.mirror is not None and not ledger.job_exists(job.job_id):
-        ledger.mirror.pull_job(ledger, job.job_id, missing_ok=True)  # created by ModelOps or another machine?
-    with ledger.transaction():
-        if ledger.job_exists(job.job_id):
-            existing = ledger.job(job.job_id)
-            if existing["spec_format"] is None:
-                # Known only from ModelOps's state.json: adopt it (its status, created_at, metadata stay).
-                count = ledger.adopt_spec(job, store_url=store_url, layout=layout_obj, seed_policy=policy,
-                                          spec_doc=spec_doc, spec_format=spec_format)
-                ledger.notify_changed(job.job_id)
-                return Registered(job.job_id, count, True, existing["status"], notes)
-            same = (existing["spec_sha256"] == spec_hash(spec_doc) and existing["layout"] == layout_obj.name
-                    and existing["seed_policy"] == policy and existing["store_url"] == store_url)
-            if not same:
-                raise LedgerError(f"job {job.job_id} is already registered with a different spec or options")
-            ledger.notify_changed(job.job_id)  # completes a publication an earlier attempt could not make
-            return Registered(job.job_id, existing["expected_total"], False, existing["status"], notes)
-        count = ledger.insert_job(job, status=status, store_url=store_url, layout=layout_obj, seed_policy=policy,
-                                  spec_doc=spec_doc, spec_format=spec_format, runtime=runtime, k8s_name=k8s_name,
-                                  k8s_namespace=namespace, parent_job_id=parent_job_id, reason=reason)
-        # Published before the local commit: if the registry cannot take the job, the ledger keeps nothing.
-        ledger.notify_changed(job.job_id)
-    return Registered(job.job_id, count, True, status, notes)
-
-
-def register(ledger: Ledger, spec: Any, *, bundle: str | None = None, job_id: str | None = None,
-             store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
-             namespace: str | None = None, k8s_name: str | None = None) -> Registered:
-    """Record a job that was submitted elsewhere: it starts in ``scheduled``."""
-    if isinstance(spec, (str, Path)):
-        spec = read_spec(spec)
-    job, doc, fmt = prepare_job(spec, bundle=bundle, job_id=job_id)
-    runtime = "k8s" if (namespace or k8s_name) else None
-    return create_job(ledger, job, doc, fmt, status=states.SCHEDULED, reason="registered (submitted elsewhere)",
-                      store=store, layout=layout, seed_policy=seed_policy, runtime=runtime,
-                      namespace=namespace, k8s_name=k8s_name or (job.job_id if runtime else None))
+def open_ledger(path: str | Path | None = None, *, registry: str | None = None, readonly: bool = False) -> Ledger:
+    """The ledger, mirrored to ``registry`` (when given) for every status change it writes."""
+    mirror = open_mirror(registry) if registry and not readonly else None
+    return Ledger(path, readonly=readonly, mirror=mirror)
 
 
 # ------------------------------------------------------------------ reads
@@ -107,31 +41,55 @@ def register(ledger: Ledger, spec: Any, *, bundle: str | None = None, job_id: st
 STATUS_FIELDS = ("job_id", "status", "job_type", "bundle_ref", "runtime", "k8s_name", "k8s_namespace",
                  "parent_job_id", "store_url", "layout", "seed_policy", "tasks_total", "created_at",
                  "updated_at", "validation_attempts", "error_message", "last_validation_error")
+COUNT_FIELDS = ("expected", "verified", "missing", "errored", "incomplete")
 
 
-def status(ledger: Ledger, job_id: str) -> dict:
-    """The status document of one job (the `status --json` contract)."""
+@dataclass(frozen=True)
+class JobStatus:
+    """One job as ``status`` shows it: its row, output counts, last validation, param sets, resume tree."""
+    job: dict                       # the STATUS_FIELDS of the jobs row
+    counts: dict                    # COUNT_FIELDS and pct_verified, from the job_summary view
+    last_validation: dict | None
+    param_sets: list[dict]          # param_id, expected, verified (simulation outputs)
+    lineage: list[dict]             # descendants: job_id, parent_job_id, depth (1 = child), status, counts
+
+    def as_dict(self) -> dict:
+        """The ``status --json`` contract."""
+        return {**self.job, **self.counts, "last_validation": self.last_validation, "param_sets": self.param_sets,
+                "lineage": self.lineage}
+
+
+def status(ledger: Ledger, job_id: str) -> JobStatus:
     job = ledger.job(job_id)
-    out = {k: job[k] for k in STATUS_FIELDS}
-    counts = ledger.summary(job_id)
-    out.update(counts)
-    out["pct_verified"] = round(100.0 * counts["verified"] / counts["expected"], 1) if counts["expected"] else None
+    counts = ledger.query("SELECT expected, verified, missing, errored, incomplete, pct_verified FROM job_summary "
+                          "WHERE job_id = ?", (job_id,))[0]
     runs = ledger.query("SELECT run_id, started_at, finished_at, strategy, requests, verified, missing, errored, "
                         "incomplete, unexpected, outcome, error FROM validation_runs WHERE job_id = ? "
                         "ORDER BY run_id DESC LIMIT 1", (job_id,))
-    out["last_validation"] = runs[0] if runs else None
-    out["param_sets"] = ledger.query(
-        "SELECT p.param_id, count(*) AS expected, sum(o.state = 'verified') AS verified "
-        "FROM outputs o JOIN params p ON p.param_key = o.param_key WHERE o.job_id = ? AND o.kind = 'simulation' "
-        "GROUP BY o.param_key ORDER BY min(o.output_id)", (job_id,))
-    out["lineage"] = ledger.query(
-        "WITH RECURSIVE tree(job_id, parent_job_id, depth) AS ("
-        " SELECT job_id, parent_job_id, 0 FROM jobs WHERE job_id = ?"
-        " UNION ALL SELECT j.job_id, j.parent_job_id, tree.depth + 1 FROM jobs j JOIN tree ON j.parent_job_id = tree.job_id)"
-        " SELECT tree.job_id, tree.parent_job_id, tree.depth, j.status, s.expected, s.verified"
-        " FROM tree JOIN jobs j USING (job_id) JOIN job_summary s USING (job_id) WHERE tree.depth > 0"
-        " ORDER BY tree.depth, tree.job_id", (job_id,))
-    return out
+    param_sets = ledger.query(
+        "SELECT param_id, count(*) AS expected, sum(state = 'verified') AS verified FROM expected_outputs "
+        "WHERE job_id = ? AND output_type = 'simulation' GROUP BY param_id ORDER BY min(output_id)", (job_id,))
+    return JobStatus({k: job[k] for k in STATUS_FIELDS}, counts, runs[0] if runs else None, param_sets,
+                     _descendants(ledger, job_id))
+
+
+def counts(ledger: Ledger, job_id: str) -> dict:
+    """expected / verified / missing / errored / incomplete of one job."""
+    return ledger.summary(job_id)
+
+
+def _descendants(ledger: Ledger, job_id: str) -> list[dict]:
+    """The resume tree below ``job_id`` from the ``job_lineage`` view, depth counted from ``job_id``."""
+    rows = ledger.query(
+        "SELECT l.job_id, l.parent_job_id, l.depth - me.depth AS depth, l.status, s.expected, s.verified "
+        "FROM job_lineage me JOIN job_lineage l ON l.root_job_id = me.root_job_id AND l.depth > me.depth "
+        "JOIN job_summary s ON s.job_id = l.job_id WHERE me.job_id = ? ORDER BY l.depth, l.job_id", (job_id,))
+    below, tree = {job_id}, []
+    for row in rows:  # ordered by depth: a parent is seen before its children
+        if row["parent_job_id"] in below:
+            below.add(row["job_id"])
+            tree.append(row)
+    return tree
 
 
 def list_jobs(ledger: Ledger, *, status: str | None = None, since: str | None = None,
@@ -141,7 +99,7 @@ def list_jobs(ledger: Ledger, *, status: str | None = None, since: str | None = 
     return ledger.list_jobs(status, parse_since(since) if since else None, limit)
 
 
-MISSING_REASONS = ("missing", "errored", "incomplete")
+MISSING_REASONS = tuple(s for s in states.OUTPUT_STATES if s != "verified")  # why an output is listed
 
 
 def missing(ledger: Ledger, job_id: str, *, reason: str | None = None, limit: int | None = None) -> list[dict]:
@@ -168,15 +126,37 @@ def run_sql(ledger_path: str | Path | None, query: str) -> tuple[list[str], list
         ledger.close()
 
 
-# The rest of the API lives with the concept it belongs to; it is re-exported here so that
-# `from jobledger import api` gives a Python user every command.
-from .idempotent import IdempotentSimulationService, prune_spec  # noqa: E402
-from .registry.mirror import pull as pull_jobs, push as push_jobs  # noqa: E402
-from .resume import plan_resume, resume  # noqa: E402
-from .sync import cancel_job, submit_job, sync as sync_jobs  # noqa: E402
-from .validation import exit_code as validation_exit_code, explain as explain_validation, validate_job  # noqa: E402
+# ------------------------------------------------------------------ runs
 
-__all__ = ["read_spec", "register", "create_job", "prepare_job", "status", "list_jobs", "missing", "history",
-           "run_sql", "parse_since", "Registered", "JobledgerError", "utcnow", "validate_job", "explain_validation",
-           "validation_exit_code", "pull_jobs", "push_jobs", "IdempotentSimulationService", "prune_spec",
-           "plan_resume", "resume", "submit_job", "sync_jobs", "cancel_job"]
+def submit(ledger: Ledger, spec: Any, *, runtime: str, bundle: str | None = None, job_id: str | None = None,
+           store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
+           runtime_options: dict | None = None) -> Submitted:
+    """Register a spec (a path, '-' or a document) and start it on ``runtime``."""
+    job, doc, fmt = prepare_job(read_spec(spec) if isinstance(spec, (str, Path)) else spec, bundle=bundle,
+                                job_id=job_id)
+    return submit_job(ledger, job, doc, fmt, runtime=runtime, store=store, layout=layout, seed_policy=seed_policy,
+                      runtime_options=runtime_options, reason=f"submitted with {runtime}")
+
+
+def preview(ledger_file: str | Path | None, spec: Any, *, runtime: str, bundle: str | None = None,
+            job_id: str | None = None, store: str | None = None, layout: str | None = None,
+            runtime_options: dict | None = None) -> dict:
+    """What ``submit`` would upload and create (the spec and the runtime's objects); changes nothing."""
+    job, _, _ = prepare_job(read_spec(spec) if isinstance(spec, (str, Path)) else spec, bundle=bundle,
+                            job_id=job_id)
+    return preview_submission(ledger_path(ledger_file), job, runtime=runtime, store=store, layout=layout,
+                              runtime_options=runtime_options)
+
+
+def prune(spec: Any, store: str, *, bundle: str | None = None, layout: str = "token",
+          seed_policy: str = "runner") -> Pruned:
+    return prune_spec(read_spec(spec) if isinstance(spec, (str, Path)) else spec, store, bundle=bundle,
+                      layout=layout, seed_policy=seed_policy)
+
+
+__all__ = ["ledger_path", "open_ledger", "read_spec", "register", "create_job", "prepare_job", "status",
+           "counts", "list_jobs", "missing", "history", "run_sql", "submit", "preview", "prune", "parse_since", "utcnow",
+           "validate_job", "explain_validation", "pull_jobs", "push_jobs", "IdempotentSimulationService",
+           "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs", "cancel_job", "Registered",
+           "JobStatus", "ValidationResult", "Plan", "SyncChange", "Submitted", "ResumePlan", "Resumed", "Pruned",
+           "JobledgerError", "MISSING_REASONS"]

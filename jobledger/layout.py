@@ -8,7 +8,6 @@ hex) and ``{shard(var,depth,width)}``. Variables: ``bundle_digest`` (text after 
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -28,6 +27,25 @@ AGG_TEMPLATE = "aggs/{bundle_digest[:12]}/target_{target}/agg_{aggregation_id}"
 RESULT_FILE = "result.json"
 METADATA_FILE = "metadata.json"
 ERROR_FILE = "error_details.arrow"
+
+# What an output's result directory says about it, from the names of the files in it. The
+# worker writes result.json last (temp file + rename); an error result also writes
+# error_details.arrow. This is the one definition of an output's state: the validation SQL
+# is generated from OUTPUT_STATE_RULES (validation.state_case_sql) and the idempotent runner
+# calls output_state; a test checks both agree on the sample tree.
+MISSING, VERIFIED, ERRORED, INCOMPLETE = "missing", "verified", "errored", "incomplete"
+OUTPUT_STATE_RULES = ((ERROR_FILE, ERRORED), (RESULT_FILE, VERIFIED))  # first file present decides
+MARKER_FILES = tuple(name for name, _ in OUTPUT_STATE_RULES)
+
+
+def output_state(names) -> str:
+    """missing (no files), else the state of the first marker file present, else incomplete."""
+    if not names:
+        return MISSING
+    for name, state in OUTPUT_STATE_RULES:
+        if name in names:
+            return state
+    return INCOMPLETE
 
 
 def artifact_file(output_name: str) -> str:
@@ -160,11 +178,13 @@ class Layout:
 
 
 def warn_for_bundle(bundle_ref: str) -> str | None:
-    """The worker's segment contains '/' for a registry with a port (host:5000/...)."""
+    """A note when the worker's segment contains '/' (a registry with a port, host:5000/...).
+
+    Returned, not emitted through ``warnings``: callers put it in their result and the CLI
+    prints it as a ``warning:`` line."""
     segment = bundle_digest(bundle_ref)[:12]
     if "/" in segment:
         message = (f"bundle_ref {bundle_ref!r} has a registry port, so workers write under "
                    f"'{segment}' (a segment containing '/'); jobledger reproduces that path")
-        warnings.warn(message, stacklevel=2)
         return message
     return None

@@ -172,11 +172,11 @@ class Ledger:
         return json.loads(gzip.decompress(row[0])) if row[0] is not None else None
 
     def summary(self, job_id: str) -> dict:
-        self.job(job_id)
-        row = self.conn.execute(
-            "SELECT count(*) AS expected, coalesce(sum(state='verified'),0) AS verified, "
-            "coalesce(sum(state='missing'),0) AS missing, coalesce(sum(state='errored'),0) AS errored, "
-            "coalesce(sum(state='incomplete'),0) AS incomplete FROM outputs WHERE job_id = ?", (job_id,)).fetchone()
+        """Output counts of one job, from the ``job_summary`` view."""
+        row = self.conn.execute("SELECT expected, verified, missing, errored, incomplete FROM job_summary "
+                                "WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(job_id)
         return dict(row)
 
     def transitions(self, job_id: str) -> list[dict]:
@@ -202,10 +202,10 @@ class Ledger:
         return self.query(sql, args)
 
     def unverified(self, job_id: str, reason: str | None = None, limit: int | None = None) -> list[dict]:
+        """Not-verified outputs of one job in registration order, from the ``unverified_outputs`` view."""
         self.job(job_id)
-        sql = ("SELECT o.path, o.state AS reason, p.param_id, o.run_seed AS seed, o.task_id, o.detail "
-               "FROM outputs o JOIN params p ON p.param_key = o.param_key "
-               "WHERE o.job_id = ? AND o.state " + ("= ?" if reason else "<> 'verified'") + " ORDER BY o.output_id")
+        sql = ("SELECT path, reason, param_id, seed, task_id, detail FROM unverified_outputs WHERE job_id = ?"
+               + (" AND reason = ?" if reason else "") + " ORDER BY output_id")
         args: list[Any] = [job_id] + ([reason] if reason else [])
         if limit:
             sql += f" LIMIT {int(limit)}"

@@ -130,3 +130,10 @@ def m0002_output_states_unchecked_stale(conn: sqlite3.Connection) -> None:
             last_seen_run      INTEGER REFERENCES validation_runs(run_id),
             state_run          INTEGER REFERENCES validation_runs(run_id)
         )""", ["CREATE INDEX IF NOT EXISTS outputs_job_state ON outputs(job_id, state)"])
+
+
+@migration
+def m0003_unverified_outputs_output_id(conn: sqlite3.Connection) -> None:
+    """The ``unverified_outputs`` view gains ``output_id``, so ``missing`` lists outputs in
+    registration order straight from the view. No table changes: views are dropped before the
+    steps and re-created from schema.sql after them; this step makes existing ledgers do that."""

@@ -17,8 +17,12 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from . import states
-from .contracts import ContractError, SimJob, SimTask, UniqueParameterSet, check_bundle_ref
+from .contracts import ContractError, SimJob, SimTask, UniqueParameterSet, check_bundle_ref, load_spec
+from .idempotent import verified_paths
+from .layout import Layout
 from .ledger import Ledger, LedgerError
+from .manifest import check_seed_policy, expected_outputs
+from .sync import Submitted, submit_job
 
 _RESUME_SUFFIX = re.compile(r"(?:-r\d+)+$")
 DNS_LABEL_MAX = 63
@@ -47,9 +51,20 @@ class ResumePlan:
     in_flight: int = 0   # outputs left out because a running child already expects them
     notes: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict:
+    def as_dict(self) -> dict:
+        """The ``resume --dry-run --json`` object: the child jobs as ModelOps SimJob specs."""
         return {"parent": self.parent, "jobs": [job.to_json() for job in self.jobs], "outputs": self.outputs,
                 "overcompute": self.overcompute}
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The plan that was carried out and one submission per child job."""
+    plan: ResumePlan
+    submitted: list[Submitted]
+
+    def as_dict(self) -> dict:
+        return {**self.plan.as_dict(), "submitted": [s.as_dict() for s in self.submitted]}
 
 
 # ------------------------------------------------------------------ planning (pure)
@@ -181,22 +196,19 @@ child_outputs AS (
     SELECT o.path, o.state, j.status FROM outputs o JOIN jobs j ON j.job_id = o.job_id
     WHERE o.job_id IN (SELECT job_id FROM descendants) AND j.store_url IS :store
 )
-SELECT p.param_id, p.params_json, t.bundle_ref, t.entrypoint, t.outputs, o.task_seed, o.run_seed,
-       EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = o.path
+SELECT e.param_id, p.params_json, e.bundle_ref, e.entrypoint, e.outputs, e.task_seed, e.run_seed,
+       EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = e.path
                AND c.status IN ('pending','submitting','scheduled','running','validating')) AS in_flight
-FROM outputs o
-JOIN params p ON p.param_key = o.param_key
-JOIN task_templates t ON t.template_id = o.template_id
-WHERE o.job_id = :job AND o.kind = 'simulation' AND o.state <> 'verified'
-  AND NOT EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = o.path AND c.state = 'verified')
-ORDER BY o.output_id
+FROM expected_outputs e JOIN params p USING (param_id)
+WHERE e.job_id = :job AND e.output_type = 'simulation' AND e.state <> 'verified'
+  AND NOT EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = e.path AND c.state = 'verified')
+ORDER BY e.output_id
 """
 
 
 def resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: str | None = None,
-           runtime_options: dict | None = None, submit: bool = True) -> tuple[ResumePlan, list[dict]]:
-    """Register (and submit) the planned children of ``job_id``; returns the plan and one result per child."""
-    from .sync import submit_job
+           runtime_options: dict | None = None, submit: bool = True) -> Resumed:
+    """Register (and submit) the planned children of ``job_id``."""
     plan = plan_resume(ledger, job_id, bundle=bundle)
     if not plan.jobs:
         raise LedgerError(f"{job_id}: nothing to resume (every simulation output is verified or being produced)")
@@ -215,7 +227,47 @@ def resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: s
                                   layout=parent["layout"], seed_policy=parent["seed_policy"],
                                   parent_job_id=job_id, runtime_options=options,
                                   reason=f"resume of {job_id}", submit=submit))
-    return plan, results
+    return Resumed(plan, results)
 
 
-__all__ = ["PendingTask", "ResumePlan", "plan_task_groups", "plan_resume", "resume", "root_of", "child_ids"]
+# ------------------------------------------------------------------ pruning a spec (no ledger)
+
+@dataclass(frozen=True)
+class Pruned:
+    spec: dict
+    kept: int          # tasks in the pruned spec
+    dropped: int       # tasks removed
+    overcompute: int   # kept tasks whose outputs are already verified (runner policy spans)
+
+
+def prune_spec(spec_doc, store, *, bundle: str | None = None, layout: str | Layout = "token",
+               seed_policy: str = "runner") -> Pruned:
+    """The SimJob spec without the tasks whose outputs are already verified in ``store``.
+
+    Resume planned from the store instead of the ledger: under the ``runner`` policy the kept
+    tasks of a param set are rewritten as one run of runner seeds spanning its unfinished
+    outputs (the runner cannot skip seeds inside a group); verified seeds inside such a span
+    are counted as over-compute.
+    """
+    job = load_spec(spec_doc, bundle_ref=bundle)
+    policy = check_seed_policy(seed_policy)
+    layout_obj = layout if isinstance(layout, Layout) else Layout.parse(layout)
+    rows = [r for r in expected_outputs(job, layout_obj, policy) if r.kind == "simulation"]
+    done = verified_paths(store, [r.path for r in rows])
+    params = {t.params.param_id: t.params.params for t in job.tasks}
+    pending = [PendingTask(r.param_id, params[r.param_id], r.bundle_ref, r.entrypoint, r.outputs, r.task_seed,
+                           r.run_seed) for r in rows if r.path not in done]
+    if policy == "task":
+        keep = {(p.param_id, p.task_seed, p.entrypoint, p.outputs) for p in pending}
+        tasks = [t for t in job.tasks if (t.param_id, t.seed, t.entrypoint, t.outputs) in keep]
+        overcompute = 0
+    else:
+        groups, overcompute = plan_task_groups(pending, policy, single_job=True)
+        tasks = groups[0] if groups else []
+    pruned = job.to_json()
+    pruned["tasks"] = [t.to_json() for t in tasks]
+    return Pruned(pruned, len(tasks), len(job.tasks) - len(tasks), overcompute)
+
+
+__all__ = ["PendingTask", "ResumePlan", "Resumed", "plan_task_groups", "plan_resume", "resume", "root_of",
+           "child_ids", "prune_spec", "Pruned"]

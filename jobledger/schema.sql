@@ -152,7 +152,7 @@ GROUP BY j.job_id;
 
 DROP VIEW IF EXISTS unverified_outputs;
 CREATE VIEW unverified_outputs AS
-SELECT o.job_id, o.path, o.state AS reason, o.detail, p.param_id, o.run_seed AS seed, o.task_seed,
+SELECT o.output_id, o.job_id, o.path, o.state AS reason, o.detail, p.param_id, o.run_seed AS seed, o.task_seed,
        o.task_id, o.kind AS output_type
 FROM outputs o JOIN params p ON p.param_key = o.param_key
 WHERE o.state <> 'verified';

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,10 +22,13 @@ from . import states
 from .contracts import SimJob
 from .errors import JobledgerError
 from .ledger import Ledger, LedgerError
+from .registration import create_job
 from .registry import MovedElsewhere
+from .registry.mirror import pull
 from .runtimes import ACTIVE, FAILED, GONE, PENDING, SUCCEEDED, RuntimeStatus, open_runtime
 from .runtimes.local import runs_dir_for
 from .stores import normalize_store_url
+from .validation import validate_job
 
 RUNTIME_OPTIONS = {"local": ("runs_dir", "bundle_path"),
                    "k8s": ("namespace", "context", "kubeconfig", "image", "bundle_registry",
@@ -34,9 +38,9 @@ OBSERVED = (states.SCHEDULED, states.RUNNING)
 
 # Simulation rows in the order the worker should run them, with what it needs to run each.
 EXPECTED_TASKS_SQL = """
-SELECT o.path, o.run_seed, o.task_seed, p.param_id, p.params_json, t.bundle_ref, t.entrypoint, t.outputs
-FROM outputs o JOIN params p ON p.param_key = o.param_key JOIN task_templates t ON t.template_id = o.template_id
-WHERE o.job_id = ? AND o.kind = 'simulation' ORDER BY o.output_id
+SELECT e.path, e.run_seed, e.task_seed, e.param_id, p.params_json, e.bundle_ref, e.entrypoint, e.outputs
+FROM expected_outputs e JOIN params p USING (param_id)
+WHERE e.job_id = ? AND e.output_type = 'simulation' ORDER BY e.output_id
 """
 
 
@@ -60,10 +64,25 @@ def preview_submission(ledger_path: Path, job: SimJob, *, runtime: str, store: s
 
 # ------------------------------------------------------------------ submit
 
+@dataclass(frozen=True)
+class Submitted:
+    """A job registered for a runtime and (unless only registered) started on it."""
+    job_id: str
+    expected: int
+    runtime: str
+    parent_job_id: str | None
+    status: str
+    warnings: list[str] = field(default_factory=list)
+    runtime_ref: dict | None = None   # the runtime's handle (Job name, run directory); None until submitted
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 def submit_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, runtime: str,
                store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
                parent_job_id: str | None = None, runtime_options: dict | None = None,
-               reason: str = "submitted", submit: bool = True) -> dict:
+               reason: str = "submitted", submit: bool = True) -> Submitted:
     """Register ``job`` and start it: pending → submitting → scheduled.
 
     A failure while submitting leaves the job ``failed`` with the error (the runtime removes
@@ -74,16 +93,15 @@ def submit_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
     if submit:
         rt.check(job, {"job_id": job.job_id, "store_url": normalize_store_url(store), "layout": layout or "token",
                        "k8s_namespace": namespace})
-    from .api import create_job
     registered = create_job(ledger, job, spec_doc, spec_format, status=states.PENDING, reason=reason, store=store,
                             layout=layout, seed_policy=seed_policy, runtime=runtime, namespace=namespace,
                             k8s_name=job.job_id if runtime == "k8s" else None, parent_job_id=parent_job_id)
     if not registered.created and registered.status != states.PENDING:
         raise LedgerError(f"{job.job_id} is already {registered.status}: it was submitted before")
-    result = {"job_id": job.job_id, "expected": registered.expected, "runtime": runtime,
-              "parent_job_id": parent_job_id, "status": states.PENDING, "warnings": registered.warnings}
+    pending = Submitted(job.job_id, registered.expected, runtime, parent_job_id, states.PENDING,
+                        list(registered.warnings))
     if not submit:
-        return result
+        return pending
     row = ledger.transition(job.job_id, states.SUBMITTING, f"submitting to {runtime}")
     try:
         submission = rt.submit(job, row, ledger.query(EXPECTED_TASKS_SQL, (job.job_id,)))
@@ -105,7 +123,7 @@ def submit_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
         ledger.notify_changed(job.job_id)
         raise
     ledger.notify_changed(job.job_id)
-    return {**result, "status": row["status"], "runtime_ref": submission.runtime_ref}
+    return replace(pending, status=row["status"], runtime_ref=submission.runtime_ref)
 
 
 # ------------------------------------------------------------------ sync
@@ -133,10 +151,59 @@ def _reason(observed: RuntimeStatus, runtime: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class SyncChange:
+    """What ``sync`` did to one job: the statuses it went through (``path``) and, when the job
+    was validated (or another machine's verdict imported), the output counts."""
+    job_id: str
+    from_status: str
+    path: tuple[str, ...]
+    to: str
+    runtime: str | None
+    observed: str | None          # the runtime's phase, None when it was not asked
+    reason: str | None = None
+    error: str | None = None
+    dry_run: bool = False
+    expected: int | None = None
+    verified: int | None = None
+    missing: int | None = None
+    errored: int | None = None
+    incomplete: int | None = None
+
+    @property
+    def changed(self) -> bool:
+        return len(self.path) > 1
+
+    @property
+    def validated(self) -> bool:
+        return self.verified is not None
+
+    def as_dict(self) -> dict:
+        """The ``sync --json`` object: the same keys for every job, whatever happened to it."""
+        doc = asdict(self)
+        doc["from"] = doc.pop("from_status")
+        doc["path"] = list(self.path)
+        order = ("job_id", "from", "path", "to", "runtime", "observed", "reason", "error", "changed", "dry_run",
+                 *COUNT_KEYS)
+        return {key: self.changed if key == "changed" else doc[key] for key in order}
+
+
+COUNT_KEYS = ("expected", "verified", "missing", "errored", "incomplete")
+
+
+@dataclass
+class _Steps:
+    """What happened to one job so far (kept while a sync of it is in flight)."""
+    path: list[str]
+    reason: str | None = None
+    error: str | None = None
+    counts: dict = field(default_factory=dict)
+
+
 def sync(ledger: Ledger, job_ids: Iterable[str] | None = None, *, validate: bool = True, dry_run: bool = False,
-         runtime_options: dict | None = None) -> list[dict]:
+         runtime_options: dict | None = None) -> list[SyncChange]:
     """Bring every unfinished job (or those named) up to date with its runtime, and validate the
-    ones that finished. Returns one record per job looked at, with ``changed`` and the status path."""
+    ones that finished. Returns one SyncChange per job looked at."""
     names = list(job_ids or [])
     if names:
         rows = [ledger.job(job_id) for job_id in dict.fromkeys(names)]
@@ -165,75 +232,58 @@ def _observe(ledger: Ledger, rows: list[dict], options: dict | None) -> tuple[di
 
 
 def _sync_one(ledger: Ledger, row: dict, observed: RuntimeStatus | None, error: str | None, validate: bool,
-              dry_run: bool) -> dict:
+              dry_run: bool) -> SyncChange:
     job_id, current = row["job_id"], row["status"]
-    record: dict[str, Any] = {"job_id": job_id, "from": current, "path": [current], "to": current,
-                              "runtime": row["runtime"], "observed": observed.phase if observed else None,
-                              "reason": None, "error": error, "changed": False, "dry_run": dry_run}
-    if error or current not in SYNCED:
-        return record
-    try:
-        current = _advance(ledger, row, observed, record, validate, dry_run)
-    except MovedElsewhere as moved:
-        # Another machine synced this job first: take its verdict rather than fail.
-        from .registry.mirror import pull
-        pull(ledger, [job_id])
-        current = ledger.job(job_id)["status"]
-        record["path"].append(current)
-        record["reason"] = f"already moved to {moved.remote_status} by another machine"
-        record.update(ledger.summary(job_id))
-    record["to"] = current
-    record["changed"] = len(record["path"]) > 1
-    if record["changed"] and not dry_run:
+    steps = _Steps([current], error=error)
+    if not error and current in SYNCED:
+        try:
+            current = _advance(ledger, row, observed, steps, validate, dry_run)
+        except MovedElsewhere as moved:
+            # Another machine synced this job first: take its verdict rather than fail.
+            pull(ledger, [job_id])
+            current = ledger.job(job_id)["status"]
+            steps.path.append(current)
+            steps.reason = f"already moved to {moved.remote_status} by another machine"
+            steps.counts = ledger.summary(job_id)
+    change = SyncChange(job_id, row["status"], tuple(steps.path), current, row["runtime"],
+                        observed.phase if observed else None, steps.reason, steps.error, dry_run,
+                        **{k: steps.counts[k] for k in COUNT_KEYS if k in steps.counts})
+    if change.changed and not dry_run:
         ledger.notify_changed(job_id)
-    return record
+    return change
 
 
-def _advance(ledger: Ledger, row: dict, observed: RuntimeStatus | None, record: dict, validate: bool,
+def _advance(ledger: Ledger, row: dict, observed: RuntimeStatus | None, steps: _Steps, validate: bool,
              dry_run: bool) -> str:
     """Apply what the runtime reports, then validate a job that reached ``validating``."""
     job_id, current = row["job_id"], row["status"]
     target = _target(current, observed) if observed else None
     if target:
         reason = _reason(observed, row["runtime"])
-        record["reason"] = reason
+        steps.reason = reason
         if not dry_run:
             fields = {}
             if target == states.FAILED:
                 fields = {"error_message": observed.message or observed.reason, "error_code": observed.reason}
             ledger.transition(job_id, target, reason, **fields)
-        record["path"].append(target)
+        steps.path.append(target)
         current = target
     if current == states.VALIDATING and validate:
         if dry_run:
-            record["path"].append("(validate)")
+            steps.path.append("(validate)")
         else:
-            from .validation import validate_job
             try:
-                result = validate_job(ledger, job_id, reason=record["reason"])
-                if result["status"] != current:  # a job without a spec is not validated: it stays validating
-                    record["path"].append(result["status"])
-                current = result["status"]
-                record.update({k: result[k] for k in ("expected", "verified", "missing", "errored", "incomplete")})
+                result = validate_job(ledger, job_id, reason=steps.reason)
             except MovedElsewhere:
                 raise
             except JobledgerError as exc:
-                record["error"] = str(exc)
+                steps.error = str(exc)
+            else:
+                if result.status != current:  # a job without a spec is not validated: it stays validating
+                    steps.path.append(result.status)
+                current = result.status
+                steps.counts = {k: getattr(result, k) for k in COUNT_KEYS}
     return current
-
-
-def describe_change(record: dict) -> str:
-    """``job-…: running → validating → partial (18 verified, 7 missing)``."""
-    line = f"{record['job_id']}: {' → '.join(record['path'])}"
-    if "verified" in record:
-        counts = [f"{record['verified']} verified"] + [f"{record[k]} {k}" for k in ("missing", "errored", "incomplete")
-                                                         if record.get(k)]
-        line += f" ({', '.join(counts)})"
-    elif record["to"] == states.FAILED and record.get("reason"):
-        line += f" ({record['reason']})"
-    if record.get("error"):
-        line += f" [error: {record['error']}]"
-    return line
 
 
 # ------------------------------------------------------------------ cancel
@@ -249,4 +299,5 @@ def cancel_job(ledger: Ledger, job_id: str, *, runtime_options: dict | None = No
     return row
 
 
-__all__ = ["submit_job", "preview_submission", "sync", "cancel_job", "describe_change", "runtime_for", "EXPECTED_TASKS_SQL"]
+__all__ = ["submit_job", "Submitted", "preview_submission", "sync", "SyncChange", "cancel_job", "runtime_for",
+           "EXPECTED_TASKS_SQL"]

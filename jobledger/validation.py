@@ -20,7 +20,8 @@ from typing import Callable
 from . import states
 from .errors import JobledgerError
 from .hashing import blake2b_hex
-from .layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, Layout, artifact_file
+from .layout import (ERROR_FILE, ERRORED, INCOMPLETE, METADATA_FILE, MISSING, OUTPUT_STATE_RULES, RESULT_FILE, Layout,
+                     artifact_file)
 from .ledger import Ledger, utcnow
 from .redact import redact_url
 from .registry.state import Progress, make_progress
@@ -56,6 +57,7 @@ class Plan:
     strategy: str
     reason: str
     notes: list[str] = field(default_factory=list)
+    status: str = ""                         # the job's status when planned
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -66,8 +68,8 @@ def _cover_prefixes(ledger: Ledger, job: dict) -> list[str]:
     per bundle for simulations, the target directories for aggregations."""
     layout = Layout.parse(job["layout"])
     bundles = [r["bundle_ref"] for r in ledger.query(
-        "SELECT DISTINCT t.bundle_ref FROM outputs o JOIN task_templates t ON t.template_id = o.template_id "
-        "WHERE o.job_id = ? AND o.kind = 'simulation'", (job["job_id"],))]
+        "SELECT DISTINCT bundle_ref FROM expected_outputs WHERE job_id = ? AND output_type = 'simulation'",
+        (job["job_id"],))]
     prefixes = {layout.static_prefix(b) for b in bundles}
     # rtrim(path, <every character but '/'>) keeps the path up to its last '/': the parent directory.
     prefixes.update(r["d"] for r in ledger.query(
@@ -86,12 +88,11 @@ def _cover_prefixes(ledger: Ledger, job: dict) -> list[str]:
 
 def _shape(ledger: Ledger, job_id: str) -> dict:
     """Expected outputs, the names and directories a listing of them would see."""
-    row = ledger.query(
+    return ledger.query(
         "SELECT count(*) AS outputs, "
-        " coalesce(sum(2 + CASE WHEN t.outputs = 'null' THEN 1 ELSE json_array_length(t.outputs) END), 0) AS names, "
-        " count(DISTINCT rtrim(o.path, replace(o.path, '/', ''))) AS parents "
-        "FROM outputs o JOIN task_templates t ON t.template_id = o.template_id WHERE o.job_id = ?", (job_id,))[0]
-    return row
+        " coalesce(sum(2 + CASE WHEN outputs = 'null' THEN 1 ELSE json_array_length(outputs) END), 0) AS names, "
+        " count(DISTINCT rtrim(path, replace(path, '/', ''))) AS parents "
+        "FROM expected_outputs WHERE job_id = ?", (job_id,))[0]
 
 
 def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str = "auto") -> Plan:
@@ -132,19 +133,16 @@ def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str =
     if chosen == "head":
         notes.append("head probes each expected output: unexpected directories are not looked for")
     return Plan(job_id, redact_url(job["store_url"] or ""), expected, prefixes, parts if chosen == "list" else [],
-                estimates, basis, chosen, why, notes)
+                estimates, basis, chosen, why, notes, job["status"])
 
 
-def explain(ledger: Ledger, job_id: str, strategy: str = "auto") -> dict:
+def explain(ledger: Ledger, job_id: str, strategy: str = "auto") -> Plan:
     """The plan of a validation (prefixes, estimated requests per strategy, choice); touches nothing."""
     job = ledger.job(job_id)
-    store = open_store(job["store_url"])
-    plan = make_plan(ledger, job, store, strategy)
-    doc = plan.as_dict()
-    doc["status"] = job["status"]
+    plan = make_plan(ledger, job, open_store(job["store_url"]), strategy)
     if not plan.expected:
-        doc["notes"].append("the job has no expected outputs: validation would be skipped")
-    return doc
+        plan.notes.append("the job has no expected outputs: validation would be skipped")
+    return plan
 
 
 # ---------------------------------------------------------------- observe
@@ -222,7 +220,7 @@ def _probe_producer(store: ProvenanceStore, paths: list[str]):
     def produce(emit) -> None:
         batch = []
         for path in paths:
-            names = [n.rpartition("/")[2] for n in store.list_names(path + "/") if n.rpartition("/")[0] == path]
+            names = store.names_in(path)
             if names:
                 batch.append(_directory_row(path, names))
             if len(batch) >= 200:
@@ -274,20 +272,26 @@ def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: Plan, pro
 
 # ---------------------------------------------------------------- classify
 
-CLASSIFY_SQL = """
+# The listing flag that records each marker file's presence (see _directory_row).
+LISTING_FLAGS = {RESULT_FILE: "has_result", ERROR_FILE: "has_error", METADATA_FILE: "has_metadata"}
+
+
+def state_case_sql(listing: str = "l") -> str:
+    """layout.output_state as a SQL expression over a ``listing`` row (no row: nothing there)."""
+    rules = " ".join(f"WHEN {listing}.{LISTING_FLAGS[name]} THEN '{state}'" for name, state in OUTPUT_STATE_RULES)
+    return f"CASE WHEN {listing}.dir IS NULL THEN '{MISSING}' {rules} ELSE '{INCOMPLETE}' END"
+
+
+CLASSIFY_SQL = f"""
 INSERT INTO observed (output_id, state, detail, listing_row)
-SELECT o.output_id,
-       CASE WHEN l.dir IS NULL THEN 'missing'
-            WHEN l.has_error THEN 'errored'
-            WHEN l.has_result THEN 'verified'
-            ELSE 'incomplete' END,
-       CASE WHEN l.dir IS NULL OR (l.has_result AND NOT l.has_error) THEN NULL
-            WHEN l.has_error THEN 'the worker wrote error_details.arrow'
-            ELSE 'no result.json (' || l.files || ' file' || CASE l.files WHEN 1 THEN '' ELSE 's' END
-                 || ' written)' END,
-       l.rowid
-FROM outputs o LEFT JOIN listing l ON l.dir = o.path
-WHERE o.job_id = ?
+SELECT output_id, state,
+       CASE state WHEN '{ERRORED}' THEN 'the worker wrote {ERROR_FILE}'
+                  WHEN '{INCOMPLETE}' THEN 'no {RESULT_FILE} (' || files || ' file'
+                       || CASE files WHEN 1 THEN '' ELSE 's' END || ' written)' END,
+       listing_row
+FROM (SELECT o.output_id, {state_case_sql("l")} AS state, l.files, l.rowid AS listing_row
+      FROM outputs o LEFT JOIN listing l ON l.dir = o.path
+      WHERE o.job_id = ?)
 """
 
 
@@ -370,9 +374,8 @@ def _deep_check(store: ProvenanceStore, row: dict, checksums: bool) -> tuple[str
 def deep_check(ledger: Ledger, store: ProvenanceStore, *, checksums: bool, progress=None) -> int:
     """Read the files of verified (and errored) outputs; demote contradicted ones in ``observed``."""
     rows = ledger.query(
-        "SELECT obs.output_id, obs.state, o.path, o.kind, p.param_id, t.entrypoint, t.outputs, o.run_seed "
-        "FROM observed obs JOIN outputs o ON o.output_id = obs.output_id "
-        "JOIN params p ON p.param_key = o.param_key JOIN task_templates t ON t.template_id = o.template_id "
+        "SELECT obs.output_id, obs.state, e.path, e.output_type AS kind, e.param_id, e.entrypoint, e.outputs, "
+        "e.run_seed FROM observed obs JOIN expected_outputs e ON e.output_id = obs.output_id "
         "WHERE obs.state IN ('verified', 'errored')")
     if not rows:
         return 0
@@ -452,23 +455,63 @@ def _drop_temp(ledger: Ledger) -> None:
         ledger.conn.execute("DROP TABLE IF EXISTS temp.observed")
 
 
-def _stored_result(ledger: Ledger, job: dict, note: str, seconds: float) -> dict:
+@dataclass(frozen=True)
+class ValidationResult:
+    """The ``validate --json`` object: the same keys whether or not the job was re-validated."""
+    job_id: str
+    status: str
+    previous_status: str
+    outcome: str                 # complete | partial | failed | in-progress | skipped
+    expected: int
+    verified: int
+    missing: int
+    errored: int
+    incomplete: int
+    unexpected: int | None       # None: not looked for (head strategy, or no run yet)
+    strategy: str | None         # None when the job was not re-validated
+    requests: int
+    seconds: float
+    run_id: int | None           # this run; None when the job was not re-validated
+    last_run_id: int | None      # the job's latest run (this one when validated)
+    changed: int                 # outputs whose state this run changed
+    transitioned: bool
+    validated: bool
+    deep: bool
+    checksums: bool
+    store: str
+    prefixes: list[str]
+    note: str | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def exit_code(self) -> int:
+        """0 every expected output verified (or nothing to verify), 3 some not verified, 4 none verified."""
+        if not self.expected or self.verified == self.expected:
+            return 0
+        return 3 if self.verified else 4
+
+
+def _stored_result(ledger: Ledger, job: dict, note: str, seconds: float) -> ValidationResult:
     """What the ledger already knows, for jobs that are not re-validated."""
     counts = ledger.summary(job["job_id"])
-    last = ledger.query("SELECT run_id, strategy, unexpected FROM validation_runs WHERE job_id = ? "
+    last = ledger.query("SELECT run_id, unexpected FROM validation_runs WHERE job_id = ? "
                         "ORDER BY run_id DESC LIMIT 1", (job["job_id"],))
     outcome = OUTCOMES.get(job["status"], "skipped" if not counts["expected"] else "in-progress")
-    return {"job_id": job["job_id"], "status": job["status"], "previous_status": job["status"], "outcome": outcome,
-            **counts, "unexpected": last[0]["unexpected"] if last else None,
-            "strategy": None, "requests": 0, "seconds": round(seconds, 3),
-            "run_id": None, "last_run_id": last[0]["run_id"] if last else None, "transitioned": False,
-            "validated": False, "note": note}
+    return ValidationResult(
+        job["job_id"], job["status"], job["status"], outcome, counts["expected"], counts["verified"],
+        counts["missing"], counts["errored"], counts["incomplete"], last[0]["unexpected"] if last else None,
+        strategy=None, requests=0, seconds=round(seconds, 3), run_id=None,
+        last_run_id=last[0]["run_id"] if last else None, changed=0, transitioned=False, validated=False,
+        deep=False, checksums=False, store=redact_url(job["store_url"] or ""), prefixes=[], note=note)
 
 
 def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: str = "auto", deep: bool = False,
-                 checksums: bool = False, progress=None, reason: str | None = None) -> dict:
+                 checksums: bool = False, progress=None, reason: str | None = None) -> ValidationResult:
     """Validate a job against its store and, for a job in ``validating`` (or a terminal job
-    with ``force``), decide succeeded/partial/failed. Returns the ``validate --json`` object."""
+    with ``force``), decide succeeded/partial/failed. ``progress.advance(n)`` (optional) is
+    told how many directories or outputs were looked at."""
     clock = time.monotonic()
     job = ledger.job(job_id)
     if strategy not in STRATEGIES:
@@ -533,25 +576,15 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
             final = ledger.job(job_id)
         outcome = OUTCOMES.get(final["status"], "in-progress")
     finally:
-        if progress is not None and hasattr(progress, "close"):
-            progress.close()
         _drop_temp(ledger)
     ledger.notify_changed(job_id)
-    return {"job_id": job_id, "status": final["status"], "previous_status": status, "outcome": outcome,
-            "expected": recorded["expected"], "verified": recorded["verified"], "missing": recorded["missing"],
-            "errored": recorded["errored"], "incomplete": recorded["incomplete"],
-            "unexpected": recorded["unexpected"], "strategy": plan.strategy, "requests": store.requests,
-            "seconds": round(time.monotonic() - clock, 3), "run_id": recorded["run_id"],
-            "changed": recorded["changed"], "transitioned": final["status"] != status, "validated": True,
-            "deep": deep, "checksums": checksums, "store": plan.store, "prefixes": plan.prefixes, "note": None}
+    return ValidationResult(
+        job_id, final["status"], status, outcome, recorded["expected"], recorded["verified"], recorded["missing"],
+        recorded["errored"], recorded["incomplete"], recorded["unexpected"], strategy=plan.strategy,
+        requests=store.requests, seconds=round(time.monotonic() - clock, 3), run_id=recorded["run_id"],
+        last_run_id=recorded["run_id"], changed=recorded["changed"], transitioned=final["status"] != status,
+        validated=True, deep=deep, checksums=checksums, store=plan.store, prefixes=plan.prefixes, note=None)
 
 
-def exit_code(result: dict) -> int:
-    """0 every expected output verified (or nothing to verify), 3 some not verified, 4 none verified."""
-    if not result.get("expected") or result["verified"] == result["expected"]:
-        return 0
-    return 3 if result["verified"] else 4
-
-
-__all__ = ["validate_job", "explain", "exit_code", "make_plan", "observe", "classify", "deep_check", "Plan",
+__all__ = ["validate_job", "ValidationResult", "explain", "make_plan", "observe", "classify", "deep_check", "Plan",
            "ValidationError", "STRATEGIES"]

@@ -72,7 +72,7 @@ class Demo:
             for record in records:
                 if record["changed"]:
                     counts = ", ".join(f"{record[k]} {k}" for k in ("verified", "missing", "errored", "incomplete")
-                                       if record.get(k) or k == "verified" and k in record)
+                                       if record[k] or k == "verified" and record[k] is not None)
                     print(f"{record['job_id']}: {' → '.join(record['path'])}" + (f" ({counts})" if counts else ""))
                 if record["to"] in TERMINAL:
                     return record["to"]

@@ -98,7 +98,7 @@ def _registered_partial_job(ledger: Ledger, tmp_path: Path, golden) -> tuple[str
     write_result_dir(store / rows[1]["path"], bundle_ref=BUNDLE, entrypoint="m/s", params={},
                      param_id=rows[1]["param_id"], seed=rows[1]["run_seed"], outputs={}, error={"message": "x"})
     ledger.transition(job_id, "validating", "test: finished")
-    assert validate_job(ledger, job_id)["status"] == "partial"
+    assert validate_job(ledger, job_id).status == "partial"
     return job_id, rows
 
 

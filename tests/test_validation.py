@@ -15,7 +15,7 @@ from jobledger import api, states
 from jobledger.ledger import Ledger
 from jobledger.stores import open_store
 from jobledger.stores.local import write_result_dir
-from jobledger.validation import exit_code, explain, validate_job
+from jobledger.validation import explain, validate_job
 
 from helpers import cli
 
@@ -79,13 +79,13 @@ def test_sample_classification_equals_truth_on_a_local_directory(ledger, sample_
     to_validating(ledger, JOB)
     result = validate_job(ledger, JOB, strategy=strategy)
     assert classification(ledger, JOB) == expected_truth(truth)
-    assert result["strategy"] == "list"
-    assert (result["expected"], result["verified"], result["missing"], result["errored"], result["incomplete"],
-            result["unexpected"]) == (12, 9, 1, 1, 1, 1)
-    assert result["status"] == states.PARTIAL and result["outcome"] == "partial" and exit_code(result) == 3
-    run = ledger.query("SELECT * FROM validation_runs WHERE run_id = ?", (result["run_id"],))[0]
+    assert result.strategy == "list"
+    assert (result.expected, result.verified, result.missing, result.errored, result.incomplete,
+            result.unexpected) == (12, 9, 1, 1, 1, 1)
+    assert result.status == states.PARTIAL and result.outcome == "partial" and result.exit_code == 3
+    run = ledger.query("SELECT * FROM validation_runs WHERE run_id = ?", (result.run_id,))[0]
     assert (run["strategy"], run["verified"], run["unexpected"], run["outcome"]) == ("list", 9, 1, "partial")
-    assert run["requests"] == result["requests"] > 0
+    assert run["requests"] == result.requests > 0
 
 
 def test_sample_classification_equals_truth_on_azurite(ledger, sample_spec, sample_tree, truth, azure_conn):
@@ -94,14 +94,14 @@ def test_sample_classification_equals_truth_on_azurite(ledger, sample_spec, samp
     api.register(ledger, sample_spec, store=url)
     to_validating(ledger, JOB)
     result = validate_job(ledger, JOB)
-    assert result["strategy"] == "list" and result["requests"] == 1  # one page holds the whole job
+    assert result.strategy == "list" and result.requests == 1  # one page holds the whole job
     assert classification(ledger, JOB) == expected_truth(truth)
-    assert result["status"] == states.PARTIAL
+    assert result.status == states.PARTIAL
     # The head strategy sees the same states of the expected outputs, one request each.
     again = validate_job(ledger, JOB, strategy="head", force=True)
-    assert again["requests"] == 12 and again["unexpected"] is None and again["changed"] == 0
+    assert again.requests == 12 and again.unexpected is None and again.changed == 0
     assert classification(ledger, JOB) == expected_truth(truth)
-    assert azure_conn not in json.dumps(again) and "AccountKey" not in json.dumps(ledger.query("SELECT * FROM jobs"),
+    assert azure_conn not in json.dumps(again.as_dict()) and "AccountKey" not in json.dumps(ledger.query("SELECT * FROM jobs"),
                                                                                   default=str)
 
 
@@ -110,7 +110,7 @@ def test_head_strategy_classifies_like_list_on_a_local_directory(ledger, sample_
     result = validate_job(ledger, JOB, strategy="head")
     found = classification(ledger, JOB)
     assert {k: found[k] for k in states.OUTPUT_STATES} == {k: expected_truth(truth)[k] for k in states.OUTPUT_STATES}
-    assert result["unexpected"] is None and found["unexpected"] == []
+    assert result.unexpected is None and found["unexpected"] == []
 
 
 # ---------------------------------------------------------------- decisions
@@ -162,7 +162,7 @@ def test_manual_workflow_delete_restore_on_a_local_store(db_path, sample_spec, t
 def test_running_job_gets_a_progress_report_without_a_transition(ledger, sample_spec, sample_tree):
     api.register(ledger, sample_spec, store=str(sample_tree))
     result = validate_job(ledger, JOB)
-    assert (result["status"], result["outcome"], result["transitioned"], result["verified"]) == \
+    assert (result.status, result.outcome, result.transitioned, result.verified) == \
         ("scheduled", "in-progress", False, 9)
     assert ledger.job(JOB)["status"] == "scheduled" and len(ledger.transitions(JOB)) == 1
     assert ledger.job(JOB)["validation_attempts"] == 1
@@ -187,10 +187,10 @@ def test_failed_job_becomes_succeeded_when_outputs_appear(ledger, sample_spec, t
     api.register(ledger, sample_spec, store=str(store))
     to_validating(ledger, JOB)
     nothing = validate_job(ledger, JOB)
-    assert (nothing["status"], exit_code(nothing)) == ("failed", 4)
+    assert (nothing.status, nothing.exit_code) == ("failed", 4)
     write_all_outputs(ledger, JOB, store)
     revived = validate_job(ledger, JOB, force=True, reason="outputs copied back")
-    assert (revived["status"], exit_code(revived)) == ("succeeded", 0)
+    assert (revived.status, revived.exit_code) == ("succeeded", 0)
     assert "outputs copied back" in ledger.transitions(JOB)[-2]["reason"]
 
 
@@ -207,8 +207,8 @@ def test_job_without_expected_outputs_is_skipped_not_failed(ledger):
     ledger.conn.execute("INSERT INTO jobs (job_id, status, created_at, updated_at) VALUES (?,?,?,?)",
                         ("job-0ld00000", "validating", now, now))
     result = validate_job(ledger, "job-0ld00000")
-    assert result["validated"] is False and "no expected outputs" in result["note"]
-    assert ledger.job("job-0ld00000")["status"] == "validating" and exit_code(result) == 0
+    assert result.validated is False and "no expected outputs" in result.note
+    assert ledger.job("job-0ld00000")["status"] == "validating" and result.exit_code == 0
 
 
 # ---------------------------------------------------------------- exit codes, errors, explain
@@ -275,8 +275,8 @@ def test_auto_picks_head_when_listing_would_cost_far_more(ledger, sample_spec, s
     ledger.conn.execute("INSERT INTO validation_runs (job_id, started_at, store_url, strategy, requests, outcome) "
                         "VALUES (?, '2026-01-01', ?, 'list', 1000, 'partial')", (JOB, str(sample_tree)))
     plan = explain(ledger, JOB)
-    assert plan["strategy"] == "head" and plan["estimate_basis"] == "previous list run"
-    assert validate_job(ledger, JOB)["strategy"] == "head"
+    assert plan.strategy == "head" and plan.estimate_basis == "previous list run"
+    assert validate_job(ledger, JOB).strategy == "head"
 
 
 def test_large_job_is_listed_in_parallel_shard_parts(ledger, tmp_path):
@@ -288,9 +288,9 @@ def test_large_job_is_listed_in_parallel_shard_parts(ledger, tmp_path):
     paths = write_all_outputs(ledger, job, store)
     shutil.rmtree(store / paths[0])
     plan = explain(ledger, job, "list")
-    assert len(plan["parts"]) == 16 and all(p.startswith(plan["prefixes"][0]) for p in plan["parts"])
+    assert len(plan.parts) == 16 and all(p.startswith(plan.prefixes[0]) for p in plan.parts)
     result = validate_job(ledger, job, strategy="list")
-    assert (result["verified"], result["missing"], result["unexpected"]) == (79, 1, 0)
+    assert (result.verified, result.missing, result.unexpected) == (79, 1, 0)
     assert ledger.unverified(job)[0]["path"] == paths[0]
 
 
@@ -308,10 +308,10 @@ def test_deep_catches_a_wrong_param_id_and_a_truncated_artifact(ledger, sample_s
     truncated.write_bytes(truncated.read_bytes()[:100])
 
     shallow = validate_job(ledger, JOB, strategy="list")
-    assert shallow["verified"] == 9  # the listing alone cannot see either fault
+    assert shallow.verified == 9  # the listing alone cannot see either fault
 
     deep = validate_job(ledger, JOB, force=True, deep=True)
-    assert (deep["verified"], deep["errored"]) == (7, 3)
+    assert (deep.verified, deep.errored) == (7, 3)
     details = {r["path"]: r["detail"] for r in ledger.unverified(JOB, "errored")}
     rel = lambda p: p.relative_to(sample_tree).as_posix()
     assert "param_id" in details[rel(wrong)]
@@ -325,9 +325,9 @@ def test_checksums_catch_a_same_size_corruption(ledger, sample_spec, sample_tree
     data = bytearray(artifact.read_bytes())
     data[10] ^= 0xFF
     artifact.write_bytes(bytes(data))
-    assert validate_job(ledger, JOB, deep=True)["verified"] == 9
+    assert validate_job(ledger, JOB, deep=True).verified == 9
     checked = validate_job(ledger, JOB, checksums=True)
-    assert checked["verified"] == 8 and checked["checksums"] is True
+    assert checked.verified == 8 and checked.checksums is True
     assert "checksum" in ledger.unverified(JOB, "errored")[0]["detail"] + ledger.unverified(JOB, "errored")[1]["detail"]
 
 

@@ -1,13 +1,10 @@
 """Ledger commands: path, register, status, list, missing, history, sql."""
 from __future__ import annotations
 
-import warnings
-
 import click
 
 from .. import api, render
-from ..ledger import default_path
-from . import app_of, main
+from .app import app_of, main
 
 
 @main.command()
@@ -15,7 +12,7 @@ from . import app_of, main
 def path(ctx):
     """Print where the ledger database is."""
     app = app_of(ctx)
-    click.echo(str(app.db or default_path()))
+    click.echo(str(api.ledger_path(app.db)))
 
 
 @main.command()
@@ -32,16 +29,14 @@ def path(ctx):
 @click.pass_context
 def register(ctx, spec, bundle, job_id, store, layout, seed_policy, namespace, k8s_name, as_json):
     """Record a job submitted elsewhere and every output it must write."""
-    ledger = app_of(ctx).ledger()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = api.register(ledger, spec, bundle=bundle, job_id=job_id, store=store, layout=layout,
-                              seed_policy=seed_policy, namespace=namespace, k8s_name=k8s_name)
+    result = api.register(app_of(ctx).ledger(), spec, bundle=bundle, job_id=job_id, store=store, layout=layout,
+                          seed_policy=seed_policy, namespace=namespace, k8s_name=k8s_name)
     for note in result.warnings:
         click.echo(f"warning: {note}", err=True)
     if as_json:
-        click.echo(render.to_json({"job_id": result.job_id, "expected": result.expected,
-                                   "created": result.created, "status": result.status}))
+        doc = result.as_dict()
+        del doc["warnings"]  # printed on stderr above
+        click.echo(render.to_json(doc))
     elif result.created:
         click.echo(f"{result.job_id}: registered, {result.expected} expected outputs")
     else:
@@ -54,7 +49,7 @@ def register(ctx, spec, bundle, job_id, store, layout, seed_policy, namespace, k
 @click.pass_context
 def status(ctx, job_id, as_json):
     """Show a job: status, output counts, last validation, param sets and resume tree."""
-    doc = api.status(app_of(ctx).ledger(readonly=True), job_id)
+    doc = api.status(app_of(ctx).ledger(readonly=True), job_id).as_dict()
     if as_json:
         click.echo(render.to_json(doc))
         return

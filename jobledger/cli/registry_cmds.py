@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import click
 
-from .. import render
-from ..errors import JobledgerError
-from . import app_of, main
+from .. import api, render
+from .app import app_of, main
 
 
 def _registry_ledger(ctx):
     app = app_of(ctx)
     if not app.registry:
-        raise JobledgerError("no registry configured: pass --registry URL or set JOBLEDGER_REGISTRY")
+        raise api.JobledgerError("no registry configured: pass --registry URL or set JOBLEDGER_REGISTRY")
     return app.ledger()
 
 
@@ -22,7 +21,6 @@ def _registry_ledger(ctx):
 @click.pass_context
 def pull(ctx, job_ids, since, as_json):
     """Import or refresh jobs from the registry into the local ledger."""
-    from ..registry.mirror import pull as pull_jobs
     ledger = _registry_ledger(ctx)
     bar = render.Progress("pull")
 
@@ -30,7 +28,7 @@ def pull(ctx, job_ids, since, as_json):
         bar.total = n
 
     try:
-        results = pull_jobs(ledger, job_ids, since=since, progress=bar.advance, on_total=on_total)
+        results = api.pull_jobs(ledger, job_ids, since=since, progress=bar.advance, on_total=on_total)
     finally:
         bar.close()
     rows = [vars(r) for r in results]
@@ -42,7 +40,7 @@ def pull(ctx, job_ids, since, as_json):
         click.echo("no jobs to pull")
     failed = [r for r in results if r.action == "failed"]
     if failed:
-        raise JobledgerError(f"{len(failed)} of {len(results)} jobs could not be pulled (first: {failed[0].note})")
+        raise api.JobledgerError(f"{len(failed)} of {len(results)} jobs could not be pulled (first: {failed[0].note})")
 
 
 @main.command()
@@ -51,11 +49,10 @@ def pull(ctx, job_ids, since, as_json):
 @click.pass_context
 def push(ctx, job_ids, as_json):
     """Publish local jobs to the registry (e.g. registered before a registry was configured)."""
-    from ..registry.mirror import push as push_jobs
     ledger = _registry_ledger(ctx)
     bar = render.Progress("push", len(job_ids) or None)
     try:
-        results = push_jobs(ledger, job_ids, progress=bar.advance)
+        results = api.push_jobs(ledger, job_ids, progress=bar.advance)
     finally:
         bar.close()
     rows = [vars(r) for r in results]

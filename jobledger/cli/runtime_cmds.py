@@ -1,13 +1,12 @@
 """Runtime commands: submit, sync, resume, cancel, prune."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import click
 
 from .. import api, render
-from . import app_of, main
+from .app import app_of, main
 
 
 def _job_options(f):
@@ -55,29 +54,23 @@ def _dump(doc, as_json: bool) -> str:
 def submit(ctx, spec, bundle, runtime, store, namespace, image, service_account, postgres_secret, bundle_path,
            job_id, layout, seed_policy, context, kubeconfig, dry_run, as_json):
     """Register a job and start it on a runtime: pending → submitting → scheduled."""
-    from ..ledger import default_path
-    from ..sync import preview_submission, submit_job
-    job, doc, fmt = api.prepare_job(api.read_spec(spec), bundle=bundle, job_id=job_id)
     options = dict(namespace=namespace, image=image, service_account=service_account,
                    postgres_secret=postgres_secret, bundle_path=bundle_path, context=context,
                    kubeconfig=kubeconfig)
     if dry_run:
-        preview = preview_submission(Path(app_of(ctx).db or default_path()), job, runtime=runtime, store=store,
-                                     layout=layout, runtime_options=options)
+        preview = api.preview(app_of(ctx).db, spec, runtime=runtime, bundle=bundle, job_id=job_id, store=store,
+                              layout=layout, runtime_options=options)
         click.echo(_dump(preview, as_json))
         return
-    ledger = app_of(ctx).ledger()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = submit_job(ledger, job, doc, fmt, runtime=runtime, store=store, layout=layout,
-                            seed_policy=seed_policy, runtime_options=options, reason=f"submitted with {runtime}")
-    for note in result["warnings"]:
+    result = api.submit(app_of(ctx).ledger(), spec, runtime=runtime, bundle=bundle, job_id=job_id, store=store,
+                        layout=layout, seed_policy=seed_policy, runtime_options=options)
+    for note in result.warnings:
         click.echo(f"warning: {note}", err=True)
     if as_json:
-        click.echo(render.to_json(result))
+        click.echo(render.to_json(result.as_dict()))
     else:
-        click.echo(f"{result['job_id']}: pending → submitting → {result['status']} ({runtime}, "
-                   f"{result['expected']} expected outputs)")
+        click.echo(f"{result.job_id}: pending → submitting → {result.status} ({runtime}, "
+                   f"{result.expected} expected outputs)")
 
 
 @main.command()
@@ -90,20 +83,32 @@ def submit(ctx, spec, bundle, runtime, store, namespace, image, service_account,
 @click.pass_context
 def sync(ctx, job_ids, validate, dry_run, as_json, context, kubeconfig):
     """Update unfinished jobs (or those named) from their runtime, and validate finished ones."""
-    from ..sync import describe_change, sync as sync_jobs
-    ledger = app_of(ctx).ledger()
-    records = sync_jobs(ledger, job_ids, validate=validate, dry_run=dry_run,
-                        runtime_options=dict(context=context, kubeconfig=kubeconfig))
+    changes = api.sync_jobs(app_of(ctx).ledger(), job_ids, validate=validate, dry_run=dry_run,
+                            runtime_options=dict(context=context, kubeconfig=kubeconfig))
     if as_json:
-        click.echo(render.to_json(records))
+        click.echo(render.to_json([c.as_dict() for c in changes]))
     else:
-        for record in records:
-            if record["changed"] or record["error"]:
-                click.echo(describe_change(record))
-        if not any(r["changed"] for r in records) and not any(r["error"] for r in records):
-            click.echo(f"no changes ({len(records)} job(s) checked)")
-    if any(r["error"] for r in records):
+        for change in changes:
+            if change.changed or change.error:
+                click.echo(change_line(change))
+        if not any(c.changed or c.error for c in changes):
+            click.echo(f"no changes ({len(changes)} job(s) checked)")
+    if any(c.error for c in changes):
         ctx.exit(1)
+
+
+def change_line(change: api.SyncChange) -> str:
+    """``job-…: running → validating → partial (18 verified, 7 missing)``."""
+    line = f"{change.job_id}: {' → '.join(change.path)}"
+    if change.validated:
+        counts = [f"{change.verified} verified"] + [f"{getattr(change, k)} {k}"
+                                                    for k in ("missing", "errored", "incomplete") if getattr(change, k)]
+        line += f" ({', '.join(counts)})"
+    elif change.to == "failed" and change.reason:
+        line += f" ({change.reason})"
+    if change.error:
+        line += f" [error: {change.error}]"
+    return line
 
 
 @main.command()
@@ -121,12 +126,11 @@ def sync(ctx, job_ids, validate, dry_run, as_json, context, kubeconfig):
 def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespace, image, service_account,
            postgres_secret, context, kubeconfig):
     """Run only the not-verified outputs of a partial or failed job, as child jobs <root>-rN."""
-    from ..resume import plan_resume, resume as resume_job
     ledger = app_of(ctx).ledger(readonly=dry_run)
     if dry_run:
-        plan = plan_resume(ledger, job_id, bundle=bundle)
+        plan = api.plan_resume(ledger, job_id, bundle=bundle)
         if as_json:
-            click.echo(render.to_json(plan.to_json()))
+            click.echo(render.to_json(plan.as_dict()))
         else:
             click.echo(f"{job_id}: {plan.outputs} output(s) in {len(plan.jobs)} resume job(s), "
                        f"over-compute {plan.overcompute}")
@@ -138,13 +142,15 @@ def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespac
     options = dict(namespace=namespace, image=image, service_account=service_account,
                    postgres_secret=postgres_secret, bundle_path=bundle_path, context=context,
                    kubeconfig=kubeconfig)
-    plan, results = resume_job(ledger, job_id, bundle=bundle, runtime=runtime, runtime_options=options)
+    resumed = api.resume(ledger, job_id, bundle=bundle, runtime=runtime, runtime_options=options)
+    plan = resumed.plan
     if as_json:
-        click.echo(render.to_json({**plan.to_json(), "submitted": results}))
+        click.echo(render.to_json(resumed.as_dict()))
         return
-    click.echo(f"{job_id}: resuming {plan.outputs} output(s) in {len(results)} job(s), over-compute {plan.overcompute}")
-    for result in results:
-        click.echo(f"  {result['job_id']}: {result['status']} ({result['expected']} expected outputs)")
+    click.echo(f"{job_id}: resuming {plan.outputs} output(s) in {len(resumed.submitted)} job(s), "
+               f"over-compute {plan.overcompute}")
+    for child in resumed.submitted:
+        click.echo(f"  {child.job_id}: {child.status} ({child.expected} expected outputs)")
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)
 
@@ -155,8 +161,7 @@ def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespac
 @click.pass_context
 def cancel(ctx, job_id, context, kubeconfig):
     """Stop a job (delete its Kubernetes Job / stop its local worker) and mark it cancelled."""
-    from ..sync import cancel_job
-    row = cancel_job(app_of(ctx).ledger(), job_id, runtime_options=dict(context=context, kubeconfig=kubeconfig))
+    row = api.cancel_job(app_of(ctx).ledger(), job_id, runtime_options=dict(context=context, kubeconfig=kubeconfig))
     click.echo(f"{row['job_id']}: cancelled")
 
 
@@ -170,8 +175,7 @@ def cancel(ctx, job_id, context, kubeconfig):
 @click.option("--seed-policy", type=click.Choice(["runner", "task"]), default="runner", show_default=True)
 def prune(spec, store, out, bundle, layout, seed_policy):
     """Write SPEC without the tasks whose outputs are already verified in the store."""
-    from ..idempotent import prune_spec
-    result = prune_spec(api.read_spec(spec), store, bundle=bundle, layout=layout, seed_policy=seed_policy)
+    result = api.prune(spec, store, bundle=bundle, layout=layout, seed_policy=seed_policy)
     text = render.to_json(result.spec) + "\n"
     if out:
         Path(out).write_text(text, encoding="utf-8")

@@ -4,34 +4,34 @@ from __future__ import annotations
 
 import click
 
-from .. import render
-from . import app_of, main
+from .. import api, render
+from .app import app_of, main
 
 
-def _explain_text(plan: dict) -> str:
-    lines = [f"job {plan['job_id']} ({plan['status']}): {plan['expected']} expected outputs in {plan['store']}",
+def _explain_text(plan: api.Plan) -> str:
+    lines = [f"job {plan.job_id} ({plan.status}): {plan.expected} expected outputs in {plan.store}",
              "prefixes to list:"]
-    lines += [f"  {p or '(store root)'}" for p in plan["prefixes"]] or ["  (none)"]
-    if plan["parts"] and plan["parts"] != plan["prefixes"]:
-        lines.append(f"listed as {len(plan['parts'])} parts in parallel")
-    lines.append(f"estimated requests ({plan['estimate_basis']}): list {plan['estimates']['list']}, "
-                 f"head {plan['estimates']['head']}")
-    lines.append(f"strategy: {plan['strategy']} ({plan['reason']})")
-    lines += [f"note: {n}" for n in plan["notes"]]
+    lines += [f"  {p or '(store root)'}" for p in plan.prefixes] or ["  (none)"]
+    if plan.parts and plan.parts != plan.prefixes:
+        lines.append(f"listed as {len(plan.parts)} parts in parallel")
+    lines.append(f"estimated requests ({plan.estimate_basis}): list {plan.estimates['list']}, "
+                 f"head {plan.estimates['head']}")
+    lines.append(f"strategy: {plan.strategy} ({plan.reason})")
+    lines += [f"note: {n}" for n in plan.notes]
     return "\n".join(lines)
 
 
-def _result_text(result: dict) -> str:
-    if not result["validated"]:
-        return f"{result['note']}\n{result['verified']}/{result['expected']} verified per the ledger"
-    move = (f"{result['previous_status']} → {result['status']}" if result["transitioned"]
-            else f"{result['status']} (no transition)")
-    unexpected = "not checked" if result["unexpected"] is None else result["unexpected"]
-    return (f"{result['job_id']}: {move}, outcome {result['outcome']}\n"
-            f"{result['verified']}/{result['expected']} verified, {result['missing']} missing, "
-            f"{result['errored']} errored, {result['incomplete']} incomplete, {unexpected} unexpected\n"
-            f"{result['strategy']} strategy, {result['requests']} requests, {result['seconds']:.2f} s "
-            f"(run {result['run_id']}, {result['changed']} outputs changed state)")
+def _result_text(result: api.ValidationResult) -> str:
+    if not result.validated:
+        return f"{result.note}\n{result.verified}/{result.expected} verified per the ledger"
+    move = (f"{result.previous_status} → {result.status}" if result.transitioned
+            else f"{result.status} (no transition)")
+    unexpected = "not checked" if result.unexpected is None else result.unexpected
+    return (f"{result.job_id}: {move}, outcome {result.outcome}\n"
+            f"{result.verified}/{result.expected} verified, {result.missing} missing, "
+            f"{result.errored} errored, {result.incomplete} incomplete, {unexpected} unexpected\n"
+            f"{result.strategy} strategy, {result.requests} requests, {result.seconds:.2f} s "
+            f"(run {result.run_id}, {result.changed} outputs changed state)")
 
 
 @main.command()
@@ -49,18 +49,19 @@ def validate(ctx, job_id, force, strategy, deep, checksums, explain_only, as_jso
 
     Exit status: 0 all verified, 3 some outputs not verified, 4 none verified, 1 error.
     """
-    from .. import validation
     app = app_of(ctx)
     if explain_only:
-        plan = validation.explain(app.ledger(readonly=True), job_id, strategy=strategy)
-        click.echo(render.to_json(plan) if as_json else _explain_text(plan))
+        plan = api.explain_validation(app.ledger(readonly=True), job_id, strategy=strategy)
+        click.echo(render.to_json(plan.as_dict()) if as_json else _explain_text(plan))
         return
     ledger = app.ledger()
-    expected = ledger.summary(job_id)["expected"]
+    expected = api.counts(ledger, job_id)["expected"]
     progress = render.Progress(f"validating {job_id}", total=expected)
-    result = validation.validate_job(ledger, job_id, force=force, strategy=strategy, deep=deep,
-                                     checksums=checksums, progress=progress)
-    click.echo(render.to_json(result) if as_json else _result_text(result))
-    code = validation.exit_code(result)
-    if code:
-        ctx.exit(code)
+    try:
+        result = api.validate_job(ledger, job_id, force=force, strategy=strategy, deep=deep, checksums=checksums,
+                                  progress=progress)
+    finally:
+        progress.close()
+    click.echo(render.to_json(result.as_dict()) if as_json else _result_text(result))
+    if result.exit_code:
+        ctx.exit(result.exit_code)

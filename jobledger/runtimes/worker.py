@@ -36,8 +36,10 @@ from typing import Any, Callable, Mapping
 
 from ..contracts import SimTask, UniqueParameterSet, aggregation_id
 from ..fileio import write_atomic
+from ..idempotent import IdempotentSimulationService
 from ..layout import Layout
 from ..simreturn import sim_return_from_store
+from ..stores import open_store
 from ..stores.local import LocalStore, write_aggregation_dir, write_result_dir
 
 PLAN_FILE = "plan.json"
@@ -173,8 +175,6 @@ def aggregate(service: LocalSimulationService, bundle_ref: str, target: str, sim
 
 
 def run(run_dir: Path) -> dict:
-    from ..idempotent import IdempotentSimulationService
-    from ..stores import open_store
     plan = json.loads((run_dir / PLAN_FILE).read_text())
     layout = Layout.parse(plan["layout"])
     local = LocalSimulationService(Path(plan["store_root"]), layout, EntrypointResolver(plan.get("bundle_path")))

@@ -79,6 +79,11 @@ class ProvenanceStore:
         for directory, names in groupby(self.list_names(prefix), key=lambda name: name.rpartition("/")[0]):
             yield directory, [name.rpartition("/")[2] for name in names]
 
+    def names_in(self, directory: str) -> builtins.list[str]:
+        """The names of the files directly in one directory (one listing of it)."""
+        return [name for found, names in self.list_directories(directory + "/") if found == directory
+                for name in names]
+
     def walk_parts(self, parts: builtins.list[str],
                    summarize: Callable[[str, builtins.list[str]], T]) -> Iterator[builtins.list[T]]:
         """``summarize(directory, file names)`` for every directory with files under each part, one

@@ -1,0 +1,111 @@
+"""Registration: a spec document in → a SimJob → its expected outputs → one ledger transaction."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import states
+from .contracts import ContractError, SimJob, from_contracts_object, is_study, load_spec
+from .layout import Layout, warn_for_bundle
+from .ledger import Ledger, LedgerError, spec_hash
+from .manifest import check_seed_policy
+from .stores import normalize_store_url
+
+
+def read_spec(path: str | Path) -> Any:
+    """Load a spec file ('-' reads stdin) with one-line errors for unreadable or invalid JSON."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ContractError(f"cannot read spec {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"spec {path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What registering a job did: ``created`` is False for an identical re-registration."""
+    job_id: str
+    expected: int
+    created: bool
+    status: str
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def prepare_job(spec: Any, *, bundle: str | None = None, job_id: str | None = None) -> tuple[SimJob, Any, str]:
+    """(SimJob, the document to keep, its format) from a spec document or a contracts object."""
+    if isinstance(spec, (dict, list)):
+        fmt = "study" if is_study(spec) else "simjob"
+        job = load_spec(spec, bundle_ref=bundle, job_id=job_id)
+        doc = {"study": spec, "bundle_ref": job.bundle_ref} if fmt == "study" else spec
+        return job, doc, fmt
+    if isinstance(spec, SimJob):
+        return spec, spec.to_json(), "simjob"
+    if hasattr(spec, "tasks") and hasattr(spec, "job_type"):
+        job = from_contracts_object(spec)
+        return job, job.to_json(), "simjob"
+    raise ContractError(f"spec: expected a JSON document or a SimJob, got {type(spec).__name__}")
+
+
+def bundle_warnings(job: SimJob) -> list[str]:
+    """Notes on bundle refs whose worker paths look surprising (a registry with a port)."""
+    refs = dict.fromkeys([job.bundle_ref] + [t.bundle_ref for t in job.tasks[:1]])
+    return [w for w in (warn_for_bundle(ref) for ref in refs) if w]
+
+
+def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, status: str, reason: str,
+               store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
+               runtime: str | None = None, namespace: str | None = None, k8s_name: str | None = None,
+               parent_job_id: str | None = None) -> Registered:
+    """Record a job and all its expected outputs in one transaction; an identical re-registration is a no-op."""
+    layout_obj = Layout.parse(layout)
+    policy = check_seed_policy(seed_policy)
+    store_url = normalize_store_url(store)
+    notes = bundle_warnings(job)
+    if ledger.mirror is not None and not ledger.job_exists(job.job_id):
+        ledger.mirror.pull_job(ledger, job.job_id, missing_ok=True)  # created by ModelOps or another machine?
+    with ledger.transaction():
+        if ledger.job_exists(job.job_id):
+            existing = ledger.job(job.job_id)
+            if existing["spec_format"] is None:
+                # Known only from ModelOps's state.json: adopt it (its status, created_at, metadata stay).
+                count = ledger.adopt_spec(job, store_url=store_url, layout=layout_obj, seed_policy=policy,
+                                          spec_doc=spec_doc, spec_format=spec_format)
+                ledger.notify_changed(job.job_id)
+                return Registered(job.job_id, count, True, existing["status"], notes)
+            same = (existing["spec_sha256"] == spec_hash(spec_doc) and existing["layout"] == layout_obj.name
+                    and existing["seed_policy"] == policy and existing["store_url"] == store_url)
+            if not same:
+                raise LedgerError(f"job {job.job_id} is already registered with a different spec or options")
+            ledger.notify_changed(job.job_id)  # completes a publication an earlier attempt could not make
+            return Registered(job.job_id, existing["expected_total"], False, existing["status"], notes)
+        count = ledger.insert_job(job, status=status, store_url=store_url, layout=layout_obj, seed_policy=policy,
+                                  spec_doc=spec_doc, spec_format=spec_format, runtime=runtime, k8s_name=k8s_name,
+                                  k8s_namespace=namespace, parent_job_id=parent_job_id, reason=reason)
+        # Published before the local commit: if the registry cannot take the job, the ledger keeps nothing.
+        ledger.notify_changed(job.job_id)
+    return Registered(job.job_id, count, True, status, notes)
+
+
+def register(ledger: Ledger, spec: Any, *, bundle: str | None = None, job_id: str | None = None,
+             store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
+             namespace: str | None = None, k8s_name: str | None = None) -> Registered:
+    """Record a job that was submitted elsewhere: it starts in ``scheduled``."""
+    if isinstance(spec, (str, Path)):
+        spec = read_spec(spec)
+    job, doc, fmt = prepare_job(spec, bundle=bundle, job_id=job_id)
+    runtime = "k8s" if (namespace or k8s_name) else None
+    return create_job(ledger, job, doc, fmt, status=states.SCHEDULED, reason="registered (submitted elsewhere)",
+                      store=store, layout=layout, seed_policy=seed_policy, runtime=runtime,
+                      namespace=namespace, k8s_name=k8s_name or (job.job_id if runtime else None))
+
+
+__all__ = ["read_spec", "prepare_job", "create_job", "register", "Registered", "bundle_warnings"]
