@@ -66,10 +66,23 @@ def table_rows(path: Path) -> dict[str, list[tuple]]:
         conn.close()
 
 
-def view_rows(path: Path) -> dict[str, list[tuple]]:
+def view_rows(path: Path, columns: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
+    """Every view's rows over ``columns`` (default all; a later schema may add columns to a view)."""
     conn = sqlite3.connect(path)
     try:
-        return {v: conn.execute(f"SELECT * FROM {v} ORDER BY 1, 2").fetchall()
+        out = {}
+        for v in ("expected_outputs", "job_summary", "unverified_outputs", "job_lineage"):
+            names = (columns or {}).get(v) or [d[0] for d in conn.execute(f"SELECT * FROM {v} LIMIT 0").description]
+            out[v] = conn.execute(f"SELECT {', '.join(names)} FROM {v} ORDER BY 1, 2").fetchall()
+        return out
+    finally:
+        conn.close()
+
+
+def view_columns(path: Path) -> dict[str, list[str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {v: [d[0] for d in conn.execute(f"SELECT * FROM {v} LIMIT 0").description]
                 for v in ("expected_outputs", "job_summary", "unverified_outputs", "job_lineage")}
     finally:
         conn.close()
@@ -94,7 +107,7 @@ def schema_of(path: Path) -> set[tuple[str, str, str]]:
 
 def test_a_ledger_from_the_first_schema_keeps_its_rows_and_views(tmp_path):
     path = first_schema_ledger(tmp_path / "first.db")
-    rows, views = table_rows(path), view_rows(path)
+    rows, views, columns = table_rows(path), view_rows(path), view_columns(path)
     with Ledger(path) as ledger:
         assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert [r["name"] for r in ledger.query("SELECT name FROM _migrations ORDER BY name")] == migrations.names()
@@ -110,7 +123,7 @@ def test_a_ledger_from_the_first_schema_keeps_its_rows_and_views(tmp_path):
         ledger.conn.execute("UPDATE outputs SET state = 'missing' WHERE output_id = 4")
         assert {r["name"] for r in ledger.query("PRAGMA index_list(outputs)")} >= {"outputs_job_state"}
     assert table_rows(path) == rows  # not one value changed, the 2**64-1 seed kept as text included
-    assert view_rows(path) == views
+    assert view_rows(path, columns) == views
     # foreign keys still hold and cascade through the rebuilt table
     with Ledger(path) as ledger:
         with pytest.raises(sqlite3.IntegrityError):
@@ -126,13 +139,13 @@ def test_a_ledger_from_the_first_schema_keeps_its_rows_and_views(tmp_path):
 
 def test_a_ledger_made_by_the_previous_release_answers_the_same_through_the_cli(tmp_path, monkeypatch):
     path = legacy_ledger(tmp_path / "release.db", (FIXTURES / "ledger_4db53e4.sql").read_text())
-    rows, views = table_rows(path), view_rows(path)
+    rows, views, columns = table_rows(path), view_rows(path), view_columns(path)
     env = {"JOBLEDGER_DB": str(path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     run = subprocess.run([sys.executable, "-m", "jobledger.cli", "status", "job-5a11e0c3"], capture_output=True,
                          text=True, env=env)
     assert run.returncode == 0, run.stderr
     assert "verified         9 (75.0%)" in run.stdout and "errored          1" in run.stdout
-    assert table_rows(path) == rows and view_rows(path) == views
+    assert table_rows(path) == rows and view_rows(path, columns) == views
     lineage = subprocess.run([sys.executable, "-m", "jobledger.cli", "sql", "--csv",
                               "SELECT job_id, depth, status FROM job_lineage ORDER BY depth"],
                              capture_output=True, text=True, env=env)
