@@ -3,6 +3,7 @@ imports included), nothing below the facade imports ``api``, and the CLI talks o
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +23,12 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+TABLE_ENTRY = re.compile(r"jobledger(\.\w+)+:\w+")
 
 
 def imports_of(name: str) -> set[str]:
-    """The jobledger modules ``name`` imports anywhere in its file (top level or inside functions).
+    """The jobledger modules ``name`` imports anywhere in its file (top level or inside functions),
+    and those a scheme → class table names for ``importlib`` (``"jobledger.stores.azure:AzureStore"``).
 
     ``from X import y`` counts as an import of ``X.y`` when that is a module, else of ``X``."""
     path = MODULES[name]
@@ -43,6 +46,8 @@ def imports_of(name: str) -> set[str]:
                 target = node.module or ""
             for alias in node.names:
                 found.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in MODULES else target)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and TABLE_ENTRY.fullmatch(node.value):
+            found.add(node.value.partition(":")[0])
     return {m for m in found if m in MODULES and m != name}
 
 
@@ -79,7 +84,8 @@ def test_the_cycle_finders_find_a_cycle_and_only_a_cycle():
 
 
 def test_function_level_imports_are_part_of_the_graph():
-    assert "jobledger.stores.azure" in GRAPH["jobledger.stores"]  # imported inside open_store
+    assert "jobledger.azure_client" in GRAPH["jobledger.runtimes.kubernetes"]  # imported inside functions
+    assert "jobledger.stores.azure" in GRAPH["jobledger.stores"]  # named in its scheme → class table
     assert "jobledger.api" in GRAPH["jobledger.cli.app"]
 
 
@@ -119,7 +125,6 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 # which the store/runtime base classes remove (another part of issue 8; the registry's went with its split).
 # This list may only shrink: a new cycle fails, and so does an entry that is no longer a cycle.
 PENDING_CYCLES = [
-    {"jobledger.stores", "jobledger.stores.azure", "jobledger.stores.local"},
     {"jobledger.runtimes", "jobledger.runtimes.kubernetes", "jobledger.runtimes.local"},
 ]
 
