@@ -18,11 +18,14 @@ from .idempotent import IdempotentSimulationService
 from .ledger import Ledger, LedgerError, default_path
 from .registration import Registered, create_job, prepare_job, read_spec, register
 from .registry import open_mirror
-from .registry.mirror import pull as pull_jobs, push as push_jobs
+from .registry.mirror import pull as pull_jobs
+from .registry.mirror import push as push_jobs
 from .resume import Pruned, Resumed, ResumePlan, plan_resume, prune_spec, resume
-from .sync import Submitted, SyncChange, cancel_job, preview_submission, submit_job, sync as sync_jobs
+from .sync import Submitted, SyncChange, cancel_job, preview_submission, submit_job
+from .sync import sync as sync_jobs
 from .timeutil import parse_since, utcnow
-from .validation import Plan, ValidationResult, explain as explain_validation, validate_job
+from .validation import Plan, ValidationResult, validate_job
+from .validation import explain as explain_validation
 
 
 def ledger_path(path: str | Path | None) -> Path:
@@ -30,7 +33,8 @@ def ledger_path(path: str | Path | None) -> Path:
     return Path(path).expanduser() if path else default_path()
 
 
-def open_ledger(path: str | Path | None = None, *, registry: str | None = None, readonly: bool = False) -> Ledger:
+def open_ledger(path: str | Path | None = None, *, registry: str | None = None,
+                readonly: bool = False) -> Ledger:
     """The ledger, mirrored to ``registry`` (when given) for every status change it writes."""
     mirror = open_mirror(registry) if registry and not readonly else None
     return Ledger(path, readonly=readonly, mirror=mirror)
@@ -55,20 +59,22 @@ class JobStatus:
 
     def as_dict(self) -> dict:
         """The ``status --json`` contract."""
-        return {**self.job, **self.counts, "last_validation": self.last_validation, "param_sets": self.param_sets,
+        return {**self.job, **self.counts, "last_validation": self.last_validation,
+                "param_sets": self.param_sets,
                 "lineage": self.lineage}
 
 
 def status(ledger: Ledger, job_id: str) -> JobStatus:
     job = ledger.job(job_id)
-    counts = ledger.query("SELECT expected, verified, missing, errored, incomplete, pct_verified FROM job_summary "
-                          "WHERE job_id = ?", (job_id,))[0]
-    runs = ledger.query("SELECT run_id, started_at, finished_at, strategy, requests, verified, missing, errored, "
-                        "incomplete, unexpected, outcome, error FROM validation_runs WHERE job_id = ? "
-                        "ORDER BY run_id DESC LIMIT 1", (job_id,))
+    counts = ledger.query("SELECT expected, verified, missing, errored, incomplete, pct_verified "
+                          "FROM job_summary WHERE job_id = ?", (job_id,))[0]
+    runs = ledger.query("SELECT run_id, started_at, finished_at, strategy, requests, verified, missing, "
+                        "errored, incomplete, unexpected, outcome, error FROM validation_runs "
+                        "WHERE job_id = ? ORDER BY run_id DESC LIMIT 1", (job_id,))
     param_sets = ledger.query(
         "SELECT param_id, count(*) AS expected, sum(state = 'verified') AS verified FROM expected_outputs "
-        "WHERE job_id = ? AND output_type = 'simulation' GROUP BY param_id ORDER BY min(output_id)", (job_id,))
+        "WHERE job_id = ? AND output_type = 'simulation' GROUP BY param_id ORDER BY min(output_id)",
+        (job_id,))
     return JobStatus({k: job[k] for k in STATUS_FIELDS}, counts, runs[0] if runs else None, param_sets,
                      _descendants(ledger, job_id))
 
@@ -102,7 +108,8 @@ def list_jobs(ledger: Ledger, *, status: str | None = None, since: str | None = 
 MISSING_REASONS = tuple(s for s in states.OUTPUT_STATES if s != "verified")  # why an output is listed
 
 
-def missing(ledger: Ledger, job_id: str, *, reason: str | None = None, limit: int | None = None) -> list[dict]:
+def missing(ledger: Ledger, job_id: str, *, reason: str | None = None,
+            limit: int | None = None) -> list[dict]:
     """Expected outputs not verified, with why; before any validation every output is 'missing'."""
     if reason and reason not in MISSING_REASONS:
         raise ContractError(f"--reason: {reason!r} is not one of {', '.join(MISSING_REASONS)}")
@@ -134,7 +141,8 @@ def submit(ledger: Ledger, spec: Any, *, runtime: str, bundle: str | None = None
     """Register a spec (a path, '-' or a document) and start it on ``runtime``."""
     job, doc, fmt = prepare_job(read_spec(spec) if isinstance(spec, (str, Path)) else spec, bundle=bundle,
                                 job_id=job_id)
-    return submit_job(ledger, job, doc, fmt, runtime=runtime, store=store, layout=layout, seed_policy=seed_policy,
+    return submit_job(ledger, job, doc, fmt, runtime=runtime, store=store, layout=layout,
+                      seed_policy=seed_policy,
                       runtime_options=runtime_options, reason=f"submitted with {runtime}")
 
 
@@ -155,8 +163,8 @@ def prune(spec: Any, store: str, *, bundle: str | None = None, layout: str = "to
 
 
 __all__ = ["ledger_path", "open_ledger", "read_spec", "register", "create_job", "prepare_job", "status",
-           "counts", "list_jobs", "missing", "history", "run_sql", "submit", "preview", "prune", "parse_since", "utcnow",
-           "validate_job", "explain_validation", "pull_jobs", "push_jobs", "IdempotentSimulationService",
-           "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs", "cancel_job", "Registered",
-           "JobStatus", "ValidationResult", "Plan", "SyncChange", "Submitted", "ResumePlan", "Resumed", "Pruned",
-           "JobledgerError", "MISSING_REASONS"]
+           "counts", "list_jobs", "missing", "history", "run_sql", "submit", "preview", "prune",
+           "parse_since", "utcnow", "validate_job", "explain_validation", "pull_jobs", "push_jobs",
+           "IdempotentSimulationService", "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs",
+           "cancel_job", "Registered", "JobStatus", "ValidationResult", "Plan", "SyncChange", "Submitted",
+           "ResumePlan", "Resumed", "Pruned", "JobledgerError", "MISSING_REASONS"]

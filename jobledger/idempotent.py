@@ -6,8 +6,9 @@ directory (the same rule validation applies in SQL).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from concurrent.futures import Future
-from typing import Any, Iterable
+from typing import Any
 
 from .contracts import SimTask
 from .layout import RESULT_FILE, VERIFIED, Layout, output_state

@@ -24,7 +24,8 @@ def read_spec(path: str | Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ContractError(f"spec {path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise ContractError(f"spec {path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
+                            f"{exc.msg}") from None
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class Registered:
         return asdict(self)
 
 
-def prepare_job(spec: Any, *, bundle: str | None = None, job_id: str | None = None) -> tuple[SimJob, Any, str]:
+def prepare_job(spec: Any, *, bundle: str | None = None, job_id: str | None = None) -> tuple[SimJob, Any,
+                                                                                             str]:
     """(SimJob, the document to keep, its format) from a spec document or a contracts object."""
     if isinstance(spec, (dict, list)):
         fmt = "study" if is_study(spec) else "simjob"
@@ -65,7 +67,8 @@ def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
                store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
                runtime: str | None = None, namespace: str | None = None, k8s_name: str | None = None,
                parent_job_id: str | None = None) -> Registered:
-    """Record a job and all its expected outputs in one transaction; an identical re-registration is a no-op."""
+    """Record a job and all its expected outputs in one transaction; an identical re-registration
+    is a no-op."""
     layout_obj = Layout.parse(layout)
     policy = check_seed_policy(seed_policy)
     store_url = normalize_store_url(store)
@@ -87,9 +90,10 @@ def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
                 raise LedgerError(f"job {job.job_id} is already registered with a different spec or options")
             ledger.notify_changed(job.job_id)  # completes a publication an earlier attempt could not make
             return Registered(job.job_id, existing["expected_total"], False, existing["status"], notes)
-        count = ledger.insert_job(job, status=status, store_url=store_url, layout=layout_obj, seed_policy=policy,
-                                  spec_doc=spec_doc, spec_format=spec_format, runtime=runtime, k8s_name=k8s_name,
-                                  k8s_namespace=namespace, parent_job_id=parent_job_id, reason=reason)
+        count = ledger.insert_job(job, status=status, store_url=store_url, layout=layout_obj,
+                                  seed_policy=policy, spec_doc=spec_doc, spec_format=spec_format,
+                                  runtime=runtime, k8s_name=k8s_name, k8s_namespace=namespace,
+                                  parent_job_id=parent_job_id, reason=reason)
         # Published before the local commit: if the registry cannot take the job, the ledger keeps nothing.
         ledger.notify_changed(job.job_id)
     return Registered(job.job_id, count, True, status, notes)
@@ -103,7 +107,8 @@ def register(ledger: Ledger, spec: Any, *, bundle: str | None = None, job_id: st
         spec = read_spec(spec)
     job, doc, fmt = prepare_job(spec, bundle=bundle, job_id=job_id)
     runtime = "k8s" if (namespace or k8s_name) else None
-    return create_job(ledger, job, doc, fmt, status=states.SCHEDULED, reason="registered (submitted elsewhere)",
+    return create_job(ledger, job, doc, fmt, status=states.SCHEDULED,
+                      reason="registered (submitted elsewhere)",
                       store=store, layout=layout, seed_policy=seed_policy, runtime=runtime,
                       namespace=namespace, k8s_name=k8s_name or (job.job_id if runtime else None))
 

@@ -5,7 +5,8 @@ import csv
 import io
 import json
 import sys
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from tabulate import tabulate
 

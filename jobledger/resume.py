@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from . import states
 from .contracts import ContractError, SimJob, SimTask, UniqueParameterSet, check_bundle_ref, load_spec
@@ -111,7 +111,8 @@ def plan_task_groups(pending: Iterable[PendingTask], seed_policy: str = "runner"
             previous = (seed, row)
         runs_by_param.append(runs)
     depth = max(len(runs) for runs in runs_by_param)
-    return [[task for runs in runs_by_param if k < len(runs) for task in runs[k]] for k in range(depth)], overcompute
+    groups = [[task for runs in runs_by_param if k < len(runs) for task in runs[k]] for k in range(depth)]
+    return groups, overcompute
 
 
 def _task(p: PendingTask, seed: int) -> SimTask:
@@ -155,19 +156,22 @@ def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None) -> Re
     aggregations = ledger.query("SELECT count(*) AS n FROM outputs WHERE job_id = ? AND kind = 'aggregation' "
                                 "AND state <> 'verified'", (job_id,))[0]["n"]
     in_flight = sum(1 for r in rows if r["in_flight"])
-    pending = [PendingTask(r["param_id"], json.loads(r["params_json"]), bundle or r["bundle_ref"], r["entrypoint"],
+    pending = [PendingTask(r["param_id"], json.loads(r["params_json"]), bundle or r["bundle_ref"],
+                           r["entrypoint"],
                            _outputs(r["outputs"]), int(r["task_seed"]), int(r["run_seed"]))
                for r in rows if not r["in_flight"]]
     groups, overcompute = plan_task_groups(pending, job["seed_policy"])
     root = root_of(job_id)
-    existing = [r["job_id"] for r in ledger.query("SELECT job_id FROM jobs WHERE job_id GLOB ?", (root + "-r*",))]
+    existing = [r["job_id"] for r in ledger.query("SELECT job_id FROM jobs WHERE job_id GLOB ?",
+                                                  (root + "-r*",))]
     ids = child_ids(root, existing, len(groups))
     metadata = dict(json.loads(job["metadata"] or "{}"))
     jobs = []
-    for jid, tasks in zip(ids, groups):
+    for jid, tasks in zip(ids, groups, strict=True):
         meta = {**metadata, "resume_of": job_id, "resume_root": root}
         jobs.append(SimJob(jid, bundle or job["bundle_ref"], tuple(tasks), 0, meta, None, job["job_type"]))
-    plan = ResumePlan(job_id, root, jobs, sum(len(j.tasks) for j in jobs), overcompute, aggregations, in_flight)
+    plan = ResumePlan(job_id, root, jobs, sum(len(j.tasks) for j in jobs), overcompute, aggregations,
+                      in_flight)
     if aggregations:
         plan.notes.append(f"{aggregations} aggregation output(s) are not resumed: an aggregation covers all "
                           f"replicates of a param set, so only the original job can write it")
@@ -211,11 +215,13 @@ def resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: s
     """Register (and submit) the planned children of ``job_id``."""
     plan = plan_resume(ledger, job_id, bundle=bundle)
     if not plan.jobs:
-        raise LedgerError(f"{job_id}: nothing to resume (every simulation output is verified or being produced)")
+        raise LedgerError(f"{job_id}: nothing to resume (every simulation output is verified or being "
+                          f"produced)")
     parent = ledger.job(job_id)
     runtime = runtime or parent["runtime"]
     if submit and not runtime:
-        raise LedgerError(f"{job_id} was submitted elsewhere; pass --runtime k8s|local to run its resume jobs")
+        raise LedgerError(f"{job_id} was submitted elsewhere; pass --runtime k8s|local to run its resume "
+                          f"jobs")
     options = dict(runtime_options or {})
     if runtime == "k8s":
         options.setdefault("namespace", parent["k8s_namespace"])
@@ -223,7 +229,8 @@ def resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: s
         options["bundle_path"] = json.loads(parent["runtime_ref"] or "{}").get("bundle_path")
     results = []
     for child in plan.jobs:
-        results.append(submit_job(ledger, child, child.to_json(), "simjob", runtime=runtime, store=parent["store_url"],
+        results.append(submit_job(ledger, child, child.to_json(), "simjob", runtime=runtime,
+                                  store=parent["store_url"],
                                   layout=parent["layout"], seed_policy=parent["seed_policy"],
                                   parent_job_id=job_id, runtime_options=options,
                                   reason=f"resume of {job_id}", submit=submit))

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from . import states
 from .contracts import SimJob
@@ -91,9 +92,11 @@ def submit_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
     rt = runtime_for(ledger.path, runtime, runtime_options)
     namespace = rt.namespace
     if submit:
-        rt.check(job, {"job_id": job.job_id, "store_url": normalize_store_url(store), "layout": layout or "token",
+        rt.check(job, {"job_id": job.job_id, "store_url": normalize_store_url(store),
+                       "layout": layout or "token",
                        "k8s_namespace": namespace})
-    registered = create_job(ledger, job, spec_doc, spec_format, status=states.PENDING, reason=reason, store=store,
+    registered = create_job(ledger, job, spec_doc, spec_format, status=states.PENDING, reason=reason,
+                            store=store,
                             layout=layout, seed_policy=seed_policy, runtime=runtime, namespace=namespace,
                             k8s_name=job.job_id if runtime == "k8s" else None, parent_job_id=parent_job_id)
     if not registered.created and registered.status != states.PENDING:
@@ -183,7 +186,8 @@ class SyncChange:
         doc = asdict(self)
         doc["from"] = doc.pop("from_status")
         doc["path"] = list(self.path)
-        order = ("job_id", "from", "path", "to", "runtime", "observed", "reason", "error", "changed", "dry_run",
+        order = ("job_id", "from", "path", "to", "runtime", "observed", "reason", "error", "changed",
+                 "dry_run",
                  *COUNT_KEYS)
         return {key: self.changed if key == "changed" else doc[key] for key in order}
 
@@ -200,7 +204,8 @@ class _Steps:
     counts: dict = field(default_factory=dict)
 
 
-def sync(ledger: Ledger, job_ids: Iterable[str] | None = None, *, validate: bool = True, dry_run: bool = False,
+def sync(ledger: Ledger, job_ids: Iterable[str] | None = None, *, validate: bool = True,
+         dry_run: bool = False,
          runtime_options: dict | None = None) -> list[SyncChange]:
     """Bring every unfinished job (or those named) up to date with its runtime, and validate the
     ones that finished. Returns one SyncChange per job looked at."""
@@ -209,7 +214,8 @@ def sync(ledger: Ledger, job_ids: Iterable[str] | None = None, *, validate: bool
         rows = [ledger.job(job_id) for job_id in dict.fromkeys(names)]
     else:
         marks = ",".join("?" * len(SYNCED))
-        rows = ledger.query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at, job_id", SYNCED)
+        rows = ledger.query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at, job_id",
+                            SYNCED)
     observed, errors = _observe(ledger, [r for r in rows if r["status"] in OBSERVED and r["runtime"]],
                                 runtime_options)
     return [_sync_one(ledger, row, observed.get(row["job_id"]), errors.get(row["job_id"]), validate, dry_run)

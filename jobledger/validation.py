@@ -9,23 +9,18 @@ transition) commits in one transaction; a store error before that leaves the led
 """
 from __future__ import annotations
 
-import json
-import queue
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from . import states
+from .deep import deep_check
 from .errors import JobledgerError
-from .hashing import blake2b_hex
-from .layout import (ERROR_FILE, ERRORED, INCOMPLETE, METADATA_FILE, MISSING, OUTPUT_STATE_RULES, RESULT_FILE, Layout,
-                     artifact_file)
+from .layout import ERROR_FILE, ERRORED, INCOMPLETE, MISSING, OUTPUT_STATE_RULES, RESULT_FILE, Layout
 from .ledger import Ledger, utcnow
+from .observe import LISTING_FLAGS, observe
 from .redact import redact_url
 from .registry.state import Progress, make_progress
-from .stores import ProvenanceStore, StoreNotFound, open_store
+from .stores import ProvenanceStore, open_store
 
 STRATEGIES = ("auto", "list", "head")
 # A head probe tells less than a listing (no unexpected directories) and a listing reads whole
@@ -33,9 +28,6 @@ STRATEGIES = ("auto", "list", "head")
 HEAD_ADVANTAGE = 4
 SPLIT_MIN_OUTPUTS = 64          # below this a prefix is listed whole
 HEX = "0123456789abcdef"         # the first character of a param shard directory
-LIST_THREADS = 16
-PROBE_THREADS = 16
-BATCH = 2000
 OUTCOMES = {states.SUCCEEDED: "complete", states.PARTIAL: "partial", states.FAILED: "failed"}
 
 
@@ -78,7 +70,8 @@ def _cover_prefixes(ledger: Ledger, job: dict) -> list[str]:
     # Outputs outside those prefixes (a custom layout) are covered by their own parent directory.
     covered = " OR ".join("substr(path, 1, ?) = ?" for _ in prefixes) or "0"
     uncovered = ledger.query(
-        f"SELECT DISTINCT rtrim(path, replace(path, '/', '')) AS d FROM outputs WHERE job_id = ? AND NOT ({covered})",
+        f"SELECT DISTINCT rtrim(path, replace(path, '/', '')) AS d FROM outputs "
+        f"WHERE job_id = ? AND NOT ({covered})",
         [job["job_id"]] + [x for p in sorted(prefixes) for x in (len(p), p)])
     prefixes.update(r["d"] for r in uncovered)
     ordered = sorted(prefixes)
@@ -90,7 +83,8 @@ def _shape(ledger: Ledger, job_id: str) -> dict:
     """Expected outputs, the names and directories a listing of them would see."""
     return ledger.query(
         "SELECT count(*) AS outputs, "
-        " coalesce(sum(2 + CASE WHEN outputs = 'null' THEN 1 ELSE json_array_length(outputs) END), 0) AS names, "
+        " coalesce(sum(2 + CASE WHEN outputs = 'null' THEN 1 ELSE json_array_length(outputs) END), 0)"
+        "  AS names, "
         " count(DISTINCT rtrim(path, replace(path, '/', ''))) AS parents "
         "FROM expected_outputs WHERE job_id = ?", (job_id,))[0]
 
@@ -132,7 +126,8 @@ def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str =
     notes = []
     if chosen == "head":
         notes.append("head probes each expected output: unexpected directories are not looked for")
-    return Plan(job_id, redact_url(job["store_url"] or ""), expected, prefixes, parts if chosen == "list" else [],
+    return Plan(job_id, redact_url(job["store_url"] or ""), expected, prefixes,
+                parts if chosen == "list" else [],
                 estimates, basis, chosen, why, notes, job["status"])
 
 
@@ -145,140 +140,12 @@ def explain(ledger: Ledger, job_id: str, strategy: str = "auto") -> Plan:
     return plan
 
 
-# ---------------------------------------------------------------- observe
-
-def _directory_row(directory: str, names: list[str]) -> tuple:
-    return (directory, RESULT_FILE in names, ERROR_FILE in names, METADATA_FILE in names, len(names))
-
-
-def _run_threads(producers: list[Callable[[Callable[[list], None]], None]], threads: int,
-                 consume: Callable[[list], None]) -> None:
-    """Run producers in threads; each hands batches of rows to ``consume`` on this thread
-    (the SQLite connection stays on one thread). The first error stops everything."""
-    batches: queue.Queue = queue.Queue(maxsize=64)
-    stop = threading.Event()
-    done = object()
-
-    def emit(batch: list) -> None:
-        while not stop.is_set():
-            try:
-                batches.put(batch, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        raise _Stopped()
-
-    def run(producer) -> None:
-        try:
-            producer(emit)
-            batches.put(done)
-        except _Stopped:
-            pass
-        except BaseException as exc:  # handed to the consumer thread, which re-raises it
-            batches.put(exc)
-
-    with ThreadPoolExecutor(max(1, min(threads, len(producers)))) as pool:
-        for producer in producers:
-            pool.submit(run, producer)
-        remaining = len(producers)
-        try:
-            while remaining:
-                item = batches.get()
-                if item is done:
-                    remaining -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    consume(item)
-        finally:
-            stop.set()
-            while True:  # unblock producers waiting on a full queue
-                try:
-                    batches.get_nowait()
-                except queue.Empty:
-                    break
-
-
-class _Stopped(Exception):
-    pass
-
-
-def _list_producer(store: ProvenanceStore, part: str):
-    def produce(emit) -> None:
-        batch = []
-        for directory, names in store.list_directories(part):
-            batch.append(_directory_row(directory, names))
-            if len(batch) >= BATCH:
-                emit(batch)
-                batch = []
-        if batch:
-            emit(batch)
-    return produce
-
-
-def _probe_producer(store: ProvenanceStore, paths: list[str]):
-    def produce(emit) -> None:
-        batch = []
-        for path in paths:
-            names = store.names_in(path)
-            if names:
-                batch.append(_directory_row(path, names))
-            if len(batch) >= 200:
-                emit(batch)
-                batch = []
-        if batch:
-            emit(batch)
-    return produce
-
-
-def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: Plan, progress=None) -> None:
-    """Fill ``temp.listing`` with one row per directory the strategy saw."""
-    conn = ledger.conn
-    conn.execute("DROP TABLE IF EXISTS temp.listing")
-    conn.execute("CREATE TEMP TABLE listing (dir TEXT NOT NULL, has_result INTEGER NOT NULL, "
-                 "has_error INTEGER NOT NULL, has_metadata INTEGER NOT NULL, files INTEGER NOT NULL)")
-    store_walks = plan.strategy == "list" and store.parallel_walk
-    if store_walks:
-        producers = []  # the store walks the parts itself, in parallel processes
-    elif plan.strategy == "list":
-        producers = [_list_producer(store, part) for part in plan.parts]
-    else:
-        paths = [r[0] for r in conn.execute("SELECT DISTINCT path FROM outputs WHERE job_id = ?", (job_id,))]
-        size = max(1, -(-len(paths) // (PROBE_THREADS * 4)))
-        producers = [_probe_producer(store, paths[i:i + size]) for i in range(0, len(paths), size)]
-    own = not conn.in_transaction
-    if own:
-        conn.execute("BEGIN")  # only temp tables are written: no lock on the ledger itself
-
-    def consume(batch: list) -> None:
-        conn.executemany("INSERT INTO listing VALUES (?,?,?,?,?)", batch)
-        if progress is not None:
-            progress.advance(len(batch))
-
-    try:
-        if store_walks:
-            for batch in store.walk_parts(plan.parts, _directory_row):
-                consume(batch)
-        else:
-            _run_threads(producers, LIST_THREADS if plan.strategy == "list" else PROBE_THREADS, consume)
-        conn.execute("CREATE INDEX temp.listing_dir ON listing(dir)")
-    except BaseException:
-        if own:
-            conn.execute("ROLLBACK")
-        raise
-    if own:
-        conn.execute("COMMIT")
-
-
-# ---------------------------------------------------------------- classify
-
-# The listing flag that records each marker file's presence (see _directory_row).
-LISTING_FLAGS = {RESULT_FILE: "has_result", ERROR_FILE: "has_error", METADATA_FILE: "has_metadata"}
-
+# ---------------------------------------------------------------- classify (observe.py and deep.py feed it)
 
 def state_case_sql(listing: str = "l") -> str:
     """layout.output_state as a SQL expression over a ``listing`` row (no row: nothing there)."""
-    rules = " ".join(f"WHEN {listing}.{LISTING_FLAGS[name]} THEN '{state}'" for name, state in OUTPUT_STATE_RULES)
+    rules = " ".join(f"WHEN {listing}.{LISTING_FLAGS[name]} THEN '{state}'" for name,
+                     state in OUTPUT_STATE_RULES)
     return f"CASE WHEN {listing}.dir IS NULL THEN '{MISSING}' {rules} ELSE '{INCOMPLETE}' END"
 
 
@@ -299,8 +166,8 @@ def classify(ledger: Ledger, job_id: str) -> None:
     """One set-based pass: every expected output of the job gets a state in ``temp.observed``."""
     conn = ledger.conn
     conn.execute("DROP TABLE IF EXISTS temp.observed")
-    conn.execute("CREATE TEMP TABLE observed (output_id INTEGER PRIMARY KEY, state TEXT NOT NULL, detail TEXT, "
-                 "listing_row INTEGER)")
+    conn.execute("CREATE TEMP TABLE observed (output_id INTEGER PRIMARY KEY, state TEXT NOT NULL, "
+                 "detail TEXT, listing_row INTEGER)")
     conn.execute(CLASSIFY_SQL, (job_id,))
 
 
@@ -314,84 +181,6 @@ def _counts(ledger: Ledger) -> dict:
 
 # ---------------------------------------------------------------- deep checks
 
-_ABSENT = object()
-
-
-def _read_json(store: ProvenanceStore, directory: str, name: str) -> tuple[object, tuple[str, str] | None]:
-    """(document, None), or (_ABSENT or None, (state, reason)) when the file is absent or not JSON."""
-    try:
-        return json.loads(store.read(f"{directory}/{name}")), None
-    except StoreNotFound:
-        return _ABSENT, ("errored", f"{name} is missing")
-    except ValueError:
-        return None, ("errored", f"{name} is not valid JSON")
-
-
-def _deep_check(store: ProvenanceStore, row: dict, checksums: bool) -> tuple[str, str] | None:
-    """(state, reason) when reading the files contradicts the listing's verdict, else None."""
-    path = row["path"]
-    result, problem = _read_json(store, path, RESULT_FILE)
-    if problem:
-        return ("incomplete", "result.json disappeared during validation") if result is _ABSENT else problem
-    error = result.get("error") if isinstance(result, dict) else None
-    if row["state"] == "errored" or error:
-        if isinstance(error, dict):
-            return "errored", f"worker error: {error.get('error_type', 'Error')}: {error.get('message', '')}"[:500]
-        return ("errored", "the worker wrote error_details.arrow") if row["state"] == "errored" else \
-            ("errored", "result.json reports an error")
-    if not isinstance(result, dict) or not isinstance(result.get("outputs"), dict):
-        return "errored", "result.json has no 'outputs' object"
-    if row["kind"] == "simulation":
-        meta, problem = _read_json(store, path, METADATA_FILE)
-        if problem:
-            return problem
-        if meta.get("param_id") != row["param_id"]:
-            return "errored", f"metadata.json param_id {str(meta.get('param_id'))[:16]}… is not the expected " \
-                              f"{row['param_id'][:16]}…"
-        if meta.get("entrypoint") != row["entrypoint"]:
-            return "errored", f"metadata.json entrypoint {meta.get('entrypoint')!r} is not {row['entrypoint']!r}"
-        if row["run_seed"] is not None and str(meta.get("seed")) != str(row["run_seed"]):
-            return "errored", f"metadata.json seed {meta.get('seed')} is not {row['run_seed']}"
-    declared = json.loads(row["outputs"]) if row["outputs"] else None
-    if declared:
-        absent = sorted(set(declared) - set(result["outputs"]))
-        if absent:
-            return "errored", f"result.json lacks declared output(s) {', '.join(absent)}"
-    sizes = dict(store.list(path + "/"))
-    for name, info in sorted(result["outputs"].items()):
-        file = artifact_file(name)
-        size = sizes.get(f"{path}/{file}")
-        if size is None:
-            return "errored", f"{file} is missing"
-        if isinstance(info, dict) and info.get("size") is not None and size != info["size"]:
-            return "errored", f"{file} is {size} bytes, result.json says {info['size']}"
-        if checksums and isinstance(info, dict) and info.get("checksum"):
-            if blake2b_hex(store.read(f"{path}/{file}")) != info["checksum"]:
-                return "errored", f"{file} checksum does not match result.json"
-    return None
-
-
-def deep_check(ledger: Ledger, store: ProvenanceStore, *, checksums: bool, progress=None) -> int:
-    """Read the files of verified (and errored) outputs; demote contradicted ones in ``observed``."""
-    rows = ledger.query(
-        "SELECT obs.output_id, obs.state, e.path, e.output_type AS kind, e.param_id, e.entrypoint, e.outputs, "
-        "e.run_seed FROM observed obs JOIN expected_outputs e ON e.output_id = obs.output_id "
-        "WHERE obs.state IN ('verified', 'errored')")
-    if not rows:
-        return 0
-
-    def check(row: dict):
-        found = _deep_check(store, row, checksums)
-        if progress is not None:
-            progress.advance(1)
-        return None if found is None else (found[0], found[1], row["output_id"])
-
-    with ThreadPoolExecutor(PROBE_THREADS) as pool:
-        changes = [c for c in pool.map(check, rows) if c is not None]
-    ledger.conn.executemany("UPDATE observed SET state = ?, detail = ? WHERE output_id = ?", changes)
-    return len(changes)
-
-
 # ---------------------------------------------------------------- record and decide
 
 def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexpected_known: bool) -> dict:
@@ -399,14 +188,16 @@ def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexp
     paths. Call inside transaction()."""
     conn = ledger.conn
     counts = _counts(ledger)
-    if run_id is not None and conn.execute("SELECT 1 FROM validation_runs WHERE run_id = ?", (run_id,)).fetchone():
+    if run_id is not None and conn.execute("SELECT 1 FROM validation_runs WHERE run_id = ?",
+                                           (run_id,)).fetchone():
         run_id = None
     cursor = conn.execute(
-        "INSERT INTO validation_runs (run_id, job_id, started_at, finished_at, store_url, strategy, deep, requests, expected,"
-        " verified, missing, errored, incomplete, unexpected, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (run_id, job_id, run["started_at"], utcnow(), run["store"], run["strategy"], int(run["deep"]), run["requests"],
-         counts["expected"], counts["verified"], counts["missing"], counts["errored"], counts["incomplete"], 0,
-         "in-progress"))
+        "INSERT INTO validation_runs (run_id, job_id, started_at, finished_at, store_url, strategy, deep, "
+        "requests, expected, verified, missing, errored, incomplete, unexpected, outcome) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (run_id, job_id, run["started_at"], utcnow(), run["store"], run["strategy"], int(run["deep"]),
+         run["requests"], counts["expected"], counts["verified"], counts["missing"], counts["errored"],
+         counts["incomplete"], 0, "in-progress"))
     run_id = cursor.lastrowid
     changed = conn.execute(
         "INSERT INTO output_events (output_id, run_id, from_state, to_state, detail) "
@@ -419,7 +210,8 @@ def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexp
                             (job_id, run_id)).fetchone()[0]
     conn.execute(
         "UPDATE outputs SET state = obs.state, detail = obs.detail, "
-        " first_verified_run = CASE WHEN obs.state = 'verified' THEN coalesce(outputs.first_verified_run, :run) "
+        " first_verified_run = CASE WHEN obs.state = 'verified' "
+        "                      THEN coalesce(outputs.first_verified_run, :run) "
         "                      ELSE outputs.first_verified_run END, "
         " last_seen_run = CASE WHEN obs.state <> 'missing' THEN :run "
         "                 WHEN outputs.state <> 'missing' THEN :previous ELSE outputs.last_seen_run END, "
@@ -507,7 +299,8 @@ def _stored_result(ledger: Ledger, job: dict, note: str, seconds: float) -> Vali
         deep=False, checksums=False, store=redact_url(job["store_url"] or ""), prefixes=[], note=note)
 
 
-def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: str = "auto", deep: bool = False,
+def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: str = "auto",
+                 deep: bool = False,
                  checksums: bool = False, progress=None, reason: str | None = None) -> ValidationResult:
     """Validate a job against its store and, for a job in ``validating`` (or a terminal job
     with ``force``), decide succeeded/partial/failed. ``progress.advance(n)`` (optional) is
@@ -522,10 +315,9 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
     has_outputs = job["spec_format"] is not None and ledger.conn.execute(
         "SELECT 1 FROM outputs WHERE job_id = ? LIMIT 1", (job_id,)).fetchone()
     if not has_outputs:
-        return _stored_result(ledger, job, f"{job_id} has no expected outputs of its own (no spec: ModelOps "
-                                           f"wrote it; register its spec to validate it): validation skipped, "
-                                           f"status left at {status}",
-                              time.monotonic() - clock)
+        note = (f"{job_id} has no expected outputs of its own (no spec: ModelOps wrote it; register its "
+                f"spec to validate it): validation skipped, status left at {status}")
+        return _stored_result(ledger, job, note, time.monotonic() - clock)
     if status in states.TERMINAL:
         if not force:
             return _stored_result(ledger, job, f"{job_id} is {status}; its status is kept (use --force to "
@@ -546,9 +338,8 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
             if not force:
                 raise ValidationError(f"{job_id} became {current['status']} while it was being validated; "
                                       f"nothing was recorded")
-            current = ledger.transition(job_id, states.VALIDATING,
-                                        reason or f"re-validation requested (--force) after {current['status']}",
-                                        revalidate=True)
+            why = reason or f"re-validation requested (--force) after {current['status']}"
+            current = ledger.transition(job_id, states.VALIDATING, why, revalidate=True)
         counts = _counts(ledger)
         # The run's id goes into the move's reason, which is fixed before the registry swap: take the next
         # id now and insert the run under it in the move's transaction (another id only if it was taken).
@@ -567,7 +358,8 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         if verdict is not None:
             summary = (f"{counts['verified']}/{counts['expected']} verified, {counts['missing']} missing, "
                        f"{counts['errored']} errored, {counts['incomplete']} incomplete (run {run_id})")
-            final = ledger.transition(job_id, verdict, f"validated: {summary}" + (f"; {reason}" if reason else ""),
+            final = ledger.transition(job_id, verdict,
+                                      f"validated: {summary}" + (f"; {reason}" if reason else ""),
                                       with_writes=record, progress=_progress(ledger, counts), **fields)
         else:
             with ledger.transaction():
@@ -579,12 +371,14 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         _drop_temp(ledger)
     ledger.notify_changed(job_id)
     return ValidationResult(
-        job_id, final["status"], status, outcome, recorded["expected"], recorded["verified"], recorded["missing"],
-        recorded["errored"], recorded["incomplete"], recorded["unexpected"], strategy=plan.strategy,
+        job_id, final["status"], status, outcome, recorded["expected"], recorded["verified"],
+        recorded["missing"], recorded["errored"], recorded["incomplete"], recorded["unexpected"],
+        strategy=plan.strategy,
         requests=store.requests, seconds=round(time.monotonic() - clock, 3), run_id=recorded["run_id"],
         last_run_id=recorded["run_id"], changed=recorded["changed"], transitioned=final["status"] != status,
         validated=True, deep=deep, checksums=checksums, store=plan.store, prefixes=plan.prefixes, note=None)
 
 
-__all__ = ["validate_job", "ValidationResult", "explain", "make_plan", "observe", "classify", "deep_check", "Plan",
+__all__ = ["validate_job", "ValidationResult", "explain", "make_plan", "observe", "classify", "deep_check",
+           "Plan",
            "ValidationError", "STRATEGIES"]

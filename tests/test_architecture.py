@@ -46,7 +46,8 @@ def imports_of(name: str) -> set[str]:
                 target = node.module or ""
             for alias in node.names:
                 found.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in MODULES else target)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and TABLE_ENTRY.fullmatch(node.value):
+        elif isinstance(node, ast.Constant) and isinstance(node.value,
+                                                           str) and TABLE_ENTRY.fullmatch(node.value):
             found.add(node.value.partition(":")[0])
     return {m for m in found if m in MODULES and m != name}
 

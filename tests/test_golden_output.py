@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from helpers import cli, copy_tree
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,8 +12,9 @@ from jobledger import api
 from jobledger.idempotent import is_verified, verified_paths
 from jobledger.layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, output_state
 from jobledger.ledger import Ledger
+from jobledger.observe import directory_row
 from jobledger.stores import open_store
-from jobledger.validation import _directory_row, state_case_sql
+from jobledger.validation import state_case_sql
 
 JOB = "job-5a11e0c3"
 NAMES = (RESULT_FILE, ERROR_FILE, METADATA_FILE, "artifact_incidence.arrow")
@@ -22,8 +23,8 @@ NAMES = (RESULT_FILE, ERROR_FILE, METADATA_FILE, "artifact_incidence.arrow")
 def sql_state(rows: list[tuple], directory: str) -> str:
     """The state SQLite computes for ``directory`` from listing rows, with the validation's own expression."""
     conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE listing (dir TEXT, has_result INTEGER, has_error INTEGER, has_metadata INTEGER, "
-                 "files INTEGER)")
+    conn.execute("CREATE TABLE listing (dir TEXT, has_result INTEGER, has_error INTEGER, "
+                 "has_metadata INTEGER, files INTEGER)")
     conn.executemany("INSERT INTO listing VALUES (?,?,?,?,?)", rows)
     conn.execute("CREATE TABLE outputs (path TEXT)")
     conn.execute("INSERT INTO outputs VALUES (?)", (directory,))
@@ -35,7 +36,7 @@ def test_sql_and_python_agree_on_every_combination_of_files():
     seen = set()
     for n in range(len(NAMES) + 1):
         for names in itertools.combinations(NAMES, n):
-            rows = [_directory_row("d", list(names))] if names else []  # a listing has no empty directories
+            rows = [directory_row("d", list(names))] if names else []  # a listing has no empty directories
             python = output_state(names)
             assert sql_state(rows, "d") == python, names
             seen.add(python)
@@ -52,8 +53,8 @@ def test_validation_and_the_idempotent_runner_agree_on_the_sample(db_path, spec_
     with Ledger(db_path) as ledger:
         api.register(ledger, spec_dir / "sample" / f"{JOB}.json", store=str(sample_tree))
         api.validate_job(ledger, JOB)
-        recorded = {r["path"]: r["state"] for r in ledger.query("SELECT path, state FROM outputs WHERE job_id = ?",
-                                                                  (JOB,))}
+        rows = ledger.query("SELECT path, state FROM outputs WHERE job_id = ?", (JOB,))
+        recorded = {r["path"]: r["state"] for r in rows}
     from_files = {path: output_state(os.listdir(sample_tree / path) if (sample_tree / path).is_dir() else [])
                   for path in recorded}
     assert recorded == from_files

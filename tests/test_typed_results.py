@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from helpers import cli
+
 from jobledger import api
 from jobledger.ledger import Ledger
 
@@ -31,7 +32,8 @@ def test_validate_json_has_one_shape_whether_or_not_the_job_was_revalidated(db_p
     assert kept["note"].endswith("(use --force to re-validate)")
 
 
-def test_sync_json_has_one_shape_for_changed_and_unchanged_jobs(db_path, spec_dir, sample_tree, golden, tmp_path):
+def test_sync_json_has_one_shape_for_changed_and_unchanged_jobs(db_path, spec_dir, sample_tree, golden,
+                                                                tmp_path):
     register_sample(db_path, spec_dir, sample_tree)
     other = tmp_path / "other.json"
     other.write_text(json.dumps(golden["simjob_spec_example"]))
@@ -41,8 +43,10 @@ def test_sync_json_has_one_shape_for_changed_and_unchanged_jobs(db_path, spec_di
     changed, unchanged = records[JOB], records["job-deadbeef"]
     assert list(changed) == list(unchanged)
     assert changed["path"] == ["validating", "partial"] and changed["changed"] is True
-    assert (changed["verified"], changed["missing"], changed["errored"], changed["incomplete"]) == (9, 1, 1, 1)
-    assert unchanged["path"] == ["scheduled"] and unchanged["changed"] is False and unchanged["verified"] is None
+    assert (changed["verified"], changed["missing"], changed["errored"], changed["incomplete"]) == (9, 1, 1,
+                                                                                                    1)
+    assert unchanged["path"] == ["scheduled"] and unchanged["changed"] is False
+    assert unchanged["verified"] is None
 
 
 def test_sync_returns_new_records_and_renders_nothing(db_path, spec_dir, sample_tree, capsys):
@@ -69,4 +73,5 @@ def test_a_bundle_warning_is_one_warning_line_and_part_of_the_result(db_path, go
         and "registry port" in lines[0]
     with Ledger(db_path) as ledger:
         again = api.register(ledger, str(path), store=str(tmp_path / "store"))
-    assert again.created is False and len(again.warnings) == 1 and again.as_dict()["warnings"] == again.warnings
+    assert again.created is False and len(again.warnings) == 1
+    assert again.as_dict()["warnings"] == again.warnings

@@ -59,8 +59,10 @@ class JobledgerGroup(click.Group):
 
 
 @click.group(cls=JobledgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", envvar="JOBLEDGER_DB", metavar="PATH", help="Ledger file (default ~/.local/share/jobledger/ledger.db).")
-@click.option("--registry", metavar="URL", help="Shared registry to mirror jobs to (az://job-registry, file:///path); "
+@click.option("--db", envvar="JOBLEDGER_DB", metavar="PATH",
+              help="Ledger file (default ~/.local/share/jobledger/ledger.db).")
+@click.option("--registry", metavar="URL",
+              help="Shared registry to mirror jobs to (az://job-registry, file:///path); "
               "env JOBLEDGER_REGISTRY.")
 @click.version_option(package_name="jobledger")
 @click.pass_context

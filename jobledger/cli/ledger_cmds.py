@@ -19,9 +19,11 @@ def path(ctx):
 @click.argument("spec")
 @click.option("--bundle", metavar="REF", help="Bundle reference for a SimulationStudy spec.")
 @click.option("--job-id", metavar="ID", help="Job id (default: the spec's, or derived from the study).")
-@click.option("--store", metavar="URL", help="Provenance store (default $JOBLEDGER_STORE, $MODELOPS_STORAGE_DIR, "
+@click.option("--store", metavar="URL",
+              help="Provenance store (default $JOBLEDGER_STORE, $MODELOPS_STORAGE_DIR, "
               "/tmp/modelops/provenance).")
-@click.option("--layout", metavar="L", help="token (default), bundle, or a path template in the ModelOps DSL.")
+@click.option("--layout", metavar="L",
+              help="token (default), bundle, or a path template in the ModelOps DSL.")
 @click.option("--seed-policy", type=click.Choice(["runner", "task"]), default="runner", show_default=True)
 @click.option("--namespace", metavar="NS", help="Kubernetes namespace the job runs in.")
 @click.option("--k8s-name", metavar="NAME", help="Kubernetes Job name (default: the job id).")
@@ -29,7 +31,8 @@ def path(ctx):
 @click.pass_context
 def register(ctx, spec, bundle, job_id, store, layout, seed_policy, namespace, k8s_name, as_json):
     """Record a job submitted elsewhere and every output it must write."""
-    result = api.register(app_of(ctx).ledger(), spec, bundle=bundle, job_id=job_id, store=store, layout=layout,
+    result = api.register(app_of(ctx).ledger(), spec, bundle=bundle, job_id=job_id, store=store,
+                          layout=layout,
                           seed_policy=seed_policy, namespace=namespace, k8s_name=k8s_name)
     for note in result.warnings:
         click.echo(f"warning: {note}", err=True)
@@ -57,7 +60,8 @@ def status(ctx, job_id, as_json):
     pairs = [("job", doc["job_id"]), ("status", doc["status"]), ("bundle", doc["bundle_ref"]),
              ("store", doc["store_url"]), ("layout / seeds", f"{doc['layout']} / {doc['seed_policy']}"),
              ("runtime", doc["runtime"] or "external"), ("parent", doc["parent_job_id"]),
-             ("expected", doc["expected"]), ("verified", f"{doc['verified']}{pct}"), ("missing", doc["missing"]),
+             ("expected", doc["expected"]), ("verified", f"{doc['verified']}{pct}"), ("missing",
+                                                                                      doc["missing"]),
              ("errored", doc["errored"]), ("incomplete", doc["incomplete"])]
     if doc["error_message"]:
         pairs.append(("error", doc["error_message"]))
@@ -123,7 +127,8 @@ def missing(ctx, job_id, fmt, reason, limit):
 def history(ctx, job_id, as_json):
     """Status transitions of a job with times and reasons."""
     rows = api.history(app_of(ctx).ledger(readonly=True), job_id)
-    click.echo(render.to_json(rows) if as_json else render.table(rows, ["at", "from_status", "to_status", "reason"]))
+    click.echo(render.to_json(rows) if as_json else render.table(rows, ["at", "from_status", "to_status",
+                                                                        "reason"]))
 
 
 @main.command()
@@ -135,7 +140,7 @@ def history(ctx, job_id, as_json):
 def sql(ctx, query, fmt):
     """Run a read-only SQL query against the ledger."""
     columns, rows = api.run_sql(app_of(ctx).db, query)
-    dicts = [dict(zip(columns, r)) for r in rows]
+    dicts = [dict(zip(columns, r, strict=True)) for r in rows]
     if fmt == "json":
         click.echo(render.to_json(dicts))
     elif fmt == "csv":

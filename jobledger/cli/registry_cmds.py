@@ -16,7 +16,8 @@ def _registry_ledger(ctx):
 
 @main.command()
 @click.argument("job_ids", nargs=-1)
-@click.option("--since", metavar="AGE", help="Only jobs updated in the registry within AGE (24h, 7d) or since an ISO date.")
+@click.option("--since", metavar="AGE",
+              help="Only jobs updated in the registry within AGE (24h, 7d) or since an ISO date.")
 @click.option("--json", "as_json", is_flag=True, help="Print one result per job as JSON.")
 @click.pass_context
 def pull(ctx, job_ids, since, as_json):
@@ -40,7 +41,8 @@ def pull(ctx, job_ids, since, as_json):
         click.echo("no jobs to pull")
     failed = [r for r in results if r.action == "failed"]
     if failed:
-        raise api.JobledgerError(f"{len(failed)} of {len(results)} jobs could not be pulled (first: {failed[0].note})")
+        raise api.JobledgerError(f"{len(failed)} of {len(results)} jobs could not be pulled "
+                                 f"(first: {failed[0].note})")
 
 
 @main.command()

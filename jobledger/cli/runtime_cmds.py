@@ -21,8 +21,10 @@ def _job_options(f):
 
 
 def _k8s_options(f):
-    f = click.option("--context", metavar="CTX", help="kubeconfig context (default: current context, or in-cluster).")(f)
-    f = click.option("--kubeconfig", metavar="PATH", envvar="KUBECONFIG", help="kubeconfig file (env KUBECONFIG).")(f)
+    f = click.option("--context", metavar="CTX",
+                     help="kubeconfig context (default: current context, or in-cluster).")(f)
+    f = click.option("--kubeconfig", metavar="PATH", envvar="KUBECONFIG",
+                     help="kubeconfig file (env KUBECONFIG).")(f)
     return f
 
 
@@ -38,7 +40,8 @@ def _dump(doc, as_json: bool) -> str:
 @click.option("--bundle", metavar="REF", help="Bundle reference for a SimulationStudy spec.")
 @click.option("--runtime", type=click.Choice(["k8s", "local"]), envvar="JOBLEDGER_RUNTIME", default="local",
               show_default=True, help="Where the job runs (env JOBLEDGER_RUNTIME).")
-@click.option("--store", metavar="URL", help="Provenance store the workers write to (default $JOBLEDGER_STORE, "
+@click.option("--store", metavar="URL",
+              help="Provenance store the workers write to (default $JOBLEDGER_STORE, "
               "$MODELOPS_STORAGE_DIR, /tmp/modelops/provenance).")
 @click.option("--namespace", metavar="NS", help="Kubernetes namespace (default modelops-dask-dev).")
 @_job_options
@@ -58,12 +61,12 @@ def submit(ctx, spec, bundle, runtime, store, namespace, image, service_account,
                    postgres_secret=postgres_secret, bundle_path=bundle_path, context=context,
                    kubeconfig=kubeconfig)
     if dry_run:
-        preview = api.preview(app_of(ctx).db, spec, runtime=runtime, bundle=bundle, job_id=job_id, store=store,
-                              layout=layout, runtime_options=options)
+        preview = api.preview(app_of(ctx).db, spec, runtime=runtime, bundle=bundle, job_id=job_id,
+                              store=store, layout=layout, runtime_options=options)
         click.echo(_dump(preview, as_json))
         return
-    result = api.submit(app_of(ctx).ledger(), spec, runtime=runtime, bundle=bundle, job_id=job_id, store=store,
-                        layout=layout, seed_policy=seed_policy, runtime_options=options)
+    result = api.submit(app_of(ctx).ledger(), spec, runtime=runtime, bundle=bundle, job_id=job_id,
+                        store=store, layout=layout, seed_policy=seed_policy, runtime_options=options)
     for note in result.warnings:
         click.echo(f"warning: {note}", err=True)
     if as_json:
@@ -101,8 +104,8 @@ def change_line(change: api.SyncChange) -> str:
     """``job-…: running → validating → partial (18 verified, 7 missing)``."""
     line = f"{change.job_id}: {' → '.join(change.path)}"
     if change.validated:
-        counts = [f"{change.verified} verified"] + [f"{getattr(change, k)} {k}"
-                                                    for k in ("missing", "errored", "incomplete") if getattr(change, k)]
+        counts = [f"{change.verified} verified"] + [
+            f"{getattr(change, k)} {k}" for k in ("missing", "errored", "incomplete") if getattr(change, k)]
         line += f" ({', '.join(counts)})"
     elif change.to == "failed" and change.reason:
         line += f" ({change.reason})"
@@ -161,7 +164,8 @@ def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespac
 @click.pass_context
 def cancel(ctx, job_id, context, kubeconfig):
     """Stop a job (delete its Kubernetes Job / stop its local worker) and mark it cancelled."""
-    row = api.cancel_job(app_of(ctx).ledger(), job_id, runtime_options=dict(context=context, kubeconfig=kubeconfig))
+    options = dict(context=context, kubeconfig=kubeconfig)
+    row = api.cancel_job(app_of(ctx).ledger(), job_id, runtime_options=options)
     click.echo(f"{row['job_id']}: cancelled")
 
 

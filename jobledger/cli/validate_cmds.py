@@ -1,7 +1,6 @@
 """`jobledger validate`: check a job's outputs in its provenance store and decide its status."""
 from __future__ import annotations
 
-
 import click
 
 from .. import api, render
@@ -36,7 +35,8 @@ def _result_text(result: api.ValidationResult) -> str:
 
 @main.command()
 @click.argument("job_id")
-@click.option("--force", is_flag=True, help="Re-validate a succeeded/partial/failed job and revise its status.")
+@click.option("--force", is_flag=True,
+              help="Re-validate a succeeded/partial/failed job and revise its status.")
 @click.option("--strategy", type=click.Choice(["auto", "list", "head"]), default="auto", show_default=True,
               help="list: list the job's prefixes; head: probe each expected output; auto: fewer requests.")
 @click.option("--deep", is_flag=True, help="Also read metadata.json/result.json and compare artifact sizes.")
@@ -58,7 +58,8 @@ def validate(ctx, job_id, force, strategy, deep, checksums, explain_only, as_jso
     expected = api.counts(ledger, job_id)["expected"]
     progress = render.Progress(f"validating {job_id}", total=expected)
     try:
-        result = api.validate_job(ledger, job_id, force=force, strategy=strategy, deep=deep, checksums=checksums,
+        result = api.validate_job(ledger, job_id, force=force, strategy=strategy, deep=deep,
+                                  checksums=checksums,
                                   progress=progress)
     finally:
         progress.close()
