@@ -10,11 +10,12 @@ and defaults, modelops-contracts 0.3.1).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
-from .layout import ERROR_FILE, RESULT_FILE, artifact_file
 from .hashing import blake2b_hex
+from .layout import ERROR_FILE, RESULT_FILE, artifact_file
 from .stores import ProvenanceStore
 
 INLINE_CAP = 524288  # modelops_contracts.artifacts.INLINE_CAP: bigger artifacts are passed by reference
@@ -25,8 +26,8 @@ ARROW = "application/vnd.apache.arrow.stream"
 class TableArtifact:
     content_type: str = ARROW
     size: int = 0
-    inline: Optional[bytes] = None
-    ref: Optional[str] = None
+    inline: bytes | None = None
+    ref: str | None = None
     checksum: str = ""
 
 
@@ -41,10 +42,10 @@ class ErrorInfo:
 class SimReturn:
     task_id: str
     outputs: Mapping[str, TableArtifact]
-    error: Optional[ErrorInfo] = None
-    error_details: Optional[TableArtifact] = None
-    logs_ref: Optional[str] = None
-    metrics: Optional[Mapping[str, float]] = None
+    error: ErrorInfo | None = None
+    error_details: TableArtifact | None = None
+    logs_ref: str | None = None
+    metrics: Mapping[str, float] | None = None
     cached: bool = False
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from test_local_runtime import BUNDLE, EXAMPLE_MODEL, submit_local, wait_for_exit
+
 from jobledger.contracts import aggregation_id, load_spec, sim_return_task_id
 from jobledger.layout import Layout
 from jobledger.manifest import runner_seeds
-
-from test_local_runtime import BUNDLE, EXAMPLE_MODEL, submit_local, wait_for_exit
 
 TARGET = "targets.prev/loss"
 
@@ -34,7 +34,7 @@ def test_local_runtime_runs_targets_and_writes_aggregations_as_the_modelops_runn
     sys.path.insert(0, str(EXAMPLE_MODEL))
     sir, prev = importlib.import_module("models.sir"), importlib.import_module("targets.prev")
     by_param: dict[str, list[tuple[int, dict]]] = {}
-    for task, seed in zip(job.tasks, runner_seeds(job.tasks)):
+    for task, seed in zip(job.tasks, runner_seeds(job.tasks), strict=True):
         by_param.setdefault(task.param_id, []).append((seed, task.params.params))
     for param_id, replicates in by_param.items():
         failing = replicates[0][1]["beta"] == 5.0  # R0 = 50 diverges: every replicate errors
