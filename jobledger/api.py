@@ -45,7 +45,7 @@ def open_ledger(path: str | Path | None = None, *, registry: str | None = None,
 STATUS_FIELDS = ("job_id", "status", "job_type", "bundle_ref", "runtime", "k8s_name", "k8s_namespace",
                  "parent_job_id", "store_url", "layout", "seed_policy", "tasks_total", "created_at",
                  "updated_at", "validation_attempts", "error_message", "last_validation_error")
-COUNT_FIELDS = ("expected", "verified", "missing", "errored", "incomplete")
+COUNT_FIELDS = ("expected", "verified", "missing", "errored", "incomplete", "stale")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class JobStatus:
 
 def status(ledger: Ledger, job_id: str) -> JobStatus:
     job = ledger.job(job_id)
-    counts = ledger.query("SELECT expected, verified, missing, errored, incomplete, pct_verified "
+    counts = ledger.query("SELECT expected, verified, missing, errored, incomplete, stale, pct_verified "
                           "FROM job_summary WHERE job_id = ?", (job_id,))[0]
     runs = ledger.query("SELECT run_id, started_at, finished_at, strategy, requests, verified, missing, "
                         "errored, incomplete, unexpected, outcome, error FROM validation_runs "
@@ -80,7 +80,7 @@ def status(ledger: Ledger, job_id: str) -> JobStatus:
 
 
 def counts(ledger: Ledger, job_id: str) -> dict:
-    """expected / verified / missing / errored / incomplete of one job."""
+    """expected / verified / missing / errored / incomplete / stale of one job."""
     return ledger.summary(job_id)
 
 

@@ -75,11 +75,12 @@ def _deep_check(store: ProvenanceStore, row: dict, checksums: bool) -> tuple[str
 
 
 def deep_check(ledger: Ledger, store: ProvenanceStore, *, checksums: bool, progress=None) -> int:
-    """Read the files of verified (and errored) outputs; demote contradicted ones in ``observed``."""
+    """Read the files of verified (and errored) simulation outputs (aggregations: jobledger.aggregations);
+    demote contradicted ones in ``observed``."""
     rows = ledger.query(
         "SELECT obs.output_id, obs.state, e.path, e.output_type AS kind, e.param_id, e.entrypoint, "
         "e.outputs, e.run_seed FROM observed obs JOIN expected_outputs e ON e.output_id = obs.output_id "
-        "WHERE obs.state IN ('verified', 'errored')")
+        "WHERE obs.state IN ('verified', 'errored') AND e.output_type = 'simulation'")
     if not rows:
         return 0
 

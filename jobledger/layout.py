@@ -48,8 +48,19 @@ def output_state(names) -> str:
     return INCOMPLETE
 
 
+ARTIFACT_PREFIX = "artifact_"
+
+
 def artifact_file(output_name: str) -> str:
-    return "artifact_metadata.json" if output_name == "metadata" else f"artifact_{output_name}.arrow"
+    return "artifact_metadata.json" if output_name == "metadata" else f"{ARTIFACT_PREFIX}{output_name}.arrow"
+
+
+def returned_outputs(names) -> str | None:
+    """The output names a worker wrote into one result directory (``artifact_<name>.<ext>``: .arrow,
+    .parquet, .json), sorted and comma-joined as in its SimReturn task id; None when there are none."""
+    outputs = {n[len(ARTIFACT_PREFIX):n.rindex(".")] for n in names
+               if n.startswith(ARTIFACT_PREFIX) and "." in n[len(ARTIFACT_PREFIX):]}
+    return ",".join(sorted(outputs)) if outputs else None
 
 
 class LayoutError(ContractError):
@@ -152,6 +163,10 @@ class Layout:
             head, seed_part = fixed
             return lambda seed: head + seed_part({"seed": seed})
         return lambda seed: "".join(p if isinstance(p, str) else p({"seed": seed}) for p in fixed)
+
+    def target_dir(self, bundle_ref: str, target_entrypoint: str) -> str:
+        """The directory holding every aggregation of one target: ``…/aggs/<d12>/target_<target>``."""
+        return self.agg_path(bundle_ref, target_entrypoint, "").rpartition("/")[0]
 
     def agg_path(self, bundle_ref: str, target_entrypoint: str, aggregation_id: str) -> str:
         if self.agg_template is None:

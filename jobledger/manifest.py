@@ -12,14 +12,14 @@ SEED_POLICIES = ("runner", "task")
 
 class ExpectedOutput(NamedTuple):
     kind: str  # simulation | aggregation
-    task_id: str  # canonical task id, or the aggregation id
+    task_id: str  # canonical task id; for an aggregation the id predicted from the declared outputs (or '')
     param_id: str
     bundle_ref: str
     entrypoint: str  # the target entrypoint for an aggregation
     outputs: tuple[str, ...] | None
     task_seed: int | None
     run_seed: int | None
-    path: str
+    path: str  # the result directory; for an aggregation its target directory (one row per param set)
 
 
 def runner_seeds(tasks: tuple[SimTask, ...] | list[SimTask]) -> list[int]:
@@ -73,13 +73,15 @@ def expected_outputs(job: SimJob, layout: Layout, seed_policy: str = "runner") -
     if not targets:
         return
     for pid, group in by_param.items():
-        if any(task.outputs is None for task, _ in group):
-            continue  # the aggregation id needs the declared outputs of every replicate
-        sim_ids = [sim_return_task_id(pid, seed, task.outputs) for task, seed in group]
+        # The runner names an aggregation after the task ids its replicates returned, known only once they
+        # ran (validation finds it by its inputs); the id predicted from the declared outputs is kept as a
+        # hint, '' when a replicate declares none.
+        predictable = all(task.outputs is not None for task, _ in group)
+        sim_ids = [sim_return_task_id(pid, seed, task.outputs or ()) for task, seed in group]
         for target in targets:
-            aid = aggregation_id(target, sim_ids)
-            yield ExpectedOutput("aggregation", aid, pid, job.bundle_ref, target, None, None, None,
-                                 layout.agg_path(job.bundle_ref, target, aid))
+            yield ExpectedOutput("aggregation", aggregation_id(target, sim_ids) if predictable else "", pid,
+                                 job.bundle_ref, target, None, None, None,
+                                 layout.target_dir(job.bundle_ref, target))
 
 
 def outputs_json(outputs: tuple[str, ...] | None) -> str:

@@ -137,3 +137,10 @@ def m0003_unverified_outputs_output_id(conn: sqlite3.Connection) -> None:
     """The ``unverified_outputs`` view gains ``output_id``, so ``missing`` lists outputs in
     registration order straight from the view. No table changes: views are dropped before the
     steps and re-created from schema.sql after them; this step makes existing ledgers do that."""
+
+
+@migration
+def m0004_stale_aggregation_counts(conn: sqlite3.Connection) -> None:
+    """A validation run counts its stale aggregations (jobledger.aggregations), and the ``job_summary``
+    view gains ``stale`` (re-created from schema.sql after the steps)."""
+    conn.execute("ALTER TABLE validation_runs ADD COLUMN stale INTEGER NOT NULL DEFAULT 0")

@@ -1,7 +1,8 @@
 """Observation: what a validation strategy sees in the store, streamed into ``temp.listing``.
 
 One row per directory holding files: ``has result.json``, ``has error_details.arrow``, ``has
-metadata.json`` and the number of files. ``list`` walks the plan's parts (in parallel: threads,
+metadata.json``, the number of files and, for a job with targets, the output names the worker
+returned (its ``artifact_<name>.*`` files: jobledger.aggregations computes task ids from them). ``list`` walks the plan's parts (in parallel: threads,
 or worker processes for stores with ``parallel_walk``); ``head`` probes each expected output's
 directory. Rows reach SQLite on the calling thread, so the connection never changes threads.
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from .layout import ERROR_FILE, METADATA_FILE, RESULT_FILE
+from .layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, returned_outputs
 from .ledger import Ledger
 from .stores import ProvenanceStore
 
@@ -30,7 +31,14 @@ class ListingPlan(Protocol):
 
 
 def directory_row(directory: str, names: list[str]) -> tuple:
-    return (directory, RESULT_FILE in names, ERROR_FILE in names, METADATA_FILE in names, len(names))
+    return (directory, RESULT_FILE in names, ERROR_FILE in names, METADATA_FILE in names, len(names), None)
+
+
+def directory_row_with_outputs(directory: str, names: list[str]) -> tuple:
+    """A listing row that also keeps the output names the worker returned: a job with targets needs
+    them to know its replicates' task ids; other jobs skip the cost."""
+    return (directory, RESULT_FILE in names, ERROR_FILE in names, METADATA_FILE in names, len(names),
+            returned_outputs(names))
 
 
 def _run_threads(producers: list[Callable[[Callable[[list], None]], None]], threads: int,
@@ -85,11 +93,11 @@ class _Stopped(Exception):
     pass
 
 
-def _list_producer(store: ProvenanceStore, part: str):
+def _list_producer(store: ProvenanceStore, part: str, row=directory_row):
     def produce(emit) -> None:
         batch = []
         for directory, names in store.list_directories(part):
-            batch.append(directory_row(directory, names))
+            batch.append(row(directory, names))
             if len(batch) >= BATCH:
                 emit(batch)
                 batch = []
@@ -98,13 +106,13 @@ def _list_producer(store: ProvenanceStore, part: str):
     return produce
 
 
-def _probe_producer(store: ProvenanceStore, paths: list[str]):
+def _probe_producer(store: ProvenanceStore, paths: list[str], row=directory_row):
     def produce(emit) -> None:
         batch = []
         for path in paths:
             names = store.names_in(path)
             if names:
-                batch.append(directory_row(path, names))
+                batch.append(row(path, names))
             if len(batch) >= 200:
                 emit(batch)
                 batch = []
@@ -118,28 +126,35 @@ def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: ListingPl
     conn = ledger.conn
     conn.execute("DROP TABLE IF EXISTS temp.listing")
     conn.execute("CREATE TEMP TABLE listing (dir TEXT NOT NULL, has_result INTEGER NOT NULL, "
-                 "has_error INTEGER NOT NULL, has_metadata INTEGER NOT NULL, files INTEGER NOT NULL)")
+                 "has_error INTEGER NOT NULL, has_metadata INTEGER NOT NULL, files INTEGER NOT NULL, "
+                 "outputs TEXT)")
+    targets = [r[0] for r in conn.execute(
+        "SELECT DISTINCT path FROM outputs WHERE job_id = ? AND kind = 'aggregation'", (job_id,))]
+    row = directory_row_with_outputs if targets else directory_row
     store_walks = plan.strategy == "list" and store.parallel_walk
     if store_walks:
         producers = []  # the store walks the parts itself, in parallel processes
     elif plan.strategy == "list":
-        producers = [_list_producer(store, part) for part in plan.parts]
+        producers = [_list_producer(store, part, row) for part in plan.parts]
     else:
-        paths = [r[0] for r in conn.execute("SELECT DISTINCT path FROM outputs WHERE job_id = ?", (job_id,))]
+        paths = [r[0] for r in conn.execute("SELECT DISTINCT path FROM outputs WHERE job_id = ? "
+                                            "AND kind = 'simulation'", (job_id,))]
         size = max(1, -(-len(paths) // (PROBE_THREADS * 4)))
-        producers = [_probe_producer(store, paths[i:i + size]) for i in range(0, len(paths), size)]
+        producers = [_probe_producer(store, paths[i:i + size], row) for i in range(0, len(paths), size)]
+        # An aggregation's directory is not known in advance: its target directory is listed.
+        producers += [_list_producer(store, target_dir + "/", row) for target_dir in targets]
     own = not conn.in_transaction
     if own:
         conn.execute("BEGIN")  # only temp tables are written: no lock on the ledger itself
 
     def consume(batch: list) -> None:
-        conn.executemany("INSERT INTO listing VALUES (?,?,?,?,?)", batch)
+        conn.executemany("INSERT INTO listing VALUES (?,?,?,?,?,?)", batch)
         if progress is not None:
             progress.advance(len(batch))
 
     try:
         if store_walks:
-            for batch in store.walk_parts(plan.parts, directory_row):
+            for batch in store.walk_parts(plan.parts, row):
                 consume(batch)
         else:
             _run_threads(producers, LIST_THREADS if plan.strategy == "list" else PROBE_THREADS, consume)
@@ -152,4 +167,4 @@ def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: ListingPl
         conn.execute("COMMIT")
 
 
-__all__ = ["observe", "directory_row", "LISTING_FLAGS", "ListingPlan"]
+__all__ = ["observe", "directory_row", "directory_row_with_outputs", "LISTING_FLAGS", "ListingPlan"]

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import states
-from .contracts import ContractError, SimJob, SimTask, UniqueParameterSet, check_bundle_ref, load_spec
+from .contracts import (ContractError, SimJob, SimTask, UniqueParameterSet, check_bundle_ref, load_spec,
+                        study_target_spec)
 from .idempotent import verified_paths
 from .layout import Layout
 from .ledger import Ledger, LedgerError
@@ -38,6 +39,7 @@ class PendingTask:
     outputs: tuple[str, ...] | None
     task_seed: int
     run_seed: int
+    verified: bool = False  # verified already: re-run only to redo its param set's aggregation
 
 
 @dataclass
@@ -47,7 +49,6 @@ class ResumePlan:
     jobs: list[SimJob]
     outputs: int
     overcompute: int
-    skipped_aggregations: int = 0
     in_flight: int = 0   # outputs left out because a running child already expects them
     notes: list[str] = field(default_factory=list)
 
@@ -115,6 +116,43 @@ def plan_task_groups(pending: Iterable[PendingTask], seed_policy: str = "runner"
     return groups, overcompute
 
 
+@dataclass
+class ChildTasks:
+    """What the children of a resume run: ``with_targets`` (one child, with the job's target_spec) holds
+    whole param sets whose aggregations must be redone, ``groups`` (one child each, no targets) the
+    missing seeds of the others."""
+    with_targets: list[SimTask]
+    groups: list[list[SimTask]]
+    overcompute: int
+    notes: list[str]
+
+
+def plan_children(pending: Iterable[PendingTask], whole: Iterable[PendingTask], seed_policy: str = "runner",
+                  *, skips_verified: bool = False) -> ChildTasks:
+    """Plan ``pending`` (missing seeds of param sets whose aggregations are fine, or that have none)
+    and ``whole`` (every replicate of param sets whose aggregation must be redone: the runner
+    aggregates what one job ran, so such a set goes into one job with the job's targets).
+
+    Over-compute is the verified replicates the children re-run; 0 with ``skips_verified``, for a
+    runtime (the local one) that reuses verified outputs instead of recomputing them.
+    """
+    groups, overcompute = plan_task_groups(pending, seed_policy)
+    by_param: dict[str, dict[int, PendingTask]] = {}
+    for p in whole:
+        by_param.setdefault(p.param_id, {})[p.run_seed if seed_policy == "runner" else p.task_seed] = p
+    tasks, notes = [], []
+    for param_id, rows in by_param.items():
+        seeds = sorted(rows)
+        if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+            notes.append(f"param set {param_id[:16]}: its replicate seeds are not consecutive, so the "
+                         f"ModelOps runner (first seed + i) cannot re-run it as one group; its resume child "
+                         f"is right on a runtime that runs each task's own seed (local)")
+        tasks.extend(_task(rows[seed], seed) for seed in seeds)
+        if not skips_verified:
+            overcompute += sum(rows[seed].verified for seed in seeds)
+    return ChildTasks(tasks, groups, overcompute, notes)
+
+
 def _task(p: PendingTask, seed: int) -> SimTask:
     return SimTask(p.bundle_ref, p.entrypoint, UniqueParameterSet(p.param_id, p.params), seed, p.outputs)
 
@@ -140,8 +178,13 @@ def child_ids(root: str, existing: Iterable[str], count: int) -> list[str]:
 RESUMABLE = (states.PARTIAL, states.FAILED)
 
 
-def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None) -> ResumePlan:
-    """The child jobs that would produce every not-verified simulation output of ``job_id``."""
+def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None,
+                runtime: str | None = None) -> ResumePlan:
+    """The child jobs that would produce every not-verified output of ``job_id``, aggregations included.
+
+    ``runtime`` (default: the job's) decides the over-compute: the local runtime reuses verified
+    replicates of a param set it re-runs whole, the ModelOps runner recomputes them.
+    """
     job = ledger.job(job_id)
     if job["status"] not in RESUMABLE:
         raise LedgerError(f"{job_id} is {job['status']}: only partial or failed jobs can be resumed")
@@ -152,29 +195,34 @@ def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None) -> Re
                           f"run `jobledger validate --force {job_id}` first so resume knows what is missing")
     if bundle:
         check_bundle_ref(bundle, "--bundle")
-    rows = ledger.query(_PENDING_SQL, {"job": job_id, "store": job["store_url"]})
-    aggregations = ledger.query("SELECT count(*) AS n FROM outputs WHERE job_id = ? AND kind = 'aggregation' "
-                                "AND state <> 'verified'", (job_id,))[0]["n"]
-    in_flight = sum(1 for r in rows if r["in_flight"])
-    pending = [PendingTask(r["param_id"], json.loads(r["params_json"]), bundle or r["bundle_ref"],
-                           r["entrypoint"],
-                           _outputs(r["outputs"]), int(r["task_seed"]), int(r["run_seed"]))
-               for r in rows if not r["in_flight"]]
-    groups, overcompute = plan_task_groups(pending, job["seed_policy"])
+    args = {"job": job_id, "store": job["store_url"]}
+    rows = ledger.query(_PENDING_SQL, args)
+    redo = ledger.query(_REDO_SQL + "SELECT count(*) AS n FROM redo", args)[0]["n"]
+    in_flight = sum(1 for r in rows if r["in_flight"] and not r["whole"])
+
+    def pending(r: dict) -> PendingTask:
+        return PendingTask(r["param_id"], json.loads(r["params_json"]), bundle or r["bundle_ref"],
+                           r["entrypoint"], _outputs(r["outputs"]), int(r["task_seed"]), int(r["run_seed"]),
+                           bool(r["verified"]))
+
+    children = plan_children([pending(r) for r in rows if not r["whole"] and not r["in_flight"]],
+                             [pending(r) for r in rows if r["whole"]], job["seed_policy"],
+                             skips_verified=(runtime or job["runtime"]) == "local")
     root = root_of(job_id)
     existing = [r["job_id"] for r in ledger.query("SELECT job_id FROM jobs WHERE job_id GLOB ?",
                                                   (root + "-r*",))]
-    ids = child_ids(root, existing, len(groups))
-    metadata = dict(json.loads(job["metadata"] or "{}"))
-    jobs = []
-    for jid, tasks in zip(ids, groups, strict=True):
-        meta = {**metadata, "resume_of": job_id, "resume_root": root}
-        jobs.append(SimJob(jid, bundle or job["bundle_ref"], tuple(tasks), 0, meta, None, job["job_type"]))
-    plan = ResumePlan(job_id, root, jobs, sum(len(j.tasks) for j in jobs), overcompute, aggregations,
-                      in_flight)
-    if aggregations:
-        plan.notes.append(f"{aggregations} aggregation output(s) are not resumed: an aggregation covers all "
-                          f"replicates of a param set, so only the original job can write it")
+    task_lists = ([children.with_targets] if children.with_targets else []) + children.groups
+    ids = child_ids(root, existing, len(task_lists))
+    meta = {**json.loads(job["metadata"] or "{}"), "resume_of": job_id, "resume_root": root}
+    target_spec = target_spec_of(ledger, job) if children.with_targets else None
+    jobs = [SimJob(jid, bundle or job["bundle_ref"], tuple(tasks), 0, meta,
+                   target_spec if k == 0 and children.with_targets else None, job["job_type"])
+            for k, (jid, tasks) in enumerate(zip(ids, task_lists, strict=True))]
+    outputs = sum(1 for r in rows if not r["verified"] and (r["whole"] or not r["in_flight"])) + redo
+    plan = ResumePlan(job_id, root, jobs, outputs, children.overcompute, in_flight, list(children.notes))
+    if redo:
+        plan.notes.append(f"{redo} aggregation(s) to redo: {jobs[0].job_id} re-runs their param sets whole "
+                          f"with the job's targets, since the runner aggregates what one job ran")
     if in_flight:
         plan.notes.append(f"{in_flight} output(s) left out: an unfinished resume child already expects them")
     if bundle and bundle != job["bundle_ref"]:
@@ -183,29 +231,59 @@ def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None) -> Re
     return plan
 
 
+def target_spec_of(ledger: Ledger, job: dict) -> dict | None:
+    """The job's target_spec, as submitted (a study's as ModelOps's to_simjob builds it)."""
+    doc = ledger.spec_of(job["job_id"])
+    if not isinstance(doc, dict):
+        return None
+    if job["spec_format"] == "study":
+        targets = (doc.get("study") or {}).get("targets")
+        return study_target_spec(targets, json.loads(job["metadata"] or "{}")) if targets else None
+    return doc.get("target_spec")
+
+
 def _outputs(text: str) -> tuple[str, ...] | None:
     names = json.loads(text)
     return tuple(names) if names is not None else None
 
 
-# Not-verified simulation outputs of a job, minus those a descendant in the same store has
-# verified since (the parent is only re-validated on demand), flagging those that an
-# unfinished descendant still expects.
-_PENDING_SQL = """
+# A job's descendants in the same store (the parent is only re-validated on demand, so what they
+# verified since counts as done), and the aggregations of the job to redo: not verified, not verified
+# by a descendant since, not being produced by an unfinished one.
+_REDO_SQL = """
 WITH RECURSIVE descendants(job_id) AS (
     SELECT job_id FROM jobs WHERE parent_job_id = :job
     UNION SELECT j.job_id FROM jobs j JOIN descendants d ON j.parent_job_id = d.job_id
 ),
 child_outputs AS (
-    SELECT o.path, o.state, j.status FROM outputs o JOIN jobs j ON j.job_id = o.job_id
-    WHERE o.job_id IN (SELECT job_id FROM descendants) AND j.store_url IS :store
+    SELECT e.path, e.param_id, e.output_type, e.state, j.status FROM expected_outputs e
+    JOIN jobs j ON j.job_id = e.job_id
+    WHERE e.job_id IN (SELECT job_id FROM descendants) AND j.store_url IS :store
+),
+redo AS (
+    SELECT a.param_id FROM expected_outputs a
+    WHERE a.job_id = :job AND a.output_type = 'aggregation' AND a.state <> 'verified'
+      AND NOT EXISTS (SELECT 1 FROM child_outputs c WHERE c.output_type = 'aggregation' AND c.path = a.path
+                      AND c.param_id = a.param_id AND (c.state = 'verified'
+                          OR c.status IN ('pending','submitting','scheduled','running','validating')))
 )
+"""
+
+# Simulation outputs to produce: the not-verified ones (minus those a descendant verified since,
+# flagging those an unfinished descendant expects) and every replicate of a param set whose
+# aggregation is to be redone ('whole').
+_PENDING_SQL = _REDO_SQL + """
 SELECT e.param_id, p.params_json, e.bundle_ref, e.entrypoint, e.outputs, e.task_seed, e.run_seed,
+       e.state = 'verified' OR EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = e.path
+                                       AND c.state = 'verified') AS verified,
        EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = e.path
-               AND c.status IN ('pending','submitting','scheduled','running','validating')) AS in_flight
+               AND c.status IN ('pending','submitting','scheduled','running','validating')) AS in_flight,
+       e.param_id IN (SELECT param_id FROM redo) AS whole
 FROM expected_outputs e JOIN params p USING (param_id)
-WHERE e.job_id = :job AND e.output_type = 'simulation' AND e.state <> 'verified'
-  AND NOT EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = e.path AND c.state = 'verified')
+WHERE e.job_id = :job AND e.output_type = 'simulation'
+  AND (e.param_id IN (SELECT param_id FROM redo)
+       OR (e.state <> 'verified'
+           AND NOT EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = e.path AND c.state = 'verified')))
 ORDER BY e.output_id
 """
 
@@ -213,12 +291,11 @@ ORDER BY e.output_id
 def resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: str | None = None,
            runtime_options: dict | None = None, submit: bool = True) -> Resumed:
     """Register (and submit) the planned children of ``job_id``."""
-    plan = plan_resume(ledger, job_id, bundle=bundle)
-    if not plan.jobs:
-        raise LedgerError(f"{job_id}: nothing to resume (every simulation output is verified or being "
-                          f"produced)")
     parent = ledger.job(job_id)
     runtime = runtime or parent["runtime"]
+    plan = plan_resume(ledger, job_id, bundle=bundle, runtime=runtime)
+    if not plan.jobs:
+        raise LedgerError(f"{job_id}: nothing to resume (every output is verified or being produced)")
     if submit and not runtime:
         raise LedgerError(f"{job_id} was submitted elsewhere; pass --runtime k8s|local to run its resume "
                           f"jobs")
@@ -276,5 +353,5 @@ def prune_spec(spec_doc, store, *, bundle: str | None = None, layout: str | Layo
     return Pruned(pruned, len(tasks), len(job.tasks) - len(tasks), overcompute)
 
 
-__all__ = ["PendingTask", "ResumePlan", "Resumed", "plan_task_groups", "plan_resume", "resume", "root_of",
-           "child_ids", "prune_spec", "Pruned"]
+__all__ = ["PendingTask", "ResumePlan", "Resumed", "ChildTasks", "plan_task_groups", "plan_children",
+           "plan_resume", "resume", "root_of", "child_ids", "target_spec_of", "prune_spec", "Pruned"]

@@ -100,7 +100,8 @@ CREATE TABLE IF NOT EXISTS validation_runs (
     incomplete  INTEGER NOT NULL DEFAULT 0,
     unexpected  INTEGER NOT NULL DEFAULT 0,
     outcome     TEXT,                    -- complete | partial | failed | in-progress | error
-    error       TEXT
+    error       TEXT,
+    stale       INTEGER NOT NULL DEFAULT 0  -- aggregations over other inputs than their current replicates
 );
 CREATE INDEX IF NOT EXISTS validation_runs_job ON validation_runs(job_id, run_id);
 
@@ -146,6 +147,7 @@ SELECT j.job_id, j.status, j.parent_job_id, j.created_at, j.updated_at,
        coalesce(sum(o.state = 'missing'), 0) AS missing,
        coalesce(sum(o.state = 'errored'), 0) AS errored,
        coalesce(sum(o.state = 'incomplete'), 0) AS incomplete,
+       coalesce(sum(o.state = 'stale'), 0) AS stale,
        round(100.0 * coalesce(sum(o.state = 'verified'), 0) / nullif(count(o.output_id), 0), 1) AS pct_verified
 FROM jobs j LEFT JOIN outputs o ON o.job_id = j.job_id
 GROUP BY j.job_id;

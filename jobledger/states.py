@@ -32,9 +32,11 @@ FORCE_DECIDABLE = frozenset(STATUSES) - {CANCELLED, VALIDATING}
 SUBMIT_FAILED, SUBMIT_INTERRUPTED = "SubmitFailed", "SubmitInterrupted"
 RESUBMITTABLE_ERRORS = frozenset({SUBMIT_FAILED, SUBMIT_INTERRUPTED})
 
-# State of one expected output: unchecked until a validation observed it, then what it saw.
+# State of one expected output: unchecked until a validation observed it, then what it saw. 'stale'
+# is an aggregation whose directory aggregates other inputs than the param set's current, verified
+# replicates (see jobledger.aggregations).
 UNCHECKED = "unchecked"
-OUTPUT_STATES = ("verified", "missing", "errored", "incomplete")  # what a validation can observe
+OUTPUT_STATES = ("verified", "missing", "errored", "incomplete", "stale")  # what a validation can observe
 
 
 class IllegalTransition(JobledgerError, ValueError):

@@ -172,6 +172,7 @@ class SyncChange:
     missing: int | None = None
     errored: int | None = None
     incomplete: int | None = None
+    stale: int | None = None
 
     @property
     def changed(self) -> bool:
@@ -192,7 +193,7 @@ class SyncChange:
         return {key: self.changed if key == "changed" else doc[key] for key in order}
 
 
-COUNT_KEYS = ("expected", "verified", "missing", "errored", "incomplete")
+COUNT_KEYS = ("expected", "verified", "missing", "errored", "incomplete", "stale")
 
 
 @dataclass

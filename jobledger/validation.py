@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import states
+from . import aggregations, states
 from .deep import deep_check
 from .errors import JobledgerError
 from .layout import ERROR_FILE, ERRORED, INCOMPLETE, MISSING, OUTPUT_STATE_RULES, RESULT_FILE, Layout
@@ -63,15 +63,16 @@ def _cover_prefixes(ledger: Ledger, job: dict) -> list[str]:
         "SELECT DISTINCT bundle_ref FROM expected_outputs WHERE job_id = ? AND output_type = 'simulation'",
         (job["job_id"],))]
     prefixes = {layout.static_prefix(b) for b in bundles}
-    # rtrim(path, <every character but '/'>) keeps the path up to its last '/': the parent directory.
+    # An aggregation row's path is its target directory, holding one agg_<id> directory per aggregation.
     prefixes.update(r["d"] for r in ledger.query(
-        "SELECT DISTINCT rtrim(path, replace(path, '/', '')) AS d FROM outputs "
-        "WHERE job_id = ? AND kind = 'aggregation'", (job["job_id"],)))
+        "SELECT DISTINCT path || '/' AS d FROM outputs WHERE job_id = ? AND kind = 'aggregation'",
+        (job["job_id"],)))
     # Outputs outside those prefixes (a custom layout) are covered by their own parent directory.
+    # rtrim(path, <every character but '/'>) keeps the path up to its last '/': the parent directory.
     covered = " OR ".join("substr(path, 1, ?) = ?" for _ in prefixes) or "0"
     uncovered = ledger.query(
         f"SELECT DISTINCT rtrim(path, replace(path, '/', '')) AS d FROM outputs "
-        f"WHERE job_id = ? AND NOT ({covered})",
+        f"WHERE job_id = ? AND kind = 'simulation' AND NOT ({covered})",
         [job["job_id"]] + [x for p in sorted(prefixes) for x in (len(p), p)])
     prefixes.update(r["d"] for r in uncovered)
     ordered = sorted(prefixes)
@@ -193,11 +194,11 @@ def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexp
         run_id = None
     cursor = conn.execute(
         "INSERT INTO validation_runs (run_id, job_id, started_at, finished_at, store_url, strategy, deep, "
-        "requests, expected, verified, missing, errored, incomplete, unexpected, outcome) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "requests, expected, verified, missing, errored, incomplete, stale, unexpected, outcome) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (run_id, job_id, run["started_at"], utcnow(), run["store"], run["strategy"], int(run["deep"]),
          run["requests"], counts["expected"], counts["verified"], counts["missing"], counts["errored"],
-         counts["incomplete"], 0, "in-progress"))
+         counts["incomplete"], counts["stale"], 0, "in-progress"))
     run_id = cursor.lastrowid
     changed = conn.execute(
         "INSERT INTO output_events (output_id, run_id, from_state, to_state, detail) "
@@ -226,8 +227,12 @@ def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexp
             "INSERT INTO unexpected_paths (job_id, path, run_id) SELECT ?, l.dir, ? FROM listing l "
             "WHERE (l.has_result OR l.has_metadata OR l.has_error) "
             # listing rows no expected output matched: an anti-join on integers, not on paths
-            "AND l.rowid NOT IN (SELECT listing_row FROM observed WHERE listing_row IS NOT NULL)",
-            (job_id, run_id)).rowcount
+            "AND l.rowid NOT IN (SELECT listing_row FROM observed WHERE listing_row IS NOT NULL) "
+            "AND l.rowid NOT IN (SELECT listing_row FROM claimed) "  # e.g. older aggregations of a param set
+            # nor what another job of the same store expects (jobs share a store)
+            "AND l.rowid NOT IN (SELECT l2.rowid FROM outputs o JOIN listing l2 ON l2.dir = o.path "
+            " WHERE o.job_id IN (SELECT job_id FROM jobs WHERE store_url IS ? AND job_id <> ?))",
+            (job_id, run_id, ledger.job(job_id)["store_url"], job_id)).rowcount
         conn.execute("UPDATE validation_runs SET unexpected = ? WHERE run_id = ?", (unexpected, run_id))
     return {**counts, "unexpected": unexpected, "run_id": run_id, "changed": changed}
 
@@ -245,6 +250,7 @@ def _drop_temp(ledger: Ledger) -> None:
     if not ledger.conn.in_transaction:
         ledger.conn.execute("DROP TABLE IF EXISTS temp.listing")
         ledger.conn.execute("DROP TABLE IF EXISTS temp.observed")
+        ledger.conn.execute("DROP TABLE IF EXISTS temp.claimed")
 
 
 @dataclass(frozen=True)
@@ -259,6 +265,7 @@ class ValidationResult:
     missing: int
     errored: int
     incomplete: int
+    stale: int                   # aggregations over other inputs than their param set's current replicates
     unexpected: int | None       # None: not looked for (head strategy, or no run yet)
     strategy: str | None         # None when the job was not re-validated
     requests: int
@@ -293,7 +300,8 @@ def _stored_result(ledger: Ledger, job: dict, note: str, seconds: float) -> Vali
     outcome = OUTCOMES.get(job["status"], "skipped" if not counts["expected"] else "in-progress")
     return ValidationResult(
         job["job_id"], job["status"], job["status"], outcome, counts["expected"], counts["verified"],
-        counts["missing"], counts["errored"], counts["incomplete"], last[0]["unexpected"] if last else None,
+        counts["missing"], counts["errored"], counts["incomplete"], counts["stale"],
+        last[0]["unexpected"] if last else None,
         strategy=None, requests=0, seconds=round(seconds, 3), run_id=None,
         last_run_id=last[0]["run_id"] if last else None, changed=0, transitioned=False, validated=False,
         deep=False, checksums=False, store=redact_url(job["store_url"] or ""), prefixes=[], note=note)
@@ -331,6 +339,7 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         classify(ledger, job_id)
         if deep:
             deep_check(ledger, store, checksums=checksums, progress=progress)
+        aggregations.classify(ledger, job, store, deep=deep)  # after the replicates they aggregate
         run = {"started_at": started, "store": plan.store, "strategy": plan.strategy, "deep": deep,
                "requests": store.requests}
         current = ledger.job(job_id)
@@ -357,7 +366,8 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
 
         if verdict is not None:
             summary = (f"{counts['verified']}/{counts['expected']} verified, {counts['missing']} missing, "
-                       f"{counts['errored']} errored, {counts['incomplete']} incomplete (run {run_id})")
+                       f"{counts['errored']} errored, {counts['incomplete']} incomplete"
+                       + (f", {counts['stale']} stale" if counts["stale"] else "") + f" (run {run_id})")
             final = ledger.transition(job_id, verdict,
                                       f"validated: {summary}" + (f"; {reason}" if reason else ""),
                                       with_writes=record, progress=_progress(ledger, counts), **fields)
@@ -372,7 +382,7 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
     ledger.notify_changed(job_id)
     return ValidationResult(
         job_id, final["status"], status, outcome, recorded["expected"], recorded["verified"],
-        recorded["missing"], recorded["errored"], recorded["incomplete"], recorded["unexpected"],
+        recorded["missing"], recorded["errored"], recorded["incomplete"], recorded["stale"], recorded["unexpected"],
         strategy=plan.strategy,
         requests=store.requests, seconds=round(time.monotonic() - clock, 3), run_id=recorded["run_id"],
         last_run_id=recorded["run_id"], changed=recorded["changed"], transitioned=final["status"] != status,

@@ -58,10 +58,20 @@ def first_schema_ledger(path: Path) -> Path:
     return path
 
 
-def table_rows(path: Path) -> dict[str, list[tuple]]:
+def table_rows(path: Path, columns: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
+    """Every table's rows over ``columns`` (default all; a later step may add a column)."""
     conn = sqlite3.connect(path)
     try:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in TABLES}
+        return {t: conn.execute(f"SELECT {', '.join((columns or {}).get(t) or ['*'])} FROM {t} ORDER BY 1, 2")
+                .fetchall() for t in TABLES}
+    finally:
+        conn.close()
+
+
+def table_columns(path: Path) -> dict[str, list[str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in TABLES}
     finally:
         conn.close()
 
@@ -108,6 +118,7 @@ def schema_of(path: Path) -> set[tuple[str, str, str]]:
 def test_a_ledger_from_the_first_schema_keeps_its_rows_and_views(tmp_path):
     path = first_schema_ledger(tmp_path / "first.db")
     rows, views, columns = table_rows(path), view_rows(path), view_columns(path)
+    table_cols = table_columns(path)
     with Ledger(path) as ledger:
         assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert [r["name"] for r in ledger.query("SELECT name FROM _migrations ORDER BY name")] == migrations.names()
@@ -122,7 +133,7 @@ def test_a_ledger_from_the_first_schema_keeps_its_rows_and_views(tmp_path):
         ledger.conn.execute("UPDATE outputs SET state = 'verified' WHERE output_id = 2")
         ledger.conn.execute("UPDATE outputs SET state = 'missing' WHERE output_id = 4")
         assert {r["name"] for r in ledger.query("PRAGMA index_list(outputs)")} >= {"outputs_job_state"}
-    assert table_rows(path) == rows  # not one value changed, the 2**64-1 seed kept as text included
+    assert table_rows(path, table_cols) == rows  # not one value changed, the 2**64-1 seed kept as text included
     assert view_rows(path, columns) == views
     # foreign keys still hold and cascade through the rebuilt table
     with Ledger(path) as ledger:
@@ -140,12 +151,13 @@ def test_a_ledger_from_the_first_schema_keeps_its_rows_and_views(tmp_path):
 def test_a_ledger_made_by_the_previous_release_answers_the_same_through_the_cli(tmp_path, monkeypatch):
     path = legacy_ledger(tmp_path / "release.db", (FIXTURES / "ledger_4db53e4.sql").read_text())
     rows, views, columns = table_rows(path), view_rows(path), view_columns(path)
+    table_cols = table_columns(path)
     env = {"JOBLEDGER_DB": str(path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     run = subprocess.run([sys.executable, "-m", "jobledger.cli", "status", "job-5a11e0c3"], capture_output=True,
                          text=True, env=env)
     assert run.returncode == 0, run.stderr
     assert "verified         9 (75.0%)" in run.stdout and "errored          1" in run.stdout
-    assert table_rows(path) == rows and view_rows(path, columns) == views
+    assert table_rows(path, table_cols) == rows and view_rows(path, columns) == views
     lineage = subprocess.run([sys.executable, "-m", "jobledger.cli", "sql", "--csv",
                               "SELECT job_id, depth, status FROM job_lineage ORDER BY depth"],
                              capture_output=True, text=True, env=env)

@@ -24,8 +24,8 @@ def sql_state(rows: list[tuple], directory: str) -> str:
     """The state SQLite computes for ``directory`` from listing rows, with the validation's own expression."""
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE listing (dir TEXT, has_result INTEGER, has_error INTEGER, "
-                 "has_metadata INTEGER, files INTEGER)")
-    conn.executemany("INSERT INTO listing VALUES (?,?,?,?,?)", rows)
+                 "has_metadata INTEGER, files INTEGER, outputs TEXT)")
+    conn.executemany("INSERT INTO listing VALUES (?,?,?,?,?,?)", rows)
     conn.execute("CREATE TABLE outputs (path TEXT)")
     conn.execute("INSERT INTO outputs VALUES (?)", (directory,))
     return conn.execute(f"SELECT {state_case_sql('l')} FROM outputs o LEFT JOIN listing l ON l.dir = o.path"

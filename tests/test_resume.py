@@ -5,24 +5,25 @@ import json
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from hypothesis import given, settings, strategies as st
+from helpers import cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_local_runtime import BUNDLE, status_of, submit_local, wait_for_exit
 
 from jobledger import api
 from jobledger.contracts import check_job_id, simjob_from_json
 from jobledger.layout import Layout
 from jobledger.ledger import Ledger
 from jobledger.manifest import expected_outputs, runner_seeds
+from jobledger.resume import PendingTask, child_ids, plan_children, plan_task_groups, root_of
 from jobledger.runtimes.local import process_alive
-from jobledger.resume import PendingTask, child_ids, plan_task_groups, root_of
 from jobledger.stores.local import write_result_dir
 from jobledger.validation import validate_job
 
-from helpers import cli
-from test_local_runtime import BUNDLE, status_of, submit_local, wait_for_exit
-
-PARAMS = {"a": {"beta": 0.3}, "b": {"beta": 0.4}}
+PARAMS = {"a": {"beta": 0.3}, "b": {"beta": 0.4}, "c": {"beta": 0.5}, "d": {"beta": 0.6}}
 
 
 def pending(param: str, seeds, task_seed_offset=1000, policy="runner") -> list[PendingTask]:
@@ -37,7 +38,7 @@ def executed(groups) -> dict[str, list[int]]:
     """What the ModelOps runner executes for each planned job, per param set: first seed + i."""
     out: dict[str, list[int]] = {}
     for tasks in groups:
-        for task, seed in zip(tasks, runner_seeds(tasks)):
+        for task, seed in zip(tasks, runner_seeds(tasks), strict=True):
             out.setdefault(task.param_id, []).append(seed)
     return out
 
@@ -71,6 +72,40 @@ def test_executed_seeds_are_exactly_the_missing_ones_with_the_fewest_jobs(policy
     ran = executed(groups)
     assert {p: sorted(s) for p, s in ran.items()} == {p: sorted(s) for p, s in missing.items()}
     assert overcompute == sum(len(s) for s in ran.values()) - sum(len(s) for s in missing.values()) == 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(["runner", "task"]), st.booleans(),
+       st.dictionaries(st.sampled_from(["a", "b"]), st.sets(st.integers(0, 40), min_size=1, max_size=15)),
+       st.dictionaries(st.sampled_from(["c", "d"]),
+                       st.tuples(st.integers(0, 10**6), st.lists(st.booleans(), min_size=1, max_size=6))))
+def test_aggregations_to_redo_rerun_their_param_sets_whole_with_exact_overcompute(policy, skips, missing,
+                                                                                   whole):
+    """Param sets whose aggregation must be redone go whole into one child (with targets); the seeds the
+    runner runs are exactly the missing ones plus those sets' replicates, and the over-compute is the
+    verified replicates re-run (0 on a runtime that reuses them)."""
+    pending_rows = [p for param, seeds in missing.items()
+                    for p in pending(param, sorted(seeds), policy=policy)]
+    whole_rows = [replace(p, verified=flag) for param, (base, flags) in whole.items()
+                  for p, flag in zip(pending(param, range(base, base + len(flags)), policy=policy), flags,
+                                     strict=True)]
+    children = plan_children(pending_rows, whole_rows, policy, skips_verified=skips)
+    assert executed([children.with_targets]) == {p: list(range(b, b + len(f))) for p, (b, f) in whole.items()}
+    assert {p: sorted(s) for p, s in executed(children.groups).items()} == \
+           {p: sorted(s) for p, s in missing.items()}
+    recomputed = sum(f.count(True) for _, f in whole.values())
+    ran = sum(len(t) for t in [children.with_targets, *children.groups])
+    planned = sum(len(s) for s in missing.values()) + sum(f.count(False) for _, f in whole.values())
+    assert ran - planned == recomputed  # the runner recomputes exactly the verified replicates re-run
+    assert children.overcompute == (0 if skips else recomputed)
+    assert children.notes == []
+
+
+def test_a_whole_param_set_with_scattered_task_seeds_is_planned_with_a_note():
+    rows = [replace(p, verified=True) for p in pending("c", [5, 9], policy="task")]
+    children = plan_children([], rows, "task")
+    assert [t.seed for t in children.with_targets] == [5, 9] and children.overcompute == 2
+    assert children.notes and "not consecutive" in children.notes[0]
 
 
 def test_child_ids_stay_flat_valid_dns_labels_at_any_depth():

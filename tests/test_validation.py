@@ -41,7 +41,9 @@ def classification(ledger: Ledger, job_id: str) -> dict:
 
 
 def expected_truth(truth: dict) -> dict:
-    return {k: sorted(truth[k]) for k in ("verified", "missing", "errored", "incomplete", "unexpected")}
+    """The sample's truth per output state (the sample has no aggregations, so nothing is stale)."""
+    return {**{s: [] for s in states.OUTPUT_STATES},
+            **{k: sorted(truth[k]) for k in ("verified", "missing", "errored", "incomplete", "unexpected")}}
 
 
 def snapshot(db_path: Path) -> list[str]:

@@ -63,6 +63,8 @@ def status(ctx, job_id, as_json):
              ("expected", doc["expected"]), ("verified", f"{doc['verified']}{pct}"), ("missing",
                                                                                       doc["missing"]),
              ("errored", doc["errored"]), ("incomplete", doc["incomplete"])]
+    if doc["stale"]:
+        pairs.append(("stale", f"{doc['stale']} (aggregations over other replicates than the current ones)"))
     if doc["error_message"]:
         pairs.append(("error", doc["error_message"]))
     last = doc["last_validation"]

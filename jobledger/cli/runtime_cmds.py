@@ -105,7 +105,7 @@ def change_line(change: api.SyncChange) -> str:
     line = f"{change.job_id}: {' → '.join(change.path)}"
     if change.validated:
         counts = [f"{change.verified} verified"] + [
-            f"{getattr(change, k)} {k}" for k in ("missing", "errored", "incomplete") if getattr(change, k)]
+            f"{getattr(change, k)} {k}" for k in ("missing", "errored", "incomplete", "stale") if getattr(change, k)]
         line += f" ({', '.join(counts)})"
     elif change.to == "failed" and change.reason:
         line += f" ({change.reason})"
@@ -131,7 +131,7 @@ def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespac
     """Run only the not-verified outputs of a partial or failed job, as child jobs <root>-rN."""
     ledger = app_of(ctx).ledger(readonly=dry_run)
     if dry_run:
-        plan = api.plan_resume(ledger, job_id, bundle=bundle)
+        plan = api.plan_resume(ledger, job_id, bundle=bundle, runtime=runtime)
         if as_json:
             click.echo(render.to_json(plan.as_dict()))
         else:

@@ -28,7 +28,8 @@ def _result_text(result: api.ValidationResult) -> str:
     unexpected = "not checked" if result.unexpected is None else result.unexpected
     return (f"{result.job_id}: {move}, outcome {result.outcome}\n"
             f"{result.verified}/{result.expected} verified, {result.missing} missing, "
-            f"{result.errored} errored, {result.incomplete} incomplete, {unexpected} unexpected\n"
+            f"{result.errored} errored, {result.incomplete} incomplete, "
+            + (f"{result.stale} stale, " if result.stale else "") + f"{unexpected} unexpected\n"
             f"{result.strategy} strategy, {result.requests} requests, {result.seconds:.2f} s "
             f"(run {result.run_id}, {result.changed} outputs changed state)")
 

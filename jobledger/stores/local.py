@@ -189,6 +189,9 @@ def write_aggregation_dir(directory: str | os.PathLike, *, bundle_ref: str, targ
     aggregated, in the order they came back). ``directory`` must end in ``agg_<aggregation id>``."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT_FILE).unlink(missing_ok=True)  # a re-run replaces an earlier attempt, as above
+    if error is None:
+        (out / ERROR_FILE).unlink(missing_ok=True)
     # ModelOps quirk: the 'param_id' field holds the first input's task id prefix, not a param_id.
     metadata = {"bundle_ref": bundle_ref, "target_entrypoint": target_entrypoint,
                 "n_sim_returns": len(sim_task_ids), "param_id": sim_task_ids[0][:16] if sim_task_ids else "",
