@@ -173,8 +173,8 @@ class Ledger:
 
     def summary(self, job_id: str) -> dict:
         """Output counts of one job, from the ``job_summary`` view."""
-        row = self.conn.execute("SELECT expected, verified, missing, errored, incomplete, stale FROM job_summary "
-                                "WHERE job_id = ?", (job_id,)).fetchone()
+        row = self.conn.execute("SELECT expected, verified, missing, errored, incomplete, stale "
+                                "FROM job_summary WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise UnknownJob(job_id)
         return dict(row)

@@ -2,9 +2,11 @@
 
 One row per directory holding files: ``has result.json``, ``has error_details.arrow``, ``has
 metadata.json``, the number of files and, for a job with targets, the output names the worker
-returned (its ``artifact_<name>.*`` files: jobledger.aggregations computes task ids from them). ``list`` walks the plan's parts (in parallel: threads,
-or worker processes for stores with ``parallel_walk``); ``head`` probes each expected output's
-directory. Rows reach SQLite on the calling thread, so the connection never changes threads.
+returned (its ``artifact_<name>.*`` files: jobledger.aggregations computes task ids from them).
+``list`` walks the plan's parts (in parallel: threads, or worker processes for stores with
+``parallel_walk``); ``head`` probes each expected output's directory and lists the target
+directories of a job's aggregations. Rows reach SQLite on the calling thread, so the connection
+never changes threads.
 """
 from __future__ import annotations
 

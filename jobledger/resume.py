@@ -17,8 +17,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import states
-from .contracts import (ContractError, SimJob, SimTask, UniqueParameterSet, check_bundle_ref, load_spec,
-                        study_target_spec)
+from .contracts import (
+    ContractError,
+    SimJob,
+    SimTask,
+    UniqueParameterSet,
+    check_bundle_ref,
+    load_spec,
+    study_target_spec,
+)
 from .idempotent import verified_paths
 from .layout import Layout
 from .ledger import Ledger, LedgerError
@@ -140,7 +147,8 @@ def plan_children(pending: Iterable[PendingTask], whole: Iterable[PendingTask], 
     by_param: dict[str, dict[int, PendingTask]] = {}
     for p in whole:
         by_param.setdefault(p.param_id, {})[p.run_seed if seed_policy == "runner" else p.task_seed] = p
-    tasks, notes = [], []
+    tasks: list[SimTask] = []
+    notes: list[str] = []
     for param_id, rows in by_param.items():
         seeds = sorted(rows)
         if seeds != list(range(seeds[0], seeds[0] + len(seeds))):

@@ -52,7 +52,7 @@ class SimReturn:
 def contract_classes() -> tuple[Any, Any, Any]:
     """(SimReturn, TableArtifact, ErrorInfo): the real modelops_contracts classes when installed."""
     try:
-        from modelops_contracts import ErrorInfo as RealErrorInfo
+        from modelops_contracts import ErrorInfo as RealErrorInfo  # type: ignore[import-not-found]
         from modelops_contracts import SimReturn as RealSimReturn
         from modelops_contracts import TableArtifact as RealTableArtifact
     except ImportError:

@@ -382,7 +382,8 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
     ledger.notify_changed(job_id)
     return ValidationResult(
         job_id, final["status"], status, outcome, recorded["expected"], recorded["verified"],
-        recorded["missing"], recorded["errored"], recorded["incomplete"], recorded["stale"], recorded["unexpected"],
+        recorded["missing"], recorded["errored"], recorded["incomplete"], recorded["stale"],
+        recorded["unexpected"],
         strategy=plan.strategy,
         requests=store.requests, seconds=round(time.monotonic() - clock, 3), run_id=recorded["run_id"],
         last_run_id=recorded["run_id"], changed=recorded["changed"], transitioned=final["status"] != status,

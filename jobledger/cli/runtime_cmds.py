@@ -105,7 +105,8 @@ def change_line(change: api.SyncChange) -> str:
     line = f"{change.job_id}: {' → '.join(change.path)}"
     if change.validated:
         counts = [f"{change.verified} verified"] + [
-            f"{getattr(change, k)} {k}" for k in ("missing", "errored", "incomplete", "stale") if getattr(change, k)]
+            f"{getattr(change, k)} {k}" for k in ("missing", "errored", "incomplete", "stale")
+            if getattr(change, k)]
         line += f" ({', '.join(counts)})"
     elif change.to == "failed" and change.reason:
         line += f" ({change.reason})"
