@@ -50,12 +50,13 @@ class Plan:
     reason: str
     notes: list[str] = field(default_factory=list)
     status: str = ""                         # the job's status when planned
+    target_dirs: list[str] = field(default_factory=list)  # where the job's aggregations are (its targets)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _cover_prefixes(ledger: Ledger, job: dict) -> list[str]:
+def _cover_prefixes(ledger: Ledger, job: dict, target_dirs: list[str]) -> list[str]:
     """Directory prefixes under which every expected output lies: the layout's static prefix
     per bundle for simulations, the target directories for aggregations."""
     layout = Layout.parse(job["layout"])
@@ -64,9 +65,7 @@ def _cover_prefixes(ledger: Ledger, job: dict) -> list[str]:
         (job["job_id"],))]
     prefixes = {layout.static_prefix(b) for b in bundles}
     # An aggregation row's path is its target directory, holding one agg_<id> directory per aggregation.
-    prefixes.update(r["d"] for r in ledger.query(
-        "SELECT DISTINCT path || '/' AS d FROM outputs WHERE job_id = ? AND kind = 'aggregation'",
-        (job["job_id"],)))
+    prefixes.update(f"{target_dir}/" for target_dir in target_dirs)
     # Outputs outside those prefixes (a custom layout) are covered by their own parent directory.
     # rtrim(path, <every character but '/'>) keeps the path up to its last '/': the parent directory.
     covered = " OR ".join("substr(path, 1, ?) = ?" for _ in prefixes) or "0"
@@ -96,7 +95,9 @@ def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str =
     job_id = job["job_id"]
     shape = _shape(ledger, job_id)
     expected = shape["outputs"]
-    prefixes = _cover_prefixes(ledger, job) if expected else []
+    target_dirs = [r["path"] for r in ledger.query(
+        "SELECT DISTINCT path FROM outputs WHERE job_id = ? AND kind = 'aggregation'", (job_id,))] if expected else []
+    prefixes = _cover_prefixes(ledger, job, target_dirs) if expected else []
     splittable = job["layout"] in ("token", "bundle")
     n = max(1, len(prefixes))
     names, dirs = shape["names"] / n, (expected + 3 * shape["parents"] + 1) / n
@@ -129,7 +130,7 @@ def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str =
         notes.append("head probes each expected output: unexpected directories are not looked for")
     return Plan(job_id, redact_url(job["store_url"] or ""), expected, prefixes,
                 parts if chosen == "list" else [],
-                estimates, basis, chosen, why, notes, job["status"])
+                estimates, basis, chosen, why, notes, job["status"], target_dirs)
 
 
 def explain(ledger: Ledger, job_id: str, strategy: str = "auto") -> Plan:
@@ -184,6 +185,25 @@ def _counts(ledger: Ledger) -> dict:
 
 # ---------------------------------------------------------------- record and decide
 
+_STRAY = ("(l.has_result OR l.has_metadata OR l.has_error) "
+          # listing rows no expected output matched: an anti-join on integers, not on paths
+          "AND l.rowid NOT IN (SELECT listing_row FROM observed WHERE listing_row IS NOT NULL) "
+          # nor those another output claims: older aggregations of a param set, other jobs' outputs
+          "AND l.rowid NOT IN (SELECT listing_row FROM claimed)")
+
+
+def _claim_what_other_jobs_expect(ledger: Ledger, job: dict) -> None:
+    """A result directory another job of the same store expects is that job's, not unexpected here
+    (jobs share a store). Looked up only when the listing has directories this job does not
+    expect: one pass over the other jobs' outputs, probing the listing's index."""
+    conn = ledger.conn
+    if conn.execute(f"SELECT 1 FROM listing l WHERE {_STRAY} LIMIT 1").fetchone() is None:
+        return
+    conn.execute("INSERT OR IGNORE INTO claimed SELECT l.rowid FROM outputs o JOIN listing l ON l.dir = o.path "
+                 "WHERE o.job_id IN (SELECT job_id FROM jobs WHERE store_url IS ? AND job_id <> ?)",
+                 (job["store_url"], job["job_id"]))
+
+
 def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexpected_known: bool) -> dict:
     """Write the run (as ``run_id`` when that id is free), per-output states and events, and unexpected
     paths. Call inside transaction()."""
@@ -224,15 +244,9 @@ def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexp
     if unexpected_known:
         conn.execute("DELETE FROM unexpected_paths WHERE job_id = ?", (job_id,))
         unexpected = conn.execute(
-            "INSERT INTO unexpected_paths (job_id, path, run_id) SELECT ?, l.dir, ? FROM listing l "
-            "WHERE (l.has_result OR l.has_metadata OR l.has_error) "
-            # listing rows no expected output matched: an anti-join on integers, not on paths
-            "AND l.rowid NOT IN (SELECT listing_row FROM observed WHERE listing_row IS NOT NULL) "
-            "AND l.rowid NOT IN (SELECT listing_row FROM claimed) "  # e.g. older aggregations of a param set
-            # nor what another job of the same store expects (jobs share a store)
-            "AND l.rowid NOT IN (SELECT l2.rowid FROM outputs o JOIN listing l2 ON l2.dir = o.path "
-            " WHERE o.job_id IN (SELECT job_id FROM jobs WHERE store_url IS ? AND job_id <> ?))",
-            (job_id, run_id, ledger.job(job_id)["store_url"], job_id)).rowcount
+            f"INSERT INTO unexpected_paths (job_id, path, run_id) SELECT ?, l.dir, ? FROM listing l "
+            f"WHERE {_STRAY}",
+            (job_id, run_id)).rowcount
         conn.execute("UPDATE validation_runs SET unexpected = ? WHERE run_id = ?", (unexpected, run_id))
     return {**counts, "unexpected": unexpected, "run_id": run_id, "changed": changed}
 
@@ -339,7 +353,10 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         classify(ledger, job_id)
         if deep:
             deep_check(ledger, store, checksums=checksums, progress=progress)
-        aggregations.classify(ledger, job, store, deep=deep)  # after the replicates they aggregate
+        # after the replicates they aggregate
+        aggregations.classify(ledger, job, store, plan.target_dirs, deep=deep)
+        if plan.strategy == "list":
+            _claim_what_other_jobs_expect(ledger, job)
         run = {"started_at": started, "store": plan.store, "strategy": plan.strategy, "deep": deep,
                "requests": store.requests}
         current = ledger.job(job_id)
