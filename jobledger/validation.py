@@ -96,7 +96,8 @@ def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str =
     shape = _shape(ledger, job_id)
     expected = shape["outputs"]
     target_dirs = [r["path"] for r in ledger.query(
-        "SELECT DISTINCT path FROM outputs WHERE job_id = ? AND kind = 'aggregation'", (job_id,))] if expected else []
+        "SELECT DISTINCT path FROM outputs WHERE job_id = ? AND kind = 'aggregation'", (job_id,))
+    ] if expected else []
     prefixes = _cover_prefixes(ledger, job, target_dirs) if expected else []
     splittable = job["layout"] in ("token", "bundle")
     n = max(1, len(prefixes))
@@ -199,7 +200,8 @@ def _claim_what_other_jobs_expect(ledger: Ledger, job: dict) -> None:
     conn = ledger.conn
     if conn.execute(f"SELECT 1 FROM listing l WHERE {_STRAY} LIMIT 1").fetchone() is None:
         return
-    conn.execute("INSERT OR IGNORE INTO claimed SELECT l.rowid FROM outputs o JOIN listing l ON l.dir = o.path "
+    conn.execute("INSERT OR IGNORE INTO claimed SELECT l.rowid FROM outputs o "
+                 "JOIN listing l ON l.dir = o.path "
                  "WHERE o.job_id IN (SELECT job_id FROM jobs WHERE store_url IS ? AND job_id <> ?)",
                  (job["store_url"], job["job_id"]))
 

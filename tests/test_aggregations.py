@@ -157,8 +157,8 @@ def test_the_upstream_worker_tree_on_azurite_reads_only_the_aggregations(db_path
     open_store(url).upload_tree(spec_dir / "upstream" / "worker-job-c400000a" / "provenance")
     job_id = register_finished(spec_dir / "upstream" / "worker-job-c400000a" / "job-c400000a.json", url)
     result = validate_json(job_id, "--strategy", "list", ok=(0,))
-    assert (result["status"], result["verified"], result["expected"], result["stale"], result["unexpected"]) == \
-           ("succeeded", 8, 8, 0, 0)
+    assert (result["status"], result["verified"], result["expected"], result["stale"],
+            result["unexpected"]) == ("succeeded", 8, 8, 0, 0)
     assert result["requests"] == len(result["prefixes"]) + 2  # a page per prefix, two result.json reads
     deep = validate_json(job_id, "--force", "--deep", "--checksums", "--strategy", "list", ok=(0,))
     assert (deep["verified"], deep["unexpected"]) == (8, 0)
