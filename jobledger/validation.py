@@ -28,7 +28,10 @@ STRATEGIES = ("auto", "list", "head")
 HEAD_ADVANTAGE = 4
 SPLIT_MIN_OUTPUTS = 64          # below this a prefix is listed whole
 HEX = "0123456789abcdef"         # the first character of a param shard directory
-OUTCOMES = {states.SUCCEEDED: "complete", states.PARTIAL: "partial", states.FAILED: "failed"}
+OUTCOMES = {states.SUCCEEDED: "complete", states.PARTIAL: "partial", states.FAILED: "failed",
+            states.CANCELLED: "cancelled"}
+# Why a job with nothing to wait for is decided at once (registered without runtime coordinates).
+NO_RUNTIME_REASON = "no runtime: decided from the artifacts"
 
 
 class ValidationError(JobledgerError):
@@ -237,7 +240,8 @@ def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexp
         "                      THEN coalesce(outputs.first_verified_run, :run) "
         "                      ELSE outputs.first_verified_run END, "
         " last_seen_run = CASE WHEN obs.state <> 'missing' THEN :run "
-        "                 WHEN outputs.state <> 'missing' THEN :previous ELSE outputs.last_seen_run END, "
+        "                 WHEN outputs.state NOT IN ('missing', 'unchecked') THEN :previous "
+        "                 ELSE outputs.last_seen_run END, "
         " state_run = CASE WHEN obs.state <> outputs.state THEN :run ELSE outputs.state_run END "
         "FROM observed obs WHERE outputs.output_id = obs.output_id "
         " AND (obs.state <> outputs.state OR obs.detail IS NOT outputs.detail)",
@@ -275,7 +279,7 @@ class ValidationResult:
     job_id: str
     status: str
     previous_status: str
-    outcome: str                 # complete | partial | failed | in-progress | skipped
+    outcome: str                 # complete | partial | failed | cancelled | in-progress | skipped
     expected: int
     verified: int
     missing: int
@@ -323,12 +327,35 @@ def _stored_result(ledger: Ledger, job: dict, note: str, seconds: float) -> Vali
         deep=False, checksums=False, store=redact_url(job["store_url"] or ""), prefixes=[], note=note)
 
 
+def _opening_reason(ledger: Ledger, job: dict, force: bool, reason: str | None) -> str | None:
+    """Why this validation moves the job to ``validating`` to decide it, or None when it only observes
+    (a job whose runtime is still to be heard from; a cancelled job, whose status is final)."""
+    status = job["status"]
+    if status in (states.VALIDATING, states.CANCELLED):
+        return None
+    if status in states.TERMINAL:
+        return reason or f"re-validation requested (--force) after {status}"
+    if job["runtime"] is None and status == states.SCHEDULED:
+        # Registered as run elsewhere and nothing has reported on it since: nothing to wait for. (A job
+        # without runtime that is running was moved so by ModelOps through a registry: it reports.)
+        return NO_RUNTIME_REASON
+    if not force:
+        return None
+    last = ledger.query("SELECT reason FROM transitions WHERE job_id = ? ORDER BY transition_id DESC LIMIT 1",
+                        (job["job_id"],))
+    said = last[0]["reason"] if last and last[0]["reason"] else "nothing"
+    return (f"decided from the artifacts on request (validate --force) while {status}; "
+            f"the runtime last said: {said}")
+
+
 def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: str = "auto",
                  deep: bool = False,
                  checksums: bool = False, progress=None, reason: str | None = None) -> ValidationResult:
-    """Validate a job against its store and, for a job in ``validating`` (or a terminal job
-    with ``force``), decide succeeded/partial/failed. ``progress.advance(n)`` (optional) is
-    told how many directories or outputs were looked at."""
+    """Validate a job against its store and decide succeeded/partial/failed for a job in
+    ``validating``, a job without runtime (nothing to wait for), and with ``force`` any job but a
+    cancelled one. A job whose runtime is still to be heard from, and a cancelled job (cancelled
+    is final), are only observed; a finished job keeps its verdict unless ``force``.
+    ``progress.advance(n)`` (optional) is told how many directories or outputs were looked at."""
     clock = time.monotonic()
     job = ledger.job(job_id)
     if strategy not in STRATEGIES:
@@ -342,11 +369,10 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         note = (f"{job_id} has no expected outputs of its own (no spec: ModelOps wrote it; register its "
                 f"spec to validate it): validation skipped, status left at {status}")
         return _stored_result(ledger, job, note, time.monotonic() - clock)
-    if status in states.TERMINAL:
-        if not force:
-            return _stored_result(ledger, job, f"{job_id} is {status}; its status is kept (use --force to "
-                                               f"re-validate)", time.monotonic() - clock)
-        states.check_transition(status, states.VALIDATING, revalidate=True)  # cancelled stays cancelled
+    if status in states.TERMINAL and status != states.CANCELLED and not force:
+        return _stored_result(ledger, job, f"{job_id} is {status}; its status is kept (use --force to "
+                                           f"re-validate)", time.monotonic() - clock)
+    opening = _opening_reason(ledger, job, force, reason)
     store = open_store(job["store_url"])
     plan = make_plan(ledger, job, store, strategy)
     started = utcnow()
@@ -362,12 +388,13 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         run = {"started_at": started, "store": plan.store, "strategy": plan.strategy, "deep": deep,
                "requests": store.requests}
         current = ledger.job(job_id)
-        if current["status"] in states.TERMINAL:
-            if not force:
-                raise ValidationError(f"{job_id} became {current['status']} while it was being validated; "
-                                      f"nothing was recorded")
-            why = reason or f"re-validation requested (--force) after {current['status']}"
-            current = ledger.transition(job_id, states.VALIDATING, why, revalidate=True)
+        if current["status"] != status and current["status"] in states.TERMINAL and not force:
+            raise ValidationError(f"{job_id} became {current['status']} while it was being validated; "
+                                  f"nothing was recorded")
+        if current["status"] != status:
+            opening = _opening_reason(ledger, current, force, reason)
+        if opening is not None and current["status"] != states.VALIDATING:
+            current = ledger.transition(job_id, states.VALIDATING, opening, revalidate=True)
         counts = _counts(ledger)
         # The run's id goes into the move's reason, which is fixed before the registry swap: take the next
         # id now and insert the run under it in the move's transaction (another id only if it was taken).
