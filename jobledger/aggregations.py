@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from .contracts import aggregation_id, sim_return_task_id
 from .layout import METADATA_FILE, RESULT_FILE
 from .ledger import Ledger
-from .stores import ProvenanceStore, StoreNotFound
+from .stores import MAX_RESULT_BYTES, ProvenanceStore, StoreNotFound, UnreadableFile
 
 AGG_PREFIX = "agg_"
 READ_THREADS = 16
@@ -141,7 +141,7 @@ def _read(store: ProvenanceStore, agg: AggDir) -> None:
     """result.json's inputs and error; metadata.json's first input when result.json is absent or broken."""
     if agg.has_result:
         try:
-            doc = json.loads(store.read(f"{agg.path}/{RESULT_FILE}"))
+            doc = json.loads(store.read(f"{agg.path}/{RESULT_FILE}", MAX_RESULT_BYTES))
             agg.inputs = [str(i.get("task_id")) for i in doc.get("inputs") or [] if isinstance(i, dict)]
             error = doc.get("error")
             if isinstance(error, dict):
@@ -151,23 +151,23 @@ def _read(store: ProvenanceStore, agg: AggDir) -> None:
             return
         except StoreNotFound:
             agg.problem = "result.json disappeared during validation"
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError, UnreadableFile):
             agg.problem = "result.json is not a JSON object with 'inputs'"
     try:
-        meta = json.loads(store.read(f"{agg.path}/{METADATA_FILE}"))
+        meta = json.loads(store.read(f"{agg.path}/{METADATA_FILE}", MAX_RESULT_BYTES))
         agg.first_input = str(meta.get("param_id") or "") if isinstance(meta, dict) else None
-    except (StoreNotFound, ValueError):
+    except (StoreNotFound, ValueError, RecursionError, UnreadableFile):
         pass  # nothing tells whose it is
 
 
 def _deep_problem(store: ProvenanceStore, agg: AggDir, expected: Expected, bundle_ref: str) -> str | None:
     """--deep: metadata.json must name the target and the bundle it aggregates for."""
     try:
-        meta = json.loads(store.read(f"{agg.path}/{METADATA_FILE}"))
+        meta = json.loads(store.read(f"{agg.path}/{METADATA_FILE}", MAX_RESULT_BYTES))
     except StoreNotFound:
         return "metadata.json is missing"
-    except ValueError:
-        return "metadata.json is not valid JSON"
+    except (ValueError, RecursionError, UnreadableFile):
+        return "metadata.json is not valid JSON (or not a regular file within the size limit)"
     if not isinstance(meta, dict) or meta.get("target_entrypoint") != expected.target:
         found = meta.get("target_entrypoint") if isinstance(meta, dict) else None
         return f"metadata.json target_entrypoint {found!r} is not {expected.target!r}"
@@ -233,15 +233,12 @@ class _Owners:
         return self._by_prefix.get(agg.first_input[:16]) if agg.first_input else None
 
 
-def classify(ledger: Ledger, job: dict, store: ProvenanceStore, target_dirs: list[str], *,
-             deep: bool = False) -> int:
-    """Decide every expected aggregation of ``job`` (under ``target_dirs``) in ``temp.observed`` and
-    fill ``temp.claimed``; returns the number of aggregation directories read."""
+def classify(ledger: Ledger, job: dict, store: ProvenanceStore, *, deep: bool = False) -> int:
+    """Decide every expected aggregation of ``job`` in ``temp.observed`` and fill ``temp.claimed``;
+    returns the number of aggregation directories read."""
     conn = ledger.conn
     conn.execute("DROP TABLE IF EXISTS temp.claimed")
     conn.execute("CREATE TEMP TABLE claimed (listing_row INTEGER PRIMARY KEY)")
-    if not target_dirs:
-        return 0  # a job without targets
     expected = [Expected(r[0], r[1], r[2], r[3]) for r in conn.execute(
         "SELECT o.output_id, p.param_id, t.entrypoint, o.path FROM outputs o "
         "JOIN params p ON p.param_key = o.param_key JOIN task_templates t ON t.template_id = o.template_id "

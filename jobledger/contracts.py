@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -17,13 +18,14 @@ from .hashing import blake2b_hex
 
 SEED_MAX = 2**64 - 1
 _HEX64 = r"[0-9a-f]{64}"
-_BUNDLE_RE = re.compile(rf"^(?:sha256:{_HEX64}|[^\s@]+@sha256:{_HEX64})$")
-_SCENARIO_RE = re.compile(r"^[a-z0-9](?:[a-z0-9\-_.]{0,62}[a-z0-9])?$")
+_BUNDLE_RE = re.compile(rf"(?:sha256:{_HEX64}|[^\s@]+@sha256:{_HEX64})")  # all used with fullmatch
+_SCENARIO_RE = re.compile(r"[a-z0-9](?:[a-z0-9\-_.]{0,62}[a-z0-9])?")
 # ModelOps (modelops_contracts.entrypoint) refuses an import path that is not a dotted module
 # ("Invalid import_path format"): `models.sir/baseline` runs, `sir/baseline` never does.
-_IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$")
-_OBJECT_RE = re.compile(r"^[A-Za-z_]\w*$")
-_JOB_ID_RE = re.compile(r"^(?:job|calib)-[0-9a-f]{8}$")
+_IMPORT_RE = re.compile(r"[A-Za-z_][\w.]*\.[A-Za-z_]\w*")
+_OBJECT_RE = re.compile(r"[A-Za-z_]\w*")
+_JOB_ID_RE = re.compile(r"(?:job|calib)-[0-9a-f]{8}")
+_RESUME_ID_RE = re.compile(r"(?:job|calib)-[0-9a-f]{8}(?:-r[0-9]+)+")  # children of a resume: <root>-r<N>…
 JOB_TYPES = ("simulation", "calibration")
 
 
@@ -96,7 +98,7 @@ def job_id_for(spec: Mapping[str, Any], prefix: str = "job") -> str:
 # ---------------------------------------------------------------- validation rules
 
 def check_bundle_ref(ref: Any, where: str = "bundle_ref") -> str:
-    if not isinstance(ref, str) or not _BUNDLE_RE.match(ref):
+    if not isinstance(ref, str) or not _BUNDLE_RE.fullmatch(ref):
         raise ContractError(f"{where}: {ref!r} is not 'sha256:<64 hex>' or '<repo>@sha256:<64 hex>'")
     return ref
 
@@ -106,10 +108,10 @@ def check_entrypoint(ep: Any, where: str = "entrypoint") -> str:
     if not isinstance(ep, str) or ("/" in ep) == (":" in ep):
         raise ContractError(f"{where}: {ep!r} is not 'import.path/scenario' or 'module.path:object'")
     module, sep, name = ep.rpartition("/") if "/" in ep else ep.rpartition(":")
-    if not _IMPORT_RE.match(module):
+    if not _IMPORT_RE.fullmatch(module):
         raise ContractError(f"{where}: {ep!r}: import path {module!r} is not a dotted module path such as "
                             f"'models.sir' (ModelOps refuses it: 'Invalid import_path format')")
-    if not (_SCENARIO_RE if sep == "/" else _OBJECT_RE).match(name):
+    if not (_SCENARIO_RE if sep == "/" else _OBJECT_RE).fullmatch(name):
         what = "scenario" if sep == "/" else "object name"
         raise ContractError(f"{where}: {ep!r}: {what} {name!r} is not valid")
     return ep
@@ -128,15 +130,27 @@ def check_seed(seed: Any, where: str = "seed") -> int:
     return seed
 
 
+def max_tasks() -> int:
+    """The most tasks one job may have (``JOBLEDGER_MAX_TASKS``, default 10 million)."""
+    return int(os.environ.get("JOBLEDGER_MAX_TASKS", 10_000_000))
+
+
+def check_task_count(n: int) -> int:
+    limit = max_tasks()
+    if n > limit:
+        raise ContractError(f"the job has {n:,} tasks, more than the {limit:,} allowed "
+                            f"(JOBLEDGER_MAX_TASKS); split it into several jobs")
+    return n
+
+
 def check_job_id(job_id: Any, where: str = "job_id") -> str:
-    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id) and not _is_resume_id(job_id):
+    if not isinstance(job_id, str) or not _JOB_ID_RE.fullmatch(job_id) and not _is_resume_id(job_id):
         raise ContractError(f"{where}: {job_id!r} is not 'job-<8 hex>' or 'calib-<8 hex>'")
     return job_id
 
 
 def _is_resume_id(job_id: str) -> bool:
-    base, _, tail = job_id.partition("-r")
-    return bool(_JOB_ID_RE.match(base)) and all(part.isdigit() for part in tail.split("-r")) and len(job_id) <= 63
+    return bool(_RESUME_ID_RE.fullmatch(job_id)) and len(job_id) <= 63
 
 
 def _check_params_values(values: Any, where: str) -> dict:
@@ -231,6 +245,7 @@ def simjob_from_json(doc: Any, *, job_id: str | None = None) -> SimJob:
     raw_tasks = doc.get("tasks")
     if not isinstance(raw_tasks, list) or not raw_tasks:
         raise ContractError("tasks: must be a non-empty list")
+    check_task_count(len(raw_tasks))
     tasks = tuple(_task_from_json(t, i) for i, t in enumerate(raw_tasks))
     priority = doc.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
@@ -279,10 +294,10 @@ def study_to_simjob(doc: Any, bundle_ref: str | None, *, job_id: str | None = No
         raise ContractError("a SimulationStudy spec needs --bundle REF to become a job")
     bundle_ref = check_bundle_ref(bundle_ref, "--bundle")
     model, scenario = doc.get("model"), doc.get("scenario")
-    if not isinstance(model, str) or not _IMPORT_RE.match(model):
+    if not isinstance(model, str) or not _IMPORT_RE.fullmatch(model):
         raise ContractError(f"model: {model!r} is not a dotted import path such as 'models.sir' "
                             f"(ModelOps refuses it: 'Invalid import_path format')")
-    if not isinstance(scenario, str) or not _SCENARIO_RE.match(scenario):
+    if not isinstance(scenario, str) or not _SCENARIO_RE.fullmatch(scenario):
         raise ContractError(f"scenario: {scenario!r} is not a valid scenario name")
     entrypoint = check_entrypoint(f"{model}/{scenario}")
     n_replicates = doc.get("n_replicates", 1)
@@ -296,6 +311,11 @@ def study_to_simjob(doc: Any, bundle_ref: str | None, *, job_id: str | None = No
     sets = doc.get("parameter_sets")
     if not isinstance(sets, list) or not sets:
         raise ContractError("parameter_sets: must be a non-empty list")
+    user_metadata = doc.get("metadata") or {}
+    if not isinstance(user_metadata, Mapping):
+        raise ContractError("metadata: must be an object")
+    # Checked before anything is expanded: a study is a compact way to ask for 10**12 tasks.
+    check_task_count(sum(1 if isinstance(e, Mapping) and "seed" in e else n_replicates for e in sets))
     tasks: list[SimTask] = []
     for i, entry in enumerate(sets):
         where = f"parameter_sets[{i}]"
@@ -312,7 +332,7 @@ def study_to_simjob(doc: Any, bundle_ref: str | None, *, job_id: str | None = No
         tasks.extend(SimTask(bundle_ref, entrypoint, ups, replicate_seed(ups.param_id, r), outputs)
                      for r in range(n_replicates))
     metadata = {"sampling_method": doc.get("sampling_method", "manual"), "n_parameter_sets": len(sets),
-                "n_replicates": n_replicates, "model": model, "scenario": scenario, **(doc.get("metadata") or {})}
+                "n_replicates": n_replicates, "model": model, "scenario": scenario, **user_metadata}
     target_spec = None
     if doc.get("targets"):  # ModelOps writes no target_spec for an empty list
         target_spec = study_target_spec(check_target_entrypoints(doc["targets"], "targets"), metadata)

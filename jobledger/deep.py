@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from .hashing import blake2b_hex
 from .layout import METADATA_FILE, RESULT_FILE, artifact_file
 from .ledger import Ledger
-from .stores import ProvenanceStore, StoreNotFound
+from .paths import unsafe_reason
+from .stores import MAX_ARTIFACT_BYTES, MAX_RESULT_BYTES, ProvenanceStore, StoreNotFound, UnreadableFile
 
 READ_THREADS = 16
 
@@ -17,14 +18,20 @@ READ_THREADS = 16
 _ABSENT = object()
 
 
-def _read_json(store: ProvenanceStore, directory: str, name: str) -> tuple[object, tuple[str, str] | None]:
-    """(document, None), or (_ABSENT or None, (state, reason)) when the file is absent or not JSON."""
+def _read_json(store: ProvenanceStore, directory: str, name: str) -> tuple[Any, tuple[str, str] | None]:
+    """(document, None), or (_ABSENT or None, (state, reason)) when the file is absent, unreadable or
+    not a JSON object."""
     try:
-        return json.loads(store.read(f"{directory}/{name}")), None
+        doc = json.loads(store.read(f"{directory}/{name}", MAX_RESULT_BYTES))
     except StoreNotFound:
         return _ABSENT, ("errored", f"{name} is missing")
-    except ValueError:
+    except UnreadableFile as exc:
+        return None, ("errored", str(exc)[:500])
+    except (ValueError, RecursionError):
         return None, ("errored", f"{name} is not valid JSON")
+    if not isinstance(doc, dict):
+        return None, ("errored", f"{name} is not a JSON object")
+    return doc, None
 
 
 def _deep_check(store: ProvenanceStore, row: dict, checksums: bool) -> tuple[str, str] | None:
@@ -62,6 +69,8 @@ def _deep_check(store: ProvenanceStore, row: dict, checksums: bool) -> tuple[str
             return "errored", f"result.json lacks declared output(s) {', '.join(absent)}"
     sizes = dict(store.list(path + "/"))
     for name, info in sorted(result["outputs"].items()):
+        if unsafe_reason(name) or "/" in name:
+            return "errored", f"result.json names an output {name[:40]!r} that is no file name"
         file = artifact_file(name)
         size = sizes.get(f"{path}/{file}")
         if size is None:
@@ -69,8 +78,11 @@ def _deep_check(store: ProvenanceStore, row: dict, checksums: bool) -> tuple[str
         if isinstance(info, dict) and info.get("size") is not None and size != info["size"]:
             return "errored", f"{file} is {size} bytes, result.json says {info['size']}"
         if checksums and isinstance(info, dict) and info.get("checksum"):
-            if blake2b_hex(store.read(f"{path}/{file}")) != info["checksum"]:
-                return "errored", f"{file} checksum does not match result.json"
+            try:
+                if store.checksum(f"{path}/{file}", MAX_ARTIFACT_BYTES) != info["checksum"]:
+                    return "errored", f"{file} checksum does not match result.json"
+            except UnreadableFile as exc:
+                return "errored", str(exc)[:500]
     return None
 
 

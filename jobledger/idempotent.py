@@ -12,8 +12,9 @@ from typing import Any
 
 from .contracts import SimTask
 from .layout import RESULT_FILE, VERIFIED, Layout, output_state
+from .paths import UnsafePath
 from .simreturn import sim_return_from_store
-from .stores import StoreNotFound, open_store
+from .stores import MAX_RESULT_BYTES, StoreNotFound, UnreadableFile, open_store
 
 
 def _open(store):
@@ -48,16 +49,16 @@ class IdempotentSimulationService:
         if not is_verified(self.store, path):
             return None
         try:
-            doc = json.loads(self.store.read(f"{path}/{RESULT_FILE}"))
-        except ValueError:
+            doc = json.loads(self.store.read(f"{path}/{RESULT_FILE}", MAX_RESULT_BYTES))
+        except (ValueError, RecursionError, UnreadableFile):
             return None  # unreadable: treat as not finished, the task runs again
         # An error recorded only inside result.json (what `validate --deep` reports) is not reused either.
         if not isinstance(doc, dict) or "error" in doc or "task_id" not in doc:
             return None
         try:
             return sim_return_from_store(self.store, path, result=doc, cached=True)
-        except StoreNotFound:
-            return None  # an artifact result.json names is gone: run the task again
+        except (StoreNotFound, UnreadableFile, UnsafePath):
+            return None  # an artifact result.json names is gone, unreadable or no file name: run the task again
 
     def submit(self, task: SimTask) -> Future:
         stored = self.stored_result(task)

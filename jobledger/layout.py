@@ -13,11 +13,12 @@ from functools import lru_cache
 
 from .contracts import ContractError
 from .hashing import blake2b_hex
+from .paths import unsafe_reason
 
 _EXPR = re.compile(r"\{([^{}]*)\}")
-_VAR = re.compile(r"^([a-z_]+)(?:\[:(\d+)\])?$")
-_HASH = re.compile(r"^hash\(([a-z_]+)\)(?:\[:(\d+)\])?$")
-_SHARD = re.compile(r"^shard\(([a-z_]+),(\d+),(\d+)\)$")
+_VAR = re.compile(r"([a-z_]+)(?:\[:(\d+)\])?")  # matched with fullmatch, as are the two below
+_HASH = re.compile(r"hash\(([a-z_]+)\)(?:\[:(\d+)\])?")
+_SHARD = re.compile(r"shard\(([a-z_]+),(\d+),(\d+)\)")
 KNOWN_VARS = {"bundle_digest", "model_digest", "param_id", "seed", "target", "aggregation_id"}
 
 SIM_TEMPLATE = "sims/{bundle_digest[:12]}/{shard(param_id,2,2)}/params_{param_id[:8]}/seed_{seed}"
@@ -89,17 +90,17 @@ def _compile(template: str):
 
 
 def _compile_expr(expr: str, template: str):
-    if m := _VAR.match(expr):
+    if m := _VAR.fullmatch(expr):
         name, n = m.group(1), m.group(2)
         _known(name, template)
         end = int(n) if n else None
         return name, lambda ctx: str(ctx[name])[:end]
-    if m := _HASH.match(expr):
+    if m := _HASH.fullmatch(expr):
         name, n = m.group(1), m.group(2)
         _known(name, template)
         end = int(n) if n else None
         return name, lambda ctx: blake2b_hex(str(ctx[name]))[:end]
-    if m := _SHARD.match(expr):
+    if m := _SHARD.fullmatch(expr):
         name, depth, width = m.group(1), int(m.group(2)), int(m.group(3))
         _known(name, template)
         return name, lambda ctx: "/".join(blake2b_hex(str(ctx[name]))[i * width:(i + 1) * width] for i in range(depth))
@@ -133,7 +134,15 @@ class Layout:
         for required in ("param_id", "seed"):
             if required not in spec:
                 raise LayoutError(f"layout: template {spec!r} must use {{{required}}} to keep outputs apart")
-        return cls(spec, spec, None)
+        layout = cls(spec, spec, None)
+        # Every value a variable takes renders as hex or digits, so a sample path shows whether the
+        # template itself (its literal text, or a slice such as {param_id[:0]}) leaves the store.
+        sample = layout.sim_path("sha256:" + "0" * 64, "0" * 64, 0)
+        reason = unsafe_reason(sample)
+        if reason is not None:
+            raise LayoutError(f"layout: template {spec!r} gives paths like {sample!r}, which {reason}; "
+                              f"output paths must stay inside the store")
+        return layout
 
     def sim_context(self, bundle_ref: str, param_id: str, seed: int) -> dict:
         digest = bundle_digest(bundle_ref)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from . import migrations, states
 from .contracts import SimJob
@@ -64,16 +65,22 @@ class Ledger:
         self.path = Path(path).expanduser() if path else default_path()
         self.readonly = readonly
         self.mirror = mirror
-        if readonly:
-            if not self.path.exists():
-                raise LedgerError(f"no ledger at {self.path}")
-            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                                        timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-            self.conn.execute("PRAGMA query_only = ON")
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                                        check_same_thread=False)
+        if self.path.is_dir():
+            raise LedgerError(f"{self.path} is a directory, not a ledger file")
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise LedgerError(f"no ledger at {self.path}")
+                # quote(): a '?' or '#' in the path must not end the file name inside the URI
+                self.conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True, isolation_level=None,
+                                            timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+                self.conn.execute("PRAGMA query_only = ON")
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                                            check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"cannot open the ledger {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
         self.conn.row_factory = sqlite3.Row
         try:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -268,9 +275,8 @@ class Ledger:
         rows = [ExpectedOutput("aggregation" if "/aggs/" in path else "simulation", "", "", "", "", None,
                                None, _seed_in(path), path) for path in verified + unverified]
         self.insert_outputs(job_id, rows, {"": "null"})
-        reported = {**dict.fromkeys(unverified, "missing"), **dict.fromkeys(verified, "verified")}
-        self.conn.executemany("UPDATE outputs SET state = ? WHERE job_id = ? AND path = ?",
-                              ((state, job_id, path) for path, state in reported.items()))
+        self.conn.executemany("UPDATE outputs SET state = 'verified' WHERE job_id = ? AND path = ?",
+                              ((job_id, path) for path in verified))
 
     def _insert_job_row(self, columns: dict) -> None:
         _check_columns(columns)
@@ -321,12 +327,11 @@ class Ledger:
         return keys
 
     def transition(self, job_id: str, to_status: str, reason: str, *, revalidate: bool = False,
-                   resubmit: bool = False, with_writes: Callable[[], None] | None = None,
-                   progress: Any = None, **fields: Any) -> dict:
+                   with_writes: Callable[[], None] | None = None, progress: Any = None,
+                   **fields: Any) -> dict:
         """Move a job to ``to_status`` (checked against the state machine) and record why.
 
-        ``revalidate`` and ``resubmit`` allow the explicit moves of states.check_transition. Extra
-        ``fields`` are job columns updated with the move; ``with_writes`` runs further writes in
+        Extra ``fields`` are job columns updated with the move; ``with_writes`` runs further writes in
         the same local transaction (``progress`` tells the registry what they will record). When a
         mirror is set, the move is first compare-and-swapped into the registry with no local lock held
         (a network round trip), then written here in one short transaction; if the registry refuses or
@@ -335,7 +340,7 @@ class Ledger:
         if self.mirror is None:
             with self.transaction():
                 job = self.job(job_id)
-                states.check_transition(job["status"], to_status, revalidate=revalidate, resubmit=resubmit)
+                states.check_transition(job["status"], to_status, revalidate=revalidate)
                 now = utcnow()
                 self._write_status(job_id, [[job["status"], to_status, now, reason]],
                                    {**fields, "status": to_status, "updated_at": now})
@@ -346,9 +351,9 @@ class Ledger:
             raise RuntimeError("with a registry, Ledger.transition must not run inside a transaction: "
                                "the registry swap would hold the write lock over a network round trip")
         job = self.job(job_id)
-        states.check_transition(job["status"], to_status, revalidate=revalidate, resubmit=resubmit)
+        states.check_transition(job["status"], to_status, revalidate=revalidate)
         swapped = self.mirror.swap_transition(self, job, to_status, reason, fields, revalidate=revalidate,
-                                              resubmit=resubmit, progress=progress)
+                                              progress=progress)
         with self.transaction():
             self.import_history(job_id, swapped.history, swapped.columns)
             if with_writes is not None:
@@ -394,14 +399,6 @@ class Ledger:
         """After a command committed changes to a job, let the mirror publish them."""
         if self.mirror is not None:
             self.mirror.publish(self, job_id)
-
-    def delete_jobs(self, job_ids: Sequence[str]) -> None:
-        """Delete jobs (children before their parents) and everything recorded about them: outputs,
-        history, validation runs, events, unexpected paths (ON DELETE CASCADE). Parameter sets and task
-        templates are shared between jobs and stay. One transaction; no mirror is told."""
-        with self.transaction():
-            for job_id in job_ids:
-                self.conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Update non-status columns of a job (runtime handles, error fields)."""

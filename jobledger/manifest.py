@@ -6,6 +6,7 @@ from typing import Iterator, NamedTuple
 
 from .contracts import ContractError, SimJob, SimTask, aggregation_id, canonical_task_id, sim_return_task_id
 from .layout import Layout
+from .paths import check_relative
 
 SEED_POLICIES = ("runner", "task")
 
@@ -60,6 +61,8 @@ def expected_outputs(job: SimJob, layout: Layout, seed_policy: str = "runner") -
         render = path_of.get(key)
         if render is None:
             render = path_of[key] = layout.sim_path_for_param(task.bundle_ref, pid)
+            # The bundle_ref and the template fix everything but the seed's digits: one check per set.
+            check_relative(render(seed), f"task {task.entrypoint}: output path")
         path = render(seed)
         if seed_policy == "task":
             # Two tasks with the same params and seed write one directory.
@@ -81,7 +84,8 @@ def expected_outputs(job: SimJob, layout: Layout, seed_policy: str = "runner") -
         for target in targets:
             yield ExpectedOutput("aggregation", aggregation_id(target, sim_ids) if predictable else "", pid,
                                  job.bundle_ref, target, None, None, None,
-                                 layout.target_dir(job.bundle_ref, target))
+                                 check_relative(layout.target_dir(job.bundle_ref, target),
+                                                f"target {target}: output path"))
 
 
 def outputs_json(outputs: tuple[str, ...] | None) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .hashing import blake2b_hex
 from .layout import ERROR_FILE, RESULT_FILE, artifact_file
-from .stores import ProvenanceStore
+from .stores import MAX_RESULT_BYTES, ProvenanceStore, UnreadableFile
 
 INLINE_CAP = 524288  # modelops_contracts.artifacts.INLINE_CAP: bigger artifacts are passed by reference
 ARROW = "application/vnd.apache.arrow.stream"
@@ -63,10 +63,16 @@ def contract_classes() -> tuple[Any, Any, Any]:
 def _artifact(store: ProvenanceStore, path: str, info: Any, table_artifact: Any) -> Any:
     declared = info if isinstance(info, Mapping) else {}
     size = declared.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        size = None  # result.json is not trusted: a size that is no count is no size
     if size is None or size <= INLINE_CAP:
-        data = store.read(path)
-        checksum = declared.get("checksum") or blake2b_hex(data)
-        return table_artifact(size=len(data), inline=data, checksum=checksum)
+        try:
+            data = store.read(path, INLINE_CAP)
+        except UnreadableFile:
+            pass  # bigger than result.json says: passed by reference like any big artifact
+        else:
+            checksum = declared.get("checksum") or blake2b_hex(data)
+            return table_artifact(size=len(data), inline=data, checksum=checksum)
     return table_artifact(size=size, ref=path, checksum=declared.get("checksum") or "")
 
 
@@ -79,7 +85,7 @@ def sim_return_from_store(store: ProvenanceStore, directory: str, *, result: Map
     """
     sim_return, table_artifact, error_info = contract_classes()
     if result is None:
-        result = json.loads(store.read(f"{directory}/{RESULT_FILE}"))
+        result = json.loads(store.read(f"{directory}/{RESULT_FILE}", MAX_RESULT_BYTES))
     outputs = {name: _artifact(store, f"{directory}/{artifact_file(name)}", info, table_artifact)
                for name, info in sorted((result.get("outputs") or {}).items())}
     error = details = None

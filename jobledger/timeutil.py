@@ -6,7 +6,7 @@ import re
 
 from .errors import JobledgerError
 
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+_DURATION = re.compile(r"([0-9]+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -18,14 +18,6 @@ class BadDuration(JobledgerError):
 
 def utcnow() -> str:
     return _iso(_dt.datetime.now(_dt.timezone.utc))
-
-
-def seconds_since(stamp: str) -> float:
-    """How long ago a timestamp the ledger wrote was, in seconds."""
-    moment = _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return (_dt.datetime.now(_dt.timezone.utc) - moment).total_seconds()
 
 
 def _iso(moment: _dt.datetime) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from ..redact import redact_url, refuse_sas
 from .base import MovedElsewhere, RegistryError, VersionedStore, check_key
 from .mirror import Mirror
 
@@ -20,13 +21,13 @@ KNOWN_IMPLEMENTATIONS: dict[str, str] = {
 
 
 def open_versioned_store(url: str) -> VersionedStore:
-    url = (url or "").strip()
+    url = refuse_sas((url or "").strip(), "registry", RegistryError)
     if not url:
         raise RegistryError("empty registry URL")
     scheme = url.partition("://")[0] if "://" in url else "file"
     target = KNOWN_IMPLEMENTATIONS.get(scheme)
     if target is None:
-        raise RegistryError(f"registry {url}: unsupported scheme (use az://CONTAINER[/PREFIX] or file:///path)")
+        raise RegistryError(f"registry {redact_url(url)}: unsupported scheme (use az://CONTAINER[/PREFIX] or file:///path)")
     module, _, name = target.partition(":")
     store_class = getattr(importlib.import_module(module), name)
     return store_class.from_url(url)

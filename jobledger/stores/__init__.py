@@ -10,8 +10,8 @@ import os
 import re
 from pathlib import Path
 
-from ..redact import redact_url
-from .base import ProvenanceStore, StoreError, StoreNotFound
+from ..redact import redact_url, refuse_sas
+from .base import MAX_ARTIFACT_BYTES, MAX_RESULT_BYTES, ProvenanceStore, StoreError, StoreNotFound, UnreadableFile
 
 DEFAULT_STORE = "/tmp/modelops/provenance"
 
@@ -21,8 +21,9 @@ def default_store_url() -> str:
 
 
 def normalize_store_url(url: str | None) -> str:
-    """A stable form to record in the ledger: local paths become absolute; URLs are kept."""
-    url = url or default_store_url()
+    """A stable form to record in the ledger: local paths become absolute; URLs are kept. Every store
+    URL passes here before it is used or recorded, so this is where a SAS token is refused."""
+    url = refuse_sas(url or default_store_url(), "store", StoreError)
     if url.startswith(("az://", "https://", "http://")):
         return url
     if url.startswith("file://"):
@@ -54,5 +55,5 @@ def open_store(url: str | None) -> ProvenanceStore:
     return store_class.from_url(normalize_store_url(url))
 
 
-__all__ = ["ProvenanceStore", "StoreError", "StoreNotFound", "KNOWN_IMPLEMENTATIONS", "open_store",
+__all__ = ["MAX_RESULT_BYTES", "MAX_ARTIFACT_BYTES", "ProvenanceStore", "StoreError", "StoreNotFound", "UnreadableFile", "KNOWN_IMPLEMENTATIONS", "open_store",
            "normalize_store_url", "default_store_url", "DEFAULT_STORE"]

@@ -20,7 +20,9 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 
 from ..azure_client import AzureSetupError, container_client, describe, error_code
 from ..redact import CONNECTION_ENV, refuse_sas
-from .base import ProvenanceStore, StoreError, StoreNotFound
+from ..hashing import blake2b_256
+from ..paths import check_relative
+from .base import ProvenanceStore, StoreError, StoreNotFound, UnreadableFile
 
 PAGE_SIZE = 5000  # the most names one Azure list request returns
 
@@ -142,10 +144,24 @@ class AzureStore(ProvenanceStore):
         except AzureError as exc:
             raise self._error(exc, f"reading {path}") from None
 
-    def read(self, path: str) -> bytes:
+    def read(self, path: str, limit: int | None = None) -> bytes:
+        return b"".join(self._chunks(path, limit))
+
+    def checksum(self, path: str, limit: int | None = None) -> str:
+        hasher = blake2b_256()
+        for chunk in self._chunks(path, limit):
+            hasher.update(chunk)
+        return hasher.hexdigest()
+
+    def _chunks(self, path: str, limit: int | None) -> Iterator[bytes]:
+        """The blob in chunks; its size (known from the first response) is checked against ``limit``
+        before the rest is downloaded."""
         self.count()
         try:
-            return self.container.get_blob_client(self.prefix + path).download_blob().readall()
+            downloader = self.container.get_blob_client(check_relative(self.prefix + path, "blob")).download_blob()
+            if limit is not None and downloader.size > limit:
+                raise UnreadableFile(f"{path} is {downloader.size} bytes, over the {limit}-byte limit")
+            yield from downloader.chunks()
         except ResourceNotFoundError as exc:
             if error_code(exc) == "ContainerNotFound":
                 raise self._error(exc, f"reading {path}") from None

@@ -10,14 +10,22 @@ validation can report them honestly.
 from __future__ import annotations
 
 import builtins
+import os
 import threading
 from collections.abc import Callable, Iterator
 from itertools import groupby
 from typing import TypeVar
 
 from ..errors import JobledgerError
+from ..hashing import blake2b_hex
 
 T = TypeVar("T")
+
+# The most jobledger reads of one JSON file a worker wrote (result.json, metadata.json): a bigger, sparse or
+# endless one is unreadable (an errored output), never a MemoryError.
+MAX_RESULT_BYTES = int(os.environ.get("JOBLEDGER_MAX_RESULT_BYTES", 16 << 20))
+# --checksums streams artifacts; one bigger than this is not hashed (an errored output) rather than read for hours.
+MAX_ARTIFACT_BYTES = int(os.environ.get("JOBLEDGER_MAX_ARTIFACT_BYTES", 4 << 30))
 
 
 class StoreError(JobledgerError):
@@ -26,6 +34,10 @@ class StoreError(JobledgerError):
 
 class StoreNotFound(StoreError):
     """A path asked for with ``read`` is not in the store."""
+
+
+class UnreadableFile(StoreError):
+    """A path is there but jobledger will not read it: a symlink, not a regular file, or over the limit."""
 
 
 class ProvenanceStore:
@@ -61,11 +73,16 @@ class ProvenanceStore:
         """The size of ``path``, or None when it is not there."""
         raise NotImplementedError
 
-    def read(self, path: str) -> bytes:
-        """The bytes of ``path``; StoreNotFound when it is not there."""
+    def read(self, path: str, limit: int | None = None) -> bytes:
+        """The bytes of ``path``; StoreNotFound when it is not there, UnreadableFile when it is more
+        than ``limit`` bytes (or, in a directory, not a regular file inside the store)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ defaults a backend may improve on
+
+    def checksum(self, path: str, limit: int | None = None) -> str:
+        """BLAKE2b-256 hex of ``path`` (as workers write into result.json); backends stream it."""
+        return blake2b_hex(self.read(path, limit))
 
     def list_names(self, prefix: str = "") -> Iterator[str]:
         for name, _size in self.list(prefix):

@@ -2,9 +2,11 @@
 ModelOps worker's format (used by local runs and by tests that need realistic trees)."""
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
+import stat
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 from pathlib import Path
@@ -13,8 +15,9 @@ from typing import Callable, Iterator, Mapping, TypeVar
 from ..contracts import sim_return_task_id
 from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, artifact_file
 from ..fileio import write_atomic
-from ..hashing import blake2b_hex
-from .base import ProvenanceStore, StoreError, StoreNotFound
+from ..hashing import blake2b_256, blake2b_hex
+from ..paths import check_relative, inside
+from .base import ProvenanceStore, StoreError, StoreNotFound, UnreadableFile
 
 T = TypeVar("T")
 
@@ -29,6 +32,17 @@ class LocalStore(ProvenanceStore):
         super().__init__()
         self.root = os.path.abspath(os.fspath(root))
         self.url = self.root
+        self._real_root = os.path.realpath(self.root)
+
+    # ------------------------------------------------------------ containment
+
+    def _full(self, rel: str) -> str:
+        """The file system path of a store-relative path; a path that would leave the store is refused."""
+        return os.path.join(self.root, check_relative(rel, "store path")) if rel else self.root
+
+    def _contained(self, full: str) -> bool:
+        """Whether ``full`` resolves (symlinks followed) to the store or below: reads never leave it."""
+        return inside(self._real_root, full)
 
     @classmethod
     def from_url(cls, url: str) -> LocalStore:
@@ -48,10 +62,14 @@ class LocalStore(ProvenanceStore):
         self.count()
         dirs, files = [], []
         try:
-            with os.scandir(os.path.join(self.root, rel) if rel else self.root) as entries:
+            with os.scandir(self._full(rel)) as entries:
                 for entry in entries:
                     name = entry.name
                     if name_start and not name.startswith(name_start):
+                        continue
+                    if entry.is_symlink() or not name.isprintable() or "\\" in name:
+                        # A link could lead out of the store; a name with control characters or bytes
+                        # that are not UTF-8 is no path jobledger expects (and cannot be recorded).
                         continue
                     if entry.is_dir(follow_symlinks=False):
                         dirs.append(name)
@@ -71,6 +89,8 @@ class LocalStore(ProvenanceStore):
         """
         self._check_root()
         base, _, name_start = prefix.rpartition("/")
+        if not self._contained(self._full(base)):
+            return  # the prefix runs through a link out of the store: nothing of the store is there
         dirs, files = self._scan(base, name_start)
         if files:
             yield base, files
@@ -115,24 +135,66 @@ class LocalStore(ProvenanceStore):
     # ------------------------------------------------------------ single paths
 
     def head(self, path: str) -> int | None:
+        """The size of a regular file at ``path`` inside the store; links and special files are not results."""
         self.count()
+        full = self._full(path)
         try:
-            return os.stat(os.path.join(self.root, path)).st_size
+            st = os.lstat(full)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise StoreError(f"cannot stat {os.path.join(self.root, path)}: {exc.strerror or exc}") from None
+            raise StoreError(f"cannot stat {full}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(st.st_mode) or not self._contained(os.path.dirname(full)):
+            return None
+        return st.st_size
 
-    def read(self, path: str) -> bytes:
+    def _open(self, path: str, limit: int | None) -> tuple[int, int]:
+        """(descriptor, size) of a regular file inside the store, not through a link, within ``limit``.
+        O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused right after)."""
         self.count()
-        full = os.path.join(self.root, path)
+        full = self._full(path)
+        if not self._contained(os.path.dirname(full)):
+            raise UnreadableFile(f"{path}: its directory is a link out of the store")
         try:
-            with open(full, "rb") as handle:
-                return handle.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
             raise StoreNotFound(f"{path} not found in store {self.root}") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnreadableFile(f"{path} is a symbolic link") from None
             raise StoreError(f"cannot read {full}: {exc.strerror or exc}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise StoreNotFound(f"{path} not found in store {self.root} (a directory)")
+            raise UnreadableFile(f"{path} is not a regular file")
+        if limit is not None and st.st_size > limit:
+            os.close(fd)
+            raise UnreadableFile(f"{path} is {st.st_size} bytes, over the {limit}-byte limit")
+        return fd, st.st_size
+
+    def _chunks(self, path: str, limit: int | None) -> Iterator[bytes]:
+        fd, _size = self._open(path, limit)
+        total = 0
+        try:
+            with open(fd, "rb", closefd=True) as handle:
+                while chunk := handle.read(1 << 20):
+                    total += len(chunk)
+                    if limit is not None and total > limit:  # it grew while being read
+                        raise UnreadableFile(f"{path} grew over the {limit}-byte limit while being read")
+                    yield chunk
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+    def read(self, path: str, limit: int | None = None) -> bytes:
+        return b"".join(self._chunks(path, limit))
+
+    def checksum(self, path: str, limit: int | None = None) -> str:
+        hasher = blake2b_256()
+        for chunk in self._chunks(path, limit):
+            hasher.update(chunk)
+        return hasher.hexdigest()
 
 
 def _walk_part(root: str, part: str, summarize: Callable[[str, list[str]], T]) -> tuple[list[T], int]:

@@ -1,0 +1,279 @@
+"""Hostile and clumsy input, per entry point: a one-line error (exit 1, or 2 for usage errors), no
+traceback, and the ledger unchanged (its SQL dump compared before and after); paths never leave
+the store, reads never follow a link out of it, and nothing reads without bound."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from helpers import cli
+from jobledger.ledger import Ledger
+from jobledger.paths import check_relative, unsafe_reason
+
+SAMPLE_JOB = "job-5a11e0c3"
+HEX = "ab" * 32
+
+
+def dump(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def assert_refused(result, db: Path, before: list[str], codes=(1,), secret: str | None = None) -> None:
+    assert result.exit_code in codes, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") or (result.exit_code == 2 and "Error" in result.stderr), \
+        result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert dump(db) == before
+    if secret:
+        assert secret not in result.stderr and secret not in result.stdout
+
+
+@pytest.fixture
+def sample_spec(spec_dir) -> dict:
+    return json.loads((spec_dir / "sample" / f"{SAMPLE_JOB}.json").read_text())
+
+
+@pytest.fixture
+def registered(db_path, spec_dir, tmp_path):
+    """A ledger with the sample job registered (so 'unchanged' means more than 'still empty')."""
+    cli("register", spec_dir / "sample" / f"{SAMPLE_JOB}.json", "--store", tmp_path / "store")
+    return db_path
+
+
+def write_spec(tmp_path: Path, doc, name: str = "spec.json") -> Path:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return path
+
+
+# ---------------------------------------------------------------- the containment check itself
+
+@pytest.mark.parametrize("path", ["../x", "/etc", "a/../../b", "a//b", "a/./b", "", ".", "a/", "a\nb", "a\\b",
+                                  "a\x00b", "a\x7fb", "x" * 1025, "a/" + "y" * 256])
+def test_unsafe_relative_paths_are_refused(path):
+    assert unsafe_reason(path) is not None
+    with pytest.raises(Exception, match="must stay inside the store"):
+        check_relative(path, "output path")
+
+
+@pytest.mark.parametrize("path", ["token/v1/sims/ab/cd/params_1/seed_0", "a", "seed_-1", "x" * 255, "é/ü"])
+def test_safe_relative_paths_pass(path):
+    assert check_relative(path, "output path") == path
+
+
+# ---------------------------------------------------------------- register
+
+LAYOUTS = ["../{param_id}/{seed}", "/{param_id}/{seed}", "{param_id}/../../../{seed}", "{param_id[:0]}/{seed}",
+           "{param_id}//{seed}", "{param_id}/./{seed}", "a\\b/{param_id}/{seed}", "{param_id}/{seed}/..",
+           "{param_id}/{seed}\n", "{param_id}\x00/{seed}", "{param_id}/{seed[:0]}"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_register_refuses_layouts_that_leave_the_store(registered, spec_dir, tmp_path, layout):
+    before = dump(registered)
+    spec = json.loads((spec_dir / "sample" / f"{SAMPLE_JOB}.json").read_text())
+    spec["job_id"] = "job-0000aaaa"
+    result = cli("register", write_spec(tmp_path, spec), "--store", tmp_path / "store", "--layout", layout, ok=None)
+    assert_refused(result, registered, before)
+
+
+def spec_variants(sample: dict) -> dict[str, object]:
+    task = sample["tasks"][0]
+    deep: object = 1
+    for _ in range(100_000):
+        deep = [deep]
+    study = {"model": "models.seir.SEIR", "scenario": "baseline", "parameter_sets": [{"beta": 0.5}],
+             "n_replicates": 2}
+    return {
+        "bundle_ref escaping the store": {**sample, "job_id": "job-0000bbb1",
+                                          "bundle_ref": f"x:../../../../@sha256:{HEX}",
+                                          "tasks": [{**t, "bundle_ref": f"x:../../../../@sha256:{HEX}"}
+                                                    for t in sample["tasks"]]},
+        "bundle_ref with a newline": {**sample, "job_id": "job-0000bbb2", "bundle_ref": f"sha256:{HEX}\n"},
+        "job_id with a trailing newline": {**sample, "job_id": "job-0000bbb3\n"},
+        "entrypoint with a trailing newline": {**sample, "job_id": "job-0000bbb4",
+                                               "tasks": [{**task, "entrypoint": task["entrypoint"] + "\n"}]},
+        "int param of 5,000 digits": '{"job_type": "simulation", "job_id": "job-0000bbb5", "bundle_ref": "sha256:'
+                                     + HEX + '", "tasks": [{"entrypoint": "m.x/s", "bundle_ref": "sha256:' + HEX
+                                     + '", "params": {"param_id": "x", "params": {"n": ' + "9" * 5000
+                                     + '}}, "seed": 1}]}',
+        "JSON nested 100,000 deep": json.dumps({"job_id": "job-0000bbb6", "tasks": deep}) if False else
+        '{"job_id": "job-0000bbb6", "tasks": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        "study metadata is a list": {**study, "metadata": [1, 2]},
+        "study metadata is a string": {**study, "metadata": "x"},
+        "study with 10**12 tasks": {**study, "n_replicates": 10**12},
+        "study target with a newline": {**study, "targets": ["models.t.T/prev\n"]},
+        "top level is a list": [1],
+        "empty file": "",
+        "not UTF-8": None,
+    }
+
+
+@pytest.mark.parametrize("case", list(spec_variants({"tasks": [{"entrypoint": "e"}]})))
+def test_register_refuses_hostile_specs_in_one_line(registered, sample_spec, tmp_path, case):
+    doc = spec_variants(sample_spec)[case]
+    path = tmp_path / "spec.json"
+    if doc is None:
+        path.write_bytes(b"\xff\xfe{\x00")
+    else:
+        write_spec(tmp_path, doc)
+    before = dump(registered)
+    result = cli("register", path, "--store", tmp_path / "store", "--bundle", f"sha256:{HEX}", ok=None)
+    assert_refused(result, registered, before)
+
+
+def test_register_refuses_a_job_id_option_with_a_newline(registered, spec_dir, tmp_path):
+    before = dump(registered)
+    result = cli("register", spec_dir / "sample" / f"{SAMPLE_JOB}.json", "--job-id", "job-0000cccc\n", "--store",
+                 tmp_path / "store", ok=None)
+    assert_refused(result, registered, before)
+
+
+SAS = "sv=2022-11-02&ss=b&sig=SUPERSECRETSIG%3D"
+
+
+@pytest.mark.parametrize("store", [f"https://acct.blob.core.windows.net/c/p?{SAS}", f"az://c/p?{SAS}",
+                                   "https://user:SUPERSECRETSIG@acct.blob.core.windows.net/c/p"])
+@pytest.mark.parametrize("command", ["register", "submit"])
+def test_sas_store_urls_are_refused_everywhere_and_never_echoed(registered, spec_dir, tmp_path, store, command):
+    before = dump(registered)
+    spec = json.loads((spec_dir / "sample" / f"{SAMPLE_JOB}.json").read_text())
+    spec["job_id"] = "job-0000dddd"
+    result = cli(command, write_spec(tmp_path, spec), "--store", store, ok=None)
+    assert_refused(result, registered, before, secret="SUPERSECRETSIG")
+    assert "acct.blob.core.windows.net/c/p" in result.stderr or "az://c/p" in result.stderr
+
+
+@pytest.mark.parametrize("registry", [f"az://job-registry?{SAS}", f"az://job-registry/p?{SAS}",
+                                      f"https://acct.blob.core.windows.net/job-registry?{SAS}"])
+def test_sas_registry_urls_are_refused_and_never_echoed(registered, tmp_path, registry):
+    before = dump(registered)
+    result = cli("--registry", registry, "pull", ok=None)
+    assert_refused(result, registered, before, codes=(1, 2), secret="SUPERSECRETSIG")
+
+
+@pytest.mark.parametrize("where", ["directory", "below a file"])
+def test_db_option_that_cannot_be_a_ledger_is_one_line(tmp_path, where):
+    target = tmp_path / "d"
+    if where == "directory":
+        target.mkdir()
+    else:
+        target.write_text("x")
+        target = target / "ledger.db"
+    result = cli("--db", target, "list", ok=None)
+    assert result.exit_code in (1, 2) and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    result = cli("--db", target, "register", "nothing.json", ok=None)
+    assert result.exit_code in (1, 2) and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- validate: links, special and huge files
+
+def to_validating(db: Path, job_id: str) -> None:
+    with Ledger(db) as ledger:
+        for status in ("running", "validating"):
+            ledger.transition(job_id, status, "test")
+
+
+def first_output(db: Path) -> str:
+    with Ledger(db) as ledger:
+        return ledger.query("SELECT path FROM outputs WHERE job_id = ? AND state = 'missing' "
+                            "ORDER BY output_id LIMIT 1", (SAMPLE_JOB,))[0]["path"]
+
+
+@pytest.fixture
+def sample_registered(db_path, spec_dir, sample_tree):
+    cli("register", spec_dir / "sample" / f"{SAMPLE_JOB}.json", "--store", sample_tree)
+    to_validating(db_path, SAMPLE_JOB)
+    return db_path
+
+
+def outputs_by_state(db: Path) -> dict[str, str]:
+    with Ledger(db) as ledger:
+        return {r["path"]: r["state"] for r in ledger.query("SELECT path, state FROM outputs")}
+
+
+def verified_dirs(tree: Path) -> list[Path]:
+    return sorted(p.parent for p in tree.rglob("result.json") if not (p.parent / "error_details.arrow").exists())
+
+
+@pytest.mark.parametrize("strategy", ["list", "head"])
+def test_a_result_directory_linking_out_of_the_store_is_not_verified(sample_registered, sample_tree, tmp_path,
+                                                                     strategy):
+    outside = tmp_path / "outside"
+    good = verified_dirs(sample_tree)[0]
+    victim = good.relative_to(sample_tree).as_posix()
+    os.rename(good, outside)
+    os.symlink(outside, sample_tree / victim)  # the expected directory is a link to a valid result elsewhere
+    cli("validate", SAMPLE_JOB, "--strategy", strategy, ok=(3,))
+    assert outputs_by_state(sample_registered)[victim] != "verified"
+
+
+def test_a_top_level_link_to_another_tree_verifies_nothing(sample_registered, sample_tree, tmp_path):
+    other = tmp_path / "other"
+    os.rename(sample_tree / "token", other)
+    os.symlink(other, sample_tree / "token")
+    cli("validate", SAMPLE_JOB, "--strategy", "list", ok=(4,))
+    assert set(outputs_by_state(sample_registered).values()) == {"missing"}
+    cli("validate", SAMPLE_JOB, "--force", "--strategy", "head", ok=(4,))
+    assert set(outputs_by_state(sample_registered).values()) == {"missing"}
+
+
+@pytest.mark.parametrize("make", ["fifo", "dev-zero link", "sparse 1 GB", "link outside", "not an object",
+                                  "a string", "null", "nested deep"])
+def test_deep_reads_only_bounded_regular_files(sample_registered, sample_tree, tmp_path, make):
+    directory = verified_dirs(sample_tree)[0]
+    rel = directory.relative_to(sample_tree).as_posix()
+    target = directory / ("metadata.json" if make in ("not an object", "a string", "null") else "result.json")
+    target.unlink()
+    if make == "fifo":
+        os.mkfifo(target)
+    elif make == "dev-zero link":
+        os.symlink("/dev/zero", target)
+    elif make == "sparse 1 GB":
+        with open(target, "wb") as fh:
+            fh.truncate(1 << 30)
+    elif make == "link outside":
+        (tmp_path / "r.json").write_text('{"outputs": {}}')
+        os.symlink(tmp_path / "r.json", target)
+    elif make == "nested deep":
+        target.write_text("[" * 200_000 + "]" * 200_000)
+    else:
+        target.write_text({"not an object": "[1]", "a string": '"x"', "null": "null"}[make])
+    if make in ("fifo", "dev-zero link", "link outside"):
+        pass  # the listing does not show a link or a FIFO as result.json... unless it is a FIFO
+    result = cli("validate", SAMPLE_JOB, "--deep", "--checksums", ok=(3,))
+    assert "Traceback" not in result.stderr
+    assert outputs_by_state(sample_registered)[rel] in ("errored", "incomplete")
+
+
+def test_checksums_do_not_read_an_artifact_linking_outside(sample_registered, sample_tree, tmp_path):
+    directory = verified_dirs(sample_tree)[0]
+    rel = directory.relative_to(sample_tree).as_posix()
+    artifact = next(directory.glob("artifact_*.arrow"))
+    (tmp_path / "copy.arrow").write_bytes(artifact.read_bytes())
+    artifact.unlink()
+    os.symlink(tmp_path / "copy.arrow", artifact)
+    cli("validate", SAMPLE_JOB, "--deep", "--checksums", ok=(3,))
+    assert outputs_by_state(sample_registered)[rel] == "errored"
+
+
+def test_non_utf8_and_control_character_names_in_the_store_are_ignored(sample_registered, sample_tree):
+    parent = verified_dirs(sample_tree)[0].parent
+    os.mkdir(os.path.join(os.fsencode(parent), b"seed_\xff"))
+    (parent / "seed_\n1").mkdir()
+    for d in (os.path.join(os.fsencode(parent), b"seed_\xff"), os.fsencode(parent / "seed_\n1")):
+        with open(os.path.join(d, b"result.json"), "w") as fh:
+            fh.write("{}")
+    result = cli("validate", SAMPLE_JOB, "--strategy", "list", ok=(3,))
+    assert "Traceback" not in result.stderr
