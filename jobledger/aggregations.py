@@ -233,12 +233,15 @@ class _Owners:
         return self._by_prefix.get(agg.first_input[:16]) if agg.first_input else None
 
 
-def classify(ledger: Ledger, job: dict, store: ProvenanceStore, *, deep: bool = False) -> int:
-    """Decide every expected aggregation of ``job`` in ``temp.observed`` and fill ``temp.claimed``;
-    returns the number of aggregation directories read."""
+def classify(ledger: Ledger, job: dict, store: ProvenanceStore, target_dirs: list[str], *,
+             deep: bool = False) -> int:
+    """Decide every expected aggregation of ``job`` (under ``target_dirs``) in ``temp.observed`` and
+    fill ``temp.claimed``; returns the number of aggregation directories read."""
     conn = ledger.conn
     conn.execute("DROP TABLE IF EXISTS temp.claimed")
     conn.execute("CREATE TEMP TABLE claimed (listing_row INTEGER PRIMARY KEY)")
+    if not target_dirs:
+        return 0  # a job without targets
     expected = [Expected(r[0], r[1], r[2], r[3]) for r in conn.execute(
         "SELECT o.output_id, p.param_id, t.entrypoint, o.path FROM outputs o "
         "JOIN params p ON p.param_key = o.param_key JOIN task_templates t ON t.template_id = o.template_id "

@@ -16,12 +16,13 @@ from .contracts import ContractError
 from .errors import JobledgerError
 from .idempotent import IdempotentSimulationService
 from .ledger import Ledger, LedgerError, default_path
-from .registration import Registered, create_job, prepare_job, read_spec, register
+from .registration import Forgotten, Registered, create_job, forget, prepare_job, read_spec, register
 from .registry import open_mirror
 from .registry.mirror import pull as pull_jobs
 from .registry.mirror import push as push_jobs
-from .resume import Pruned, Resumed, ResumePlan, plan_resume, prune_spec, resume
-from .sync import Submitted, SyncChange, cancel_job, preview_submission, submit_job
+from .resume import MAX_ATTEMPTS, RESUME_REASONS, Pruned, Resumed, ResumePlan, plan_resume, prune_spec, resume
+from .resume import check_reasons as check_resume_reasons
+from .sync import SUBMIT_TIMEOUT, Cancelled, Submitted, SyncChange, cancel_job, preview_submission, submit_job
 from .sync import sync as sync_jobs
 from .timeutil import parse_since, utcnow
 from .validation import Plan, ValidationResult, validate_job
@@ -45,7 +46,7 @@ def open_ledger(path: str | Path | None = None, *, registry: str | None = None,
 STATUS_FIELDS = ("job_id", "status", "job_type", "bundle_ref", "runtime", "k8s_name", "k8s_namespace",
                  "parent_job_id", "store_url", "layout", "seed_policy", "tasks_total", "created_at",
                  "updated_at", "validation_attempts", "error_message", "last_validation_error")
-COUNT_FIELDS = ("expected", "verified", "missing", "errored", "incomplete", "stale")
+COUNT_FIELDS = ("expected", "verified", "missing", "errored", "incomplete", "stale", "unchecked", "given_up")
 
 
 @dataclass(frozen=True)
@@ -53,21 +54,22 @@ class JobStatus:
     """One job as ``status`` shows it: its row, output counts, last validation, param sets, resume tree."""
     job: dict                       # the STATUS_FIELDS of the jobs row
     counts: dict                    # COUNT_FIELDS and pct_verified, from the job_summary view
+    validated: bool                 # has any validation observed the job's outputs?
     last_validation: dict | None
     param_sets: list[dict]          # param_id, expected, verified (simulation outputs)
     lineage: list[dict]             # descendants: job_id, parent_job_id, depth (1 = child), status, counts
 
     def as_dict(self) -> dict:
         """The ``status --json`` contract."""
-        return {**self.job, **self.counts, "last_validation": self.last_validation,
-                "param_sets": self.param_sets,
+        return {**self.job, **self.counts, "validated": self.validated,
+                "last_validation": self.last_validation, "param_sets": self.param_sets,
                 "lineage": self.lineage}
 
 
 def status(ledger: Ledger, job_id: str) -> JobStatus:
     job = ledger.job(job_id)
-    counts = ledger.query("SELECT expected, verified, missing, errored, incomplete, stale, pct_verified "
-                          "FROM job_summary WHERE job_id = ?", (job_id,))[0]
+    counts = ledger.query(f"SELECT {', '.join(COUNT_FIELDS)}, pct_verified FROM job_summary WHERE job_id = ?",
+                          (job_id,))[0]
     runs = ledger.query("SELECT run_id, started_at, finished_at, strategy, requests, verified, missing, "
                         "errored, incomplete, unexpected, outcome, error FROM validation_runs "
                         "WHERE job_id = ? ORDER BY run_id DESC LIMIT 1", (job_id,))
@@ -75,7 +77,8 @@ def status(ledger: Ledger, job_id: str) -> JobStatus:
         "SELECT param_id, count(*) AS expected, sum(state = 'verified') AS verified FROM expected_outputs "
         "WHERE job_id = ? AND output_type = 'simulation' GROUP BY param_id ORDER BY min(output_id)",
         (job_id,))
-    return JobStatus({k: job[k] for k in STATUS_FIELDS}, counts, runs[0] if runs else None, param_sets,
+    return JobStatus({k: job[k] for k in STATUS_FIELDS}, counts, bool(runs), runs[0] if runs else None,
+                     param_sets,
                      _descendants(ledger, job_id))
 
 
@@ -105,12 +108,13 @@ def list_jobs(ledger: Ledger, *, status: str | None = None, since: str | None = 
     return ledger.list_jobs(status, parse_since(since) if since else None, limit)
 
 
-MISSING_REASONS = tuple(s for s in states.OUTPUT_STATES if s != "verified")  # why an output is listed
+# Why an output is listed by ``missing``: what a validation saw, or that none has looked yet.
+MISSING_REASONS = tuple(s for s in states.OUTPUT_STATES if s != "verified") + (states.UNCHECKED,)
 
 
 def missing(ledger: Ledger, job_id: str, *, reason: str | None = None,
             limit: int | None = None) -> list[dict]:
-    """Expected outputs not verified, with why; before any validation every output is 'missing'."""
+    """Expected outputs not verified, with why ('unchecked' until a validation observed them)."""
     if reason and reason not in MISSING_REASONS:
         raise ContractError(f"--reason: {reason!r} is not one of {', '.join(MISSING_REASONS)}")
     return ledger.unverified(job_id, reason, limit)
@@ -162,9 +166,10 @@ def prune(spec: Any, store: str, *, bundle: str | None = None, layout: str = "to
                       layout=layout, seed_policy=seed_policy)
 
 
-__all__ = ["ledger_path", "open_ledger", "read_spec", "register", "create_job", "prepare_job", "status",
-           "counts", "list_jobs", "missing", "history", "run_sql", "submit", "preview", "prune",
+__all__ = ["ledger_path", "open_ledger", "read_spec", "register", "forget", "create_job", "prepare_job",
+           "status", "counts", "list_jobs", "missing", "history", "run_sql", "submit", "preview", "prune",
            "parse_since", "utcnow", "validate_job", "explain_validation", "pull_jobs", "push_jobs",
            "IdempotentSimulationService", "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs",
-           "cancel_job", "Registered", "JobStatus", "ValidationResult", "Plan", "SyncChange", "Submitted",
-           "ResumePlan", "Resumed", "Pruned", "JobledgerError", "MISSING_REASONS"]
+           "cancel_job", "Registered", "Forgotten", "JobStatus", "ValidationResult", "Plan", "SyncChange",
+           "Submitted", "Cancelled", "ResumePlan", "Resumed", "Pruned", "JobledgerError", "MISSING_REASONS",
+           "SUBMIT_TIMEOUT", "MAX_ATTEMPTS", "RESUME_REASONS", "check_resume_reasons"]

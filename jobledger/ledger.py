@@ -275,8 +275,9 @@ class Ledger:
         rows = [ExpectedOutput("aggregation" if "/aggs/" in path else "simulation", "", "", "", "", None,
                                None, _seed_in(path), path) for path in verified + unverified]
         self.insert_outputs(job_id, rows, {"": "null"})
-        self.conn.executemany("UPDATE outputs SET state = 'verified' WHERE job_id = ? AND path = ?",
-                              ((job_id, path) for path in verified))
+        reported = {**dict.fromkeys(unverified, "missing"), **dict.fromkeys(verified, "verified")}
+        self.conn.executemany("UPDATE outputs SET state = ? WHERE job_id = ? AND path = ?",
+                              ((state, job_id, path) for path, state in reported.items()))
 
     def _insert_job_row(self, columns: dict) -> None:
         _check_columns(columns)
@@ -327,11 +328,12 @@ class Ledger:
         return keys
 
     def transition(self, job_id: str, to_status: str, reason: str, *, revalidate: bool = False,
-                   with_writes: Callable[[], None] | None = None, progress: Any = None,
-                   **fields: Any) -> dict:
+                   resubmit: bool = False, with_writes: Callable[[], None] | None = None,
+                   progress: Any = None, **fields: Any) -> dict:
         """Move a job to ``to_status`` (checked against the state machine) and record why.
 
-        Extra ``fields`` are job columns updated with the move; ``with_writes`` runs further writes in
+        ``revalidate`` and ``resubmit`` allow the explicit moves of states.check_transition. Extra
+        ``fields`` are job columns updated with the move; ``with_writes`` runs further writes in
         the same local transaction (``progress`` tells the registry what they will record). When a
         mirror is set, the move is first compare-and-swapped into the registry with no local lock held
         (a network round trip), then written here in one short transaction; if the registry refuses or
@@ -340,7 +342,7 @@ class Ledger:
         if self.mirror is None:
             with self.transaction():
                 job = self.job(job_id)
-                states.check_transition(job["status"], to_status, revalidate=revalidate)
+                states.check_transition(job["status"], to_status, revalidate=revalidate, resubmit=resubmit)
                 now = utcnow()
                 self._write_status(job_id, [[job["status"], to_status, now, reason]],
                                    {**fields, "status": to_status, "updated_at": now})
@@ -351,9 +353,9 @@ class Ledger:
             raise RuntimeError("with a registry, Ledger.transition must not run inside a transaction: "
                                "the registry swap would hold the write lock over a network round trip")
         job = self.job(job_id)
-        states.check_transition(job["status"], to_status, revalidate=revalidate)
+        states.check_transition(job["status"], to_status, revalidate=revalidate, resubmit=resubmit)
         swapped = self.mirror.swap_transition(self, job, to_status, reason, fields, revalidate=revalidate,
-                                              progress=progress)
+                                              resubmit=resubmit, progress=progress)
         with self.transaction():
             self.import_history(job_id, swapped.history, swapped.columns)
             if with_writes is not None:
@@ -399,6 +401,14 @@ class Ledger:
         """After a command committed changes to a job, let the mirror publish them."""
         if self.mirror is not None:
             self.mirror.publish(self, job_id)
+
+    def delete_jobs(self, job_ids: Sequence[str]) -> None:
+        """Delete jobs (children before their parents) and everything recorded about them: outputs,
+        history, validation runs, events, unexpected paths (ON DELETE CASCADE). Parameter sets and task
+        templates are shared between jobs and stay. One transaction; no mirror is told."""
+        with self.transaction():
+            for job_id in job_ids:
+                self.conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Update non-status columns of a job (runtime handles, error fields)."""

@@ -94,10 +94,13 @@ def migrate(conn: sqlite3.Connection, schema_statements: list[str]) -> list[str]
 
 def rebuild_table(conn: sqlite3.Connection, table: str, create_sql: str, indexes: list[str]) -> None:
     """Replace ``table`` by one made with ``create_sql`` (which must create ``<table>_new`` with the
-    same columns), keeping every row: SQLite's documented way to change a constraint. The caller
+    same columns, possibly more), keeping every row: SQLite's documented way to change a constraint.
+    Columns the new table adds take their defaults. The caller
     runs inside a transaction with foreign keys OFF and views dropped, and checks foreign keys after."""
     conn.execute(create_sql)
-    columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
+    new_columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table}_new)")}
+    columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA table_info({table})")
+                        if row[1] in new_columns)
     conn.execute(f"INSERT INTO {table}_new ({columns}) SELECT {columns} FROM {table}")
     conn.execute(f"DROP TABLE {table}")
     conn.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
@@ -144,3 +147,32 @@ def m0004_stale_aggregation_counts(conn: sqlite3.Connection) -> None:
     """A validation run counts its stale aggregations (jobledger.aggregations), and the ``job_summary``
     view gains ``stale`` (re-created from schema.sql after the steps)."""
     conn.execute("ALTER TABLE validation_runs ADD COLUMN stale INTEGER NOT NULL DEFAULT 0")
+
+
+@migration
+def m0005_outputs_unchecked_until_observed(conn: sqlite3.Connection) -> None:
+    """An output no validation has observed is 'unchecked', not 'missing': the default becomes
+    'unchecked', and the outputs of jobs that no validation has run on are marked so (an output
+    observed missing keeps 'missing'). ``given_up_after`` records that resume stopped retrying an
+    output after that many errored attempts (NULL: not given up)."""
+    rebuild_table(conn, "outputs", """
+        CREATE TABLE outputs_new (
+            output_id          INTEGER PRIMARY KEY,
+            job_id             TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+            kind               TEXT NOT NULL CHECK (kind IN ('simulation','aggregation')),
+            task_id            TEXT NOT NULL,
+            param_key          INTEGER NOT NULL REFERENCES params(param_key),
+            template_id        INTEGER NOT NULL REFERENCES task_templates(template_id),
+            task_seed,
+            run_seed,
+            path               TEXT NOT NULL,
+            state              TEXT NOT NULL DEFAULT 'unchecked' CHECK (state IN
+                                   ('missing','verified','errored','incomplete','unchecked','stale')),
+            detail             TEXT,
+            first_verified_run INTEGER REFERENCES validation_runs(run_id),
+            last_seen_run      INTEGER REFERENCES validation_runs(run_id),
+            state_run          INTEGER REFERENCES validation_runs(run_id),
+            given_up_after     INTEGER
+        )""", ["CREATE INDEX IF NOT EXISTS outputs_job_state ON outputs(job_id, state)"])
+    conn.execute("UPDATE outputs SET state = 'unchecked' WHERE state = 'missing' AND state_run IS NULL "
+                 "AND job_id NOT IN (SELECT job_id FROM validation_runs)")

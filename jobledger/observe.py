@@ -30,6 +30,7 @@ LISTING_FLAGS = {RESULT_FILE: "has_result", ERROR_FILE: "has_error", METADATA_FI
 class ListingPlan(Protocol):
     strategy: str          # 'list' or 'head'
     parts: list[str]       # prefixes a 'list' walks
+    target_dirs: list[str]  # where the job's aggregations are (a 'head' lists them)
 
 
 def directory_row(directory: str, names: list[str]) -> tuple:
@@ -130,9 +131,7 @@ def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: ListingPl
     conn.execute("CREATE TEMP TABLE listing (dir TEXT NOT NULL, has_result INTEGER NOT NULL, "
                  "has_error INTEGER NOT NULL, has_metadata INTEGER NOT NULL, files INTEGER NOT NULL, "
                  "outputs TEXT)")
-    targets = [r[0] for r in conn.execute(
-        "SELECT DISTINCT path FROM outputs WHERE job_id = ? AND kind = 'aggregation'", (job_id,))]
-    row = directory_row_with_outputs if targets else directory_row
+    row = directory_row_with_outputs if plan.target_dirs else directory_row
     store_walks = plan.strategy == "list" and store.parallel_walk
     if store_walks:
         producers = []  # the store walks the parts itself, in parallel processes
@@ -144,7 +143,7 @@ def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: ListingPl
         size = max(1, -(-len(paths) // (PROBE_THREADS * 4)))
         producers = [_probe_producer(store, paths[i:i + size], row) for i in range(0, len(paths), size)]
         # An aggregation's directory is not known in advance: its target directory is listed.
-        producers += [_list_producer(store, target_dir + "/", row) for target_dir in targets]
+        producers += [_list_producer(store, target_dir + "/", row) for target_dir in plan.target_dirs]
     own = not conn.in_transaction
     if own:
         conn.execute("BEGIN")  # only temp tables are written: no lock on the ledger itself

@@ -88,10 +88,11 @@ def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
                                           spec_doc=spec_doc, spec_format=spec_format)
                 ledger.notify_changed(job.job_id)
                 return Registered(job.job_id, count, True, existing["status"], notes)
-            same = (existing["spec_sha256"] == spec_hash(spec_doc) and existing["layout"] == layout_obj.name
-                    and existing["seed_policy"] == policy and existing["store_url"] == store_url)
-            if not same:
-                raise LedgerError(f"job {job.job_id} is already registered with a different spec or options")
+            differences = _differences(existing, {"spec_sha256": spec_hash(spec_doc), "store_url": store_url,
+                                                  "layout": layout_obj.name, "seed_policy": policy})
+            if differences:
+                raise LedgerError(f"job {job.job_id} is already registered with other options "
+                                  f"({'; '.join(differences)}); {forget_hint(ledger, job.job_id)}")
             ledger.notify_changed(job.job_id)  # completes a publication an earlier attempt could not make
             return Registered(job.job_id, existing["expected_total"], False, existing["status"], notes)
         count = ledger.insert_job(job, status=status, store_url=store_url, layout=layout_obj,
@@ -101,6 +102,31 @@ def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
         # Published before the local commit: if the registry cannot take the job, the ledger keeps nothing.
         ledger.notify_changed(job.job_id)
     return Registered(job.job_id, count, True, status, notes)
+
+
+# What must match for a registration to be the same one, and how each difference is named.
+_IDENTITY = (("spec_sha256", "spec"), ("store_url", "store"), ("layout", "layout"),
+             ("seed_policy", "seed policy"))
+
+
+def _differences(existing: dict, wanted: dict) -> list[str]:
+    """``store: /a ≠ /b`` for each option in which a registration differs from the recorded one."""
+    out = []
+    for column, name in _IDENTITY:
+        have, want = existing[column], wanted[column]
+        if have != want:
+            if column == "spec_sha256":
+                have, want = f"sha256 {str(have)[:12]}…", f"sha256 {want[:12]}…"
+            out.append(f"{name}: {have} ≠ {want}")
+    return out
+
+
+def forget_hint(ledger: Ledger, job_id: str) -> str:
+    """How to remove a job so it can be registered afresh (with --recursive when it has resume children)."""
+    children = ledger.query("SELECT count(*) AS n FROM jobs WHERE parent_job_id = ?", (job_id,))[0]["n"]
+    if children:
+        return f"`jobledger forget {job_id} --recursive` removes it and its resume jobs"
+    return f"`jobledger forget {job_id}` removes it"
 
 
 def register(ledger: Ledger, spec: Any, *, bundle: str | None = None, job_id: str | None = None,
@@ -117,4 +143,40 @@ def register(ledger: Ledger, spec: Any, *, bundle: str | None = None, job_id: st
                       namespace=namespace, k8s_name=k8s_name or (job.job_id if runtime else None))
 
 
-__all__ = ["read_spec", "prepare_job", "create_job", "register", "Registered", "bundle_warnings"]
+@dataclass(frozen=True)
+class Forgotten:
+    """Jobs removed from the local ledger (the job, then its resume jobs, parents first)."""
+    job_ids: list[str]
+    registry: str | None          # the registry that still has them, when one is configured
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def forget(ledger: Ledger, job_id: str, *, recursive: bool = False) -> Forgotten:
+    """Remove a job (with ``recursive`` also its resume jobs, at any depth) from this ledger in one
+    transaction, so that it can be registered afresh. A registry keeps its copy: only the local
+    rows go, and a ``pull`` brings them back."""
+    ledger.job(job_id)
+    tree = ledger.query(
+        "WITH RECURSIVE below(job_id, depth) AS (SELECT ?, 0 UNION ALL "
+        " SELECT j.job_id, below.depth + 1 FROM jobs j JOIN below ON j.parent_job_id = below.job_id)"
+        " SELECT below.job_id, j.status, j.runtime FROM below JOIN jobs j USING (job_id)"
+        " ORDER BY depth, job_id",
+        (job_id,))
+    below = [r["job_id"] for r in tree[1:]]
+    if below and not recursive:
+        raise LedgerError(f"{job_id} has {len(below)} resume job(s) ({', '.join(below[:5])}"
+                          f"{', …' if len(below) > 5 else ''}): `jobledger forget {job_id} --recursive` "
+                          f"forgets them with it")
+    ledger.delete_jobs([r["job_id"] for r in reversed(tree)])
+    running = [r["job_id"] for r in tree if r["runtime"] and r["status"] not in states.TERMINAL]
+    notes = [f"{', '.join(running)}: its runtime was not told; the work it started goes on"] \
+        if running else []
+    registry = ledger.mirror.url if ledger.mirror is not None else None
+    return Forgotten([r["job_id"] for r in tree], registry, notes)
+
+
+__all__ = ["read_spec", "prepare_job", "create_job", "register", "Registered", "bundle_warnings", "forget",
+           "Forgotten", "forget_hint"]

@@ -49,6 +49,12 @@ class PendingTask:
     verified: bool = False  # verified already: re-run only to redo its param set's aggregation
 
 
+# What resume re-runs by default, and how often an output may come back errored before it stops
+# (like Kubernetes's per-index backoff limit): each job of the resume tree counts once.
+RESUME_REASONS = ("missing", "incomplete", "errored")
+MAX_ATTEMPTS = 3
+
+
 @dataclass
 class ResumePlan:
     parent: str
@@ -58,11 +64,20 @@ class ResumePlan:
     overcompute: int
     in_flight: int = 0   # outputs left out because a running child already expects them
     notes: list[str] = field(default_factory=list)
+    given_up: list[str] = field(default_factory=list)  # paths left out: errored in max_attempts jobs
+    retried: list[str] = field(default_factory=list)   # paths the children produce again
+    max_attempts: int = MAX_ATTEMPTS
 
     def as_dict(self) -> dict:
         """The ``resume --dry-run --json`` object: the child jobs as ModelOps SimJob specs."""
         return {"parent": self.parent, "jobs": [job.to_json() for job in self.jobs], "outputs": self.outputs,
-                "overcompute": self.overcompute}
+                "overcompute": self.overcompute, "given_up": len(self.given_up),
+                "max_attempts": self.max_attempts}
+
+    def given_up_note(self) -> str:
+        n = len(self.given_up)
+        return (f"{n} output{'s' if n != 1 else ''} given up after {self.max_attempts} attempts; "
+                f"`jobledger resume {self.parent} --max-attempts {self.max_attempts + 1}` tries them again")
 
 
 @dataclass(frozen=True)
@@ -186,12 +201,24 @@ def child_ids(root: str, existing: Iterable[str], count: int) -> list[str]:
 RESUMABLE = (states.PARTIAL, states.FAILED)
 
 
-def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None,
-                runtime: str | None = None) -> ResumePlan:
-    """The child jobs that would produce every not-verified output of ``job_id``, aggregations included.
+def check_reasons(reasons: Iterable[str]) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(r.strip() for r in reasons if r.strip()))
+    bad = [r for r in chosen if r not in RESUME_REASONS]
+    if bad or not chosen:
+        raise ContractError(f"--reason: {', '.join(bad) or 'nothing'} is not a list of "
+                            f"{', '.join(RESUME_REASONS)}")
+    return chosen
 
-    ``runtime`` (default: the job's) decides the over-compute: the local runtime reuses verified
-    replicates of a param set it re-runs whole, the ModelOps runner recomputes them.
+
+def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: str | None = None,
+                reasons: Iterable[str] = RESUME_REASONS, max_attempts: int = MAX_ATTEMPTS) -> ResumePlan:
+    """The child jobs that would produce the not-verified outputs of ``job_id``, aggregations included.
+
+    ``reasons`` chooses which not-verified simulation outputs (by state) to produce again; one that
+    came back errored in ``max_attempts`` jobs of its resume tree (the original and every resume job
+    writing to the same store) is given up. ``runtime`` (default: the job's) decides the over-compute:
+    the local runtime reuses verified replicates of a param set it re-runs whole, the ModelOps runner
+    recomputes them.
     """
     job = ledger.job(job_id)
     if job["status"] not in RESUMABLE:
@@ -203,17 +230,24 @@ def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None,
                           f"run `jobledger validate --force {job_id}` first so resume knows what is missing")
     if bundle:
         check_bundle_ref(bundle, "--bundle")
+    reasons = check_reasons(reasons)
+    if max_attempts < 1:
+        raise ContractError(f"--max-attempts: {max_attempts} is not a positive number")
     args = {"job": job_id, "store": job["store_url"]}
-    rows = ledger.query(_PENDING_SQL, args)
+    # Replicates of a param set whose aggregation is redone ('whole') run whatever their state.
+    rows = [r for r in ledger.query(_PENDING_SQL, args) if r["whole"] or r["state"] in reasons
+            or (r["state"] == states.UNCHECKED and "missing" in reasons)]
     redo = ledger.query(_REDO_SQL + "SELECT count(*) AS n FROM redo", args)[0]["n"]
     in_flight = sum(1 for r in rows if r["in_flight"] and not r["whole"])
+    given_up = [r for r in rows if not r["whole"] and not r["in_flight"] and r["attempts"] >= max_attempts]
+    retried = [r for r in rows if not r["whole"] and not r["in_flight"] and r["attempts"] < max_attempts]
 
     def pending(r: dict) -> PendingTask:
         return PendingTask(r["param_id"], json.loads(r["params_json"]), bundle or r["bundle_ref"],
                            r["entrypoint"], _outputs(r["outputs"]), int(r["task_seed"]), int(r["run_seed"]),
                            bool(r["verified"]))
 
-    children = plan_children([pending(r) for r in rows if not r["whole"] and not r["in_flight"]],
+    children = plan_children([pending(r) for r in retried],
                              [pending(r) for r in rows if r["whole"]], job["seed_policy"],
                              skips_verified=(runtime or job["runtime"]) == "local")
     root = root_of(job_id)
@@ -226,8 +260,12 @@ def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None,
     jobs = [SimJob(jid, bundle or job["bundle_ref"], tuple(tasks), 0, meta,
                    target_spec if k == 0 and children.with_targets else None, job["job_type"])
             for k, (jid, tasks) in enumerate(zip(ids, task_lists, strict=True))]
-    outputs = sum(1 for r in rows if not r["verified"] and (r["whole"] or not r["in_flight"])) + redo
-    plan = ResumePlan(job_id, root, jobs, outputs, children.overcompute, in_flight, list(children.notes))
+    outputs = len(retried) + sum(1 for r in rows if r["whole"] and not r["verified"]) + redo
+    plan = ResumePlan(job_id, root, jobs, outputs, children.overcompute, in_flight, list(children.notes),
+                      given_up=[r["path"] for r in given_up], retried=[r["path"] for r in retried],
+                      max_attempts=max_attempts)
+    if given_up:
+        plan.notes.append(plan.given_up_note())
     if redo:
         plan.notes.append(f"{redo} aggregation(s) to redo: {jobs[0].job_id} re-runs their param sets whole "
                           f"with the job's targets, since the runner aggregates what one job ran")
@@ -279,15 +317,25 @@ redo AS (
 
 # Simulation outputs to produce: the not-verified ones (minus those a descendant verified since,
 # flagging those an unfinished descendant expects) and every replicate of a param set whose
-# aggregation is to be redone ('whole').
-_PENDING_SQL = _REDO_SQL + """
-SELECT e.param_id, p.params_json, e.bundle_ref, e.entrypoint, e.outputs, e.task_seed, e.run_seed,
+# aggregation is to be redone ('whole'); with each its attempts: the number of jobs of the whole
+# resume tree (same store) in which it came back errored.
+_PENDING_SQL = _REDO_SQL.rstrip() + """,
+tree AS (
+    SELECT l.job_id FROM job_lineage l JOIN jobs j USING (job_id)
+    WHERE l.root_job_id = (SELECT root_job_id FROM job_lineage WHERE job_id = :job) AND j.store_url IS :store
+),
+errored AS (
+    SELECT path, count(DISTINCT job_id) AS attempts FROM outputs
+    WHERE state = 'errored' AND job_id IN (SELECT job_id FROM tree) GROUP BY path
+)
+SELECT e.param_id, p.params_json, e.bundle_ref, e.entrypoint, e.outputs, e.task_seed, e.run_seed, e.path,
+       e.state, coalesce(x.attempts, 0) AS attempts,
        e.state = 'verified' OR EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = e.path
                                        AND c.state = 'verified') AS verified,
        EXISTS (SELECT 1 FROM child_outputs c WHERE c.path = e.path
                AND c.status IN ('pending','submitting','scheduled','running','validating')) AS in_flight,
        e.param_id IN (SELECT param_id FROM redo) AS whole
-FROM expected_outputs e JOIN params p USING (param_id)
+FROM expected_outputs e JOIN params p USING (param_id) LEFT JOIN errored x ON x.path = e.path
 WHERE e.job_id = :job AND e.output_type = 'simulation'
   AND (e.param_id IN (SELECT param_id FROM redo)
        OR (e.state <> 'verified'
@@ -297,16 +345,22 @@ ORDER BY e.output_id
 
 
 def resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: str | None = None,
-           runtime_options: dict | None = None, submit: bool = True) -> Resumed:
-    """Register (and submit) the planned children of ``job_id``."""
+           runtime_options: dict | None = None, submit: bool = True, reasons: Iterable[str] = RESUME_REASONS,
+           max_attempts: int = MAX_ATTEMPTS) -> Resumed:
+    """Register (and submit) the planned children of ``job_id``; record the outputs given up."""
     parent = ledger.job(job_id)
     runtime = runtime or parent["runtime"]
-    plan = plan_resume(ledger, job_id, bundle=bundle, runtime=runtime)
+    plan = plan_resume(ledger, job_id, bundle=bundle, runtime=runtime, reasons=reasons,
+                       max_attempts=max_attempts)
+    _record_given_up(ledger, plan)
     if not plan.jobs:
+        if plan.given_up:
+            raise LedgerError(f"{job_id}: nothing to resume: {plan.given_up_note()}")
         raise LedgerError(f"{job_id}: nothing to resume (every output is verified or being produced)")
     if submit and not runtime:
-        raise LedgerError(f"{job_id} was submitted elsewhere; pass --runtime k8s|local to run its resume "
-                          f"jobs")
+        raise LedgerError(f"{job_id} was submitted elsewhere, so its resume jobs need a runtime: "
+                          f"`jobledger resume {job_id} --runtime local --bundle-path DIR` runs them here "
+                          f"(or --runtime k8s)")
     options = dict(runtime_options or {})
     if runtime == "k8s":
         options.setdefault("namespace", parent["k8s_namespace"])
@@ -320,6 +374,23 @@ def resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: s
                                   parent_job_id=job_id, runtime_options=options,
                                   reason=f"resume of {job_id}", submit=submit))
     return Resumed(plan, results)
+
+
+def _record_given_up(ledger: Ledger, plan: ResumePlan) -> None:
+    """Mark on every job of the resume tree the outputs resume stopped retrying (and unmark those it
+    retries again, with a higher --max-attempts), so that ``status`` shows them."""
+    with ledger.transaction():
+        ledger.conn.execute("CREATE TEMP TABLE IF NOT EXISTS resume_paths (path TEXT PRIMARY KEY, "
+                            "given_up INTEGER)")
+        ledger.conn.execute("DELETE FROM temp.resume_paths")
+        marks = [(p, plan.max_attempts) for p in plan.given_up] + [(p, None) for p in plan.retried]
+        ledger.conn.executemany("INSERT OR REPLACE INTO temp.resume_paths VALUES (?, ?)", marks)
+        ledger.conn.execute(
+            "UPDATE outputs SET given_up_after = r.given_up FROM temp.resume_paths r "
+            "WHERE outputs.path = r.path AND outputs.given_up_after IS NOT r.given_up AND outputs.job_id IN "
+            "(SELECT l.job_id FROM job_lineage l WHERE l.root_job_id = "
+            " (SELECT root_job_id FROM job_lineage WHERE job_id = ?))", (plan.parent,))
+        ledger.conn.execute("DELETE FROM temp.resume_paths")
 
 
 # ------------------------------------------------------------------ pruning a spec (no ledger)
@@ -362,4 +433,5 @@ def prune_spec(spec_doc, store, *, bundle: str | None = None, layout: str | Layo
 
 
 __all__ = ["PendingTask", "ResumePlan", "Resumed", "ChildTasks", "plan_task_groups", "plan_children",
-           "plan_resume", "resume", "root_of", "child_ids", "target_spec_of", "prune_spec", "Pruned"]
+           "plan_resume", "resume", "root_of", "child_ids", "target_spec_of", "prune_spec", "Pruned",
+           "RESUME_REASONS", "MAX_ATTEMPTS", "check_reasons"]

@@ -63,12 +63,13 @@ CREATE TABLE IF NOT EXISTS outputs (
     task_seed,
     run_seed,
     path               TEXT NOT NULL,   -- relative to the job's store
-    state              TEXT NOT NULL DEFAULT 'missing'
+    state              TEXT NOT NULL DEFAULT 'unchecked'   -- until a validation observes it
                            CHECK (state IN ('missing','verified','errored','incomplete','unchecked','stale')),
     detail             TEXT,            -- why an output is errored/incomplete, when known
     first_verified_run INTEGER REFERENCES validation_runs(run_id),
     last_seen_run      INTEGER REFERENCES validation_runs(run_id),
-    state_run          INTEGER REFERENCES validation_runs(run_id)
+    state_run          INTEGER REFERENCES validation_runs(run_id),
+    given_up_after     INTEGER          -- resume stopped retrying it after this many errored attempts
 );
 CREATE INDEX IF NOT EXISTS outputs_job_state ON outputs(job_id, state);
 
@@ -148,6 +149,8 @@ SELECT j.job_id, j.status, j.parent_job_id, j.created_at, j.updated_at,
        coalesce(sum(o.state = 'errored'), 0) AS errored,
        coalesce(sum(o.state = 'incomplete'), 0) AS incomplete,
        coalesce(sum(o.state = 'stale'), 0) AS stale,
+       coalesce(sum(o.state = 'unchecked'), 0) AS unchecked,
+       coalesce(sum(o.given_up_after IS NOT NULL AND o.state <> 'verified'), 0) AS given_up,
        round(100.0 * coalesce(sum(o.state = 'verified'), 0) / nullif(count(o.output_id), 0), 1) AS pct_verified
 FROM jobs j LEFT JOIN outputs o ON o.job_id = j.job_id
 GROUP BY j.job_id;

@@ -63,8 +63,6 @@ def contract_classes() -> tuple[Any, Any, Any]:
 def _artifact(store: ProvenanceStore, path: str, info: Any, table_artifact: Any) -> Any:
     declared = info if isinstance(info, Mapping) else {}
     size = declared.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        size = None  # result.json is not trusted: a size that is no count is no size
     if size is None or size <= INLINE_CAP:
         try:
             data = store.read(path, INLINE_CAP)

@@ -9,6 +9,11 @@ What a runtime observes maps onto the state machine as follows (``sync``):
 | succeeded (Complete, worker exit 0)  | ``validating``, then validation decides          |
 | failed (Failed condition, exit != 0) | ``failed`` with the reason                       |
 | gone (404 after the TTL, vanished)   | ``validating``: the artifacts decide, not the 404 |
+| elsewhere (another host's worker)    | unchanged: that host decides (a registry brings its verdict) |
+
+A job left in ``submitting`` (the CLI killed mid-submit) is asked of its runtime: if the runtime
+has it, it is ``scheduled`` as that submit would have recorded it; if not, and the submit began
+longer ago than a timeout, it is ``failed`` ("submit interrupted") and may be submitted again.
 """
 from __future__ import annotations
 
@@ -26,16 +31,20 @@ from .ledger import Ledger, LedgerError
 from .registration import create_job
 from .registry import MovedElsewhere
 from .registry.mirror import pull
-from .runtimes import ACTIVE, FAILED, GONE, PENDING, SUCCEEDED, RuntimeStatus, open_runtime
+from .runtimes import ACTIVE, ELSEWHERE, FAILED, GONE, PENDING, SUCCEEDED, RuntimeStatus, open_runtime
 from .runtimes.local import runs_dir_for
 from .stores import normalize_store_url
+from .timeutil import seconds_since
 from .validation import validate_job
 
 RUNTIME_OPTIONS = {"local": ("runs_dir", "bundle_path"),
                    "k8s": ("namespace", "context", "kubeconfig", "image", "bundle_registry",
                            "service_account", "postgres_secret")}
-SYNCED = (states.SCHEDULED, states.RUNNING, states.VALIDATING)
+SYNCED = (states.SUBMITTING, states.SCHEDULED, states.RUNNING, states.VALIDATING)
 OBSERVED = (states.SCHEDULED, states.RUNNING)
+# How long a job may stay in ``submitting`` with nothing in its runtime before sync calls the submit
+# interrupted: longer than any submit takes (a spec upload and one create request).
+SUBMIT_TIMEOUT = 600.0
 
 # Simulation rows in the order the worker should run them, with what it needs to run each.
 EXPECTED_TASKS_SQL = """
@@ -99,18 +108,22 @@ def submit_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
                             store=store,
                             layout=layout, seed_policy=seed_policy, runtime=runtime, namespace=namespace,
                             k8s_name=job.job_id if runtime == "k8s" else None, parent_job_id=parent_job_id)
-    if not registered.created and registered.status != states.PENDING:
+    again = not registered.created and states.may_resubmit(registered.status,
+                                                            ledger.job(job.job_id)["error_code"])
+    if not registered.created and registered.status != states.PENDING and not again:
         raise LedgerError(f"{job.job_id} is already {registered.status}: it was submitted before")
-    pending = Submitted(job.job_id, registered.expected, runtime, parent_job_id, states.PENDING,
+    pending = Submitted(job.job_id, registered.expected, runtime, parent_job_id, registered.status,
                         list(registered.warnings))
     if not submit:
         return pending
-    row = ledger.transition(job.job_id, states.SUBMITTING, f"submitting to {runtime}")
+    row = ledger.transition(job.job_id, states.SUBMITTING,
+                            f"submitting to {runtime} again (the runtime took nothing before)" if again
+                            else f"submitting to {runtime}", resubmit=again)
     try:
         submission = rt.submit(job, row, ledger.query(EXPECTED_TASKS_SQL, (job.job_id,)))
     except BaseException as exc:
         ledger.transition(job.job_id, states.FAILED, f"submit failed: {exc}", error_message=str(exc),
-                          error_code="SubmitFailed")
+                          error_code=states.SUBMIT_FAILED)
         ledger.notify_changed(job.job_id)
         if isinstance(exc, JobledgerError):
             raise JobledgerError(f"{job.job_id}: submit failed: {exc}") from None
@@ -118,11 +131,11 @@ def submit_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
     ref = json.dumps(submission.runtime_ref)
     try:
         row = ledger.transition(job.job_id, states.SCHEDULED, f"submitted to {runtime}", runtime_ref=ref,
-                                **submission.columns)
+                                error_message=None, error_code=None, **submission.columns)
     except BaseException as exc:
         rt.withdraw({**row, "runtime_ref": ref, **submission.columns})  # no orphaned Job, blob or worker
         ledger.transition(job.job_id, states.FAILED, f"submit failed: {exc}", error_message=str(exc),
-                          error_code="SubmitFailed")
+                          error_code=states.SUBMIT_FAILED)
         ledger.notify_changed(job.job_id)
         raise
     ledger.notify_changed(job.job_id)
@@ -167,6 +180,7 @@ class SyncChange:
     reason: str | None = None
     error: str | None = None
     dry_run: bool = False
+    note: str | None = None        # why an unchanged job stays as it is (another host runs it, ...)
     expected: int | None = None
     verified: int | None = None
     missing: int | None = None
@@ -187,9 +201,8 @@ class SyncChange:
         doc = asdict(self)
         doc["from"] = doc.pop("from_status")
         doc["path"] = list(self.path)
-        order = ("job_id", "from", "path", "to", "runtime", "observed", "reason", "error", "changed",
-                 "dry_run",
-                 *COUNT_KEYS)
+        order = ("job_id", "from", "path", "to", "runtime", "observed", "reason", "error", "note", "changed",
+                 "dry_run", *COUNT_KEYS)
         return {key: self.changed if key == "changed" else doc[key] for key in order}
 
 
@@ -202,14 +215,16 @@ class _Steps:
     path: list[str]
     reason: str | None = None
     error: str | None = None
+    note: str | None = None
     counts: dict = field(default_factory=dict)
 
 
 def sync(ledger: Ledger, job_ids: Iterable[str] | None = None, *, validate: bool = True,
-         dry_run: bool = False,
-         runtime_options: dict | None = None) -> list[SyncChange]:
+         dry_run: bool = False, runtime_options: dict | None = None,
+         submit_timeout: float = SUBMIT_TIMEOUT) -> list[SyncChange]:
     """Bring every unfinished job (or those named) up to date with its runtime, and validate the
-    ones that finished. Returns one SyncChange per job looked at."""
+    ones that finished; recover jobs left in ``submitting`` (see the module docstring). Returns one
+    SyncChange per job looked at."""
     names = list(job_ids or [])
     if names:
         rows = [ledger.job(job_id) for job_id in dict.fromkeys(names)]
@@ -219,7 +234,9 @@ def sync(ledger: Ledger, job_ids: Iterable[str] | None = None, *, validate: bool
                             SYNCED)
     observed, errors = _observe(ledger, [r for r in rows if r["status"] in OBSERVED and r["runtime"]],
                                 runtime_options)
-    return [_sync_one(ledger, row, observed.get(row["job_id"]), errors.get(row["job_id"]), validate, dry_run)
+    return [_recover_submit(ledger, row, runtime_options, submit_timeout, dry_run)
+            if row["status"] == states.SUBMITTING and row["runtime"] else
+            _sync_one(ledger, row, observed.get(row["job_id"]), errors.get(row["job_id"]), validate, dry_run)
             for row in rows]
 
 
@@ -242,7 +259,20 @@ def _sync_one(ledger: Ledger, row: dict, observed: RuntimeStatus | None, error: 
               dry_run: bool) -> SyncChange:
     job_id, current = row["job_id"], row["status"]
     steps = _Steps([current], error=error)
-    if not error and current in SYNCED:
+    if observed is not None and observed.phase == ELSEWHERE:
+        # Another host runs it: only that host decides. A registry may already hold its verdict.
+        steps.note = observed.message
+        if ledger.mirror is not None and not dry_run:
+            try:
+                pull(ledger, [job_id])
+            except JobledgerError as exc:
+                steps.error = str(exc)
+            if ledger.job(job_id)["status"] != current:
+                current = ledger.job(job_id)["status"]
+                steps.path.append(current)
+                steps.reason = f"decided by the host that runs it ({observed.message})"
+                steps.counts = ledger.summary(job_id)
+    elif not error and current in SYNCED:
         try:
             current = _advance(ledger, row, observed, steps, validate, dry_run)
         except MovedElsewhere as moved:
@@ -252,12 +282,53 @@ def _sync_one(ledger: Ledger, row: dict, observed: RuntimeStatus | None, error: 
             steps.path.append(current)
             steps.reason = f"already moved to {moved.remote_status} by another machine"
             steps.counts = ledger.summary(job_id)
+        if row["runtime"] is None and current in OBSERVED:
+            steps.note = f"no runtime to ask: `jobledger validate {job_id}` decides it from the artifacts"
+    return _change(ledger, row, steps, current, observed, dry_run)
+
+
+def _change(ledger: Ledger, row: dict, steps: _Steps, current: str, observed: RuntimeStatus | None,
+            dry_run: bool) -> SyncChange:
+    job_id = row["job_id"]
     change = SyncChange(job_id, row["status"], tuple(steps.path), current, row["runtime"],
-                        observed.phase if observed else None, steps.reason, steps.error, dry_run,
+                        observed.phase if observed else None, steps.reason, steps.error, dry_run, steps.note,
                         **{k: steps.counts[k] for k in COUNT_KEYS if k in steps.counts})
     if change.changed and not dry_run:
         ledger.notify_changed(job_id)
     return change
+
+
+def _recover_submit(ledger: Ledger, row: dict, options: dict | None, timeout: float,
+                    dry_run: bool) -> SyncChange:
+    """A job left in ``submitting``: scheduled when its runtime has it; failed ("submit interrupted",
+    which may be submitted again) when the runtime has nothing and the submit began over ``timeout``
+    seconds ago; left alone otherwise (a submit may still be under way)."""
+    job_id, runtime = row["job_id"], row["runtime"]
+    steps = _Steps([row["status"]])
+    age = seconds_since(row["updated_at"])
+    try:
+        found = runtime_for(ledger.path, runtime, options).recover(row)
+    except JobledgerError as exc:
+        steps.error = str(exc)
+        return _change(ledger, row, steps, row["status"], None, dry_run)
+    if found is not None:
+        steps.reason = f"submit interrupted, but {runtime} has the job: recovered by sync"
+        if not dry_run:
+            ledger.transition(job_id, states.SCHEDULED, steps.reason,
+                              runtime_ref=json.dumps(found.runtime_ref), error_message=None, error_code=None,
+                              **found.columns)
+        steps.path.append(states.SCHEDULED)
+    elif age >= timeout:
+        steps.reason = (f"submit interrupted: {runtime} has no record of the job {age:.0f} s after the "
+                        f"submit began; it may be submitted again")
+        if not dry_run:
+            ledger.transition(job_id, states.FAILED, steps.reason, error_message=steps.reason,
+                              error_code=states.SUBMIT_INTERRUPTED)
+        steps.path.append(states.FAILED)
+    else:
+        steps.note = (f"submitting for {age:.0f} s and {runtime} has no record of it yet: a submit may "
+                      f"still be under way (after {timeout:.0f} s sync calls it interrupted)")
+    return _change(ledger, row, steps, steps.path[-1], None, dry_run)
 
 
 def _advance(ledger: Ledger, row: dict, observed: RuntimeStatus | None, steps: _Steps, validate: bool,
@@ -295,16 +366,40 @@ def _advance(ledger: Ledger, row: dict, observed: RuntimeStatus | None, steps: _
 
 # ------------------------------------------------------------------ cancel
 
-def cancel_job(ledger: Ledger, job_id: str, *, runtime_options: dict | None = None) -> dict:
-    """Stop a job's work and mark it ``cancelled``."""
+@dataclass(frozen=True)
+class Cancelled:
+    """What ``cancel`` did: ``stopped`` when a runtime was told to stop the work."""
+    job_id: str
+    previous_status: str
+    status: str
+    stopped: bool
+    note: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cancel_job(ledger: Ledger, job_id: str, *, runtime_options: dict | None = None) -> Cancelled:
+    """Stop a job's work and mark it ``cancelled``; a cancelled job is left as it is."""
     row = ledger.job(job_id)
-    states.check_transition(row["status"], states.CANCELLED)
-    if row["runtime"] and row["status"] != states.PENDING:
+    status = row["status"]
+    if status == states.CANCELLED:
+        return Cancelled(job_id, status, status, False, "already cancelled: nothing to do")
+    if status in states.TERMINAL:
+        raise LedgerError(f"{job_id} is {status}: only an unfinished job can be cancelled")
+    note = None
+    if not row["runtime"]:
+        note = "recorded only: jobledger does not run this job, so nothing was stopped"
+    elif status == states.PENDING:
+        note = "it was never submitted, so nothing was stopped"
+    else:
         runtime_for(ledger.path, row["runtime"], runtime_options).cancel(row)
-    row = ledger.transition(job_id, states.CANCELLED, "cancelled by the user")
+    why = "cancelled by the user" + (f" ({note})" if note else "")
+    row = ledger.transition(job_id, states.CANCELLED, why)
     ledger.notify_changed(job_id)
-    return row
+    return Cancelled(job_id, status, row["status"], note is None, note)
 
 
-__all__ = ["submit_job", "Submitted", "preview_submission", "sync", "SyncChange", "cancel_job", "runtime_for",
+__all__ = ["submit_job", "Submitted", "preview_submission", "sync", "SyncChange", "cancel_job", "Cancelled",
+           "SUBMIT_TIMEOUT", "runtime_for",
            "EXPECTED_TASKS_SQL"]

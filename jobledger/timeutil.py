@@ -20,6 +20,14 @@ def utcnow() -> str:
     return _iso(_dt.datetime.now(_dt.timezone.utc))
 
 
+def seconds_since(stamp: str) -> float:
+    """How long ago a timestamp the ledger wrote was, in seconds."""
+    moment = _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return (_dt.datetime.now(_dt.timezone.utc) - moment).total_seconds()
+
+
 def _iso(moment: _dt.datetime) -> str:
     return moment.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

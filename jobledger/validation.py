@@ -28,7 +28,10 @@ STRATEGIES = ("auto", "list", "head")
 HEAD_ADVANTAGE = 4
 SPLIT_MIN_OUTPUTS = 64          # below this a prefix is listed whole
 HEX = "0123456789abcdef"         # the first character of a param shard directory
-OUTCOMES = {states.SUCCEEDED: "complete", states.PARTIAL: "partial", states.FAILED: "failed"}
+OUTCOMES = {states.SUCCEEDED: "complete", states.PARTIAL: "partial", states.FAILED: "failed",
+            states.CANCELLED: "cancelled"}
+# Why a job with nothing to wait for is decided at once (registered without runtime coordinates).
+NO_RUNTIME_REASON = "no runtime: decided from the artifacts"
 
 
 class ValidationError(JobledgerError):
@@ -50,12 +53,13 @@ class Plan:
     reason: str
     notes: list[str] = field(default_factory=list)
     status: str = ""                         # the job's status when planned
+    target_dirs: list[str] = field(default_factory=list)  # where the job's aggregations are (its targets)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _cover_prefixes(ledger: Ledger, job: dict) -> list[str]:
+def _cover_prefixes(ledger: Ledger, job: dict, target_dirs: list[str]) -> list[str]:
     """Directory prefixes under which every expected output lies: the layout's static prefix
     per bundle for simulations, the target directories for aggregations."""
     layout = Layout.parse(job["layout"])
@@ -64,9 +68,7 @@ def _cover_prefixes(ledger: Ledger, job: dict) -> list[str]:
         (job["job_id"],))]
     prefixes = {layout.static_prefix(b) for b in bundles}
     # An aggregation row's path is its target directory, holding one agg_<id> directory per aggregation.
-    prefixes.update(r["d"] for r in ledger.query(
-        "SELECT DISTINCT path || '/' AS d FROM outputs WHERE job_id = ? AND kind = 'aggregation'",
-        (job["job_id"],)))
+    prefixes.update(f"{target_dir}/" for target_dir in target_dirs)
     # Outputs outside those prefixes (a custom layout) are covered by their own parent directory.
     # rtrim(path, <every character but '/'>) keeps the path up to its last '/': the parent directory.
     covered = " OR ".join("substr(path, 1, ?) = ?" for _ in prefixes) or "0"
@@ -96,7 +98,10 @@ def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str =
     job_id = job["job_id"]
     shape = _shape(ledger, job_id)
     expected = shape["outputs"]
-    prefixes = _cover_prefixes(ledger, job) if expected else []
+    target_dirs = [r["path"] for r in ledger.query(
+        "SELECT DISTINCT path FROM outputs WHERE job_id = ? AND kind = 'aggregation'", (job_id,))
+    ] if expected else []
+    prefixes = _cover_prefixes(ledger, job, target_dirs) if expected else []
     splittable = job["layout"] in ("token", "bundle")
     n = max(1, len(prefixes))
     names, dirs = shape["names"] / n, (expected + 3 * shape["parents"] + 1) / n
@@ -129,7 +134,7 @@ def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str =
         notes.append("head probes each expected output: unexpected directories are not looked for")
     return Plan(job_id, redact_url(job["store_url"] or ""), expected, prefixes,
                 parts if chosen == "list" else [],
-                estimates, basis, chosen, why, notes, job["status"])
+                estimates, basis, chosen, why, notes, job["status"], target_dirs)
 
 
 def explain(ledger: Ledger, job_id: str, strategy: str = "auto") -> Plan:
@@ -184,6 +189,26 @@ def _counts(ledger: Ledger) -> dict:
 
 # ---------------------------------------------------------------- record and decide
 
+_STRAY = ("(l.has_result OR l.has_metadata OR l.has_error) "
+          # listing rows no expected output matched: an anti-join on integers, not on paths
+          "AND l.rowid NOT IN (SELECT listing_row FROM observed WHERE listing_row IS NOT NULL) "
+          # nor those another output claims: older aggregations of a param set, other jobs' outputs
+          "AND l.rowid NOT IN (SELECT listing_row FROM claimed)")
+
+
+def _claim_what_other_jobs_expect(ledger: Ledger, job: dict) -> None:
+    """A result directory another job of the same store expects is that job's, not unexpected here
+    (jobs share a store). Looked up only when the listing has directories this job does not
+    expect: one pass over the other jobs' outputs, probing the listing's index."""
+    conn = ledger.conn
+    if conn.execute(f"SELECT 1 FROM listing l WHERE {_STRAY} LIMIT 1").fetchone() is None:
+        return
+    conn.execute("INSERT OR IGNORE INTO claimed SELECT l.rowid FROM outputs o "
+                 "JOIN listing l ON l.dir = o.path "
+                 "WHERE o.job_id IN (SELECT job_id FROM jobs WHERE store_url IS ? AND job_id <> ?)",
+                 (job["store_url"], job["job_id"]))
+
+
 def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexpected_known: bool) -> dict:
     """Write the run (as ``run_id`` when that id is free), per-output states and events, and unexpected
     paths. Call inside transaction()."""
@@ -215,7 +240,8 @@ def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexp
         "                      THEN coalesce(outputs.first_verified_run, :run) "
         "                      ELSE outputs.first_verified_run END, "
         " last_seen_run = CASE WHEN obs.state <> 'missing' THEN :run "
-        "                 WHEN outputs.state <> 'missing' THEN :previous ELSE outputs.last_seen_run END, "
+        "                 WHEN outputs.state NOT IN ('missing', 'unchecked') THEN :previous "
+        "                 ELSE outputs.last_seen_run END, "
         " state_run = CASE WHEN obs.state <> outputs.state THEN :run ELSE outputs.state_run END "
         "FROM observed obs WHERE outputs.output_id = obs.output_id "
         " AND (obs.state <> outputs.state OR obs.detail IS NOT outputs.detail)",
@@ -224,15 +250,9 @@ def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexp
     if unexpected_known:
         conn.execute("DELETE FROM unexpected_paths WHERE job_id = ?", (job_id,))
         unexpected = conn.execute(
-            "INSERT INTO unexpected_paths (job_id, path, run_id) SELECT ?, l.dir, ? FROM listing l "
-            "WHERE (l.has_result OR l.has_metadata OR l.has_error) "
-            # listing rows no expected output matched: an anti-join on integers, not on paths
-            "AND l.rowid NOT IN (SELECT listing_row FROM observed WHERE listing_row IS NOT NULL) "
-            "AND l.rowid NOT IN (SELECT listing_row FROM claimed) "  # e.g. older aggregations of a param set
-            # nor what another job of the same store expects (jobs share a store)
-            "AND l.rowid NOT IN (SELECT l2.rowid FROM outputs o JOIN listing l2 ON l2.dir = o.path "
-            " WHERE o.job_id IN (SELECT job_id FROM jobs WHERE store_url IS ? AND job_id <> ?))",
-            (job_id, run_id, ledger.job(job_id)["store_url"], job_id)).rowcount
+            f"INSERT INTO unexpected_paths (job_id, path, run_id) SELECT ?, l.dir, ? FROM listing l "
+            f"WHERE {_STRAY}",
+            (job_id, run_id)).rowcount
         conn.execute("UPDATE validation_runs SET unexpected = ? WHERE run_id = ?", (unexpected, run_id))
     return {**counts, "unexpected": unexpected, "run_id": run_id, "changed": changed}
 
@@ -259,7 +279,7 @@ class ValidationResult:
     job_id: str
     status: str
     previous_status: str
-    outcome: str                 # complete | partial | failed | in-progress | skipped
+    outcome: str                 # complete | partial | failed | cancelled | in-progress | skipped
     expected: int
     verified: int
     missing: int
@@ -307,12 +327,35 @@ def _stored_result(ledger: Ledger, job: dict, note: str, seconds: float) -> Vali
         deep=False, checksums=False, store=redact_url(job["store_url"] or ""), prefixes=[], note=note)
 
 
+def _opening_reason(ledger: Ledger, job: dict, force: bool, reason: str | None) -> str | None:
+    """Why this validation moves the job to ``validating`` to decide it, or None when it only observes
+    (a job whose runtime is still to be heard from; a cancelled job, whose status is final)."""
+    status = job["status"]
+    if status in (states.VALIDATING, states.CANCELLED):
+        return None
+    if status in states.TERMINAL:
+        return reason or f"re-validation requested (--force) after {status}"
+    if job["runtime"] is None and status == states.SCHEDULED:
+        # Registered as run elsewhere and nothing has reported on it since: nothing to wait for. (A job
+        # without runtime that is running was moved so by ModelOps through a registry: it reports.)
+        return NO_RUNTIME_REASON
+    if not force:
+        return None
+    last = ledger.query("SELECT reason FROM transitions WHERE job_id = ? ORDER BY transition_id DESC LIMIT 1",
+                        (job["job_id"],))
+    said = last[0]["reason"] if last and last[0]["reason"] else "nothing"
+    return (f"decided from the artifacts on request (validate --force) while {status}; "
+            f"the runtime last said: {said}")
+
+
 def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: str = "auto",
                  deep: bool = False,
                  checksums: bool = False, progress=None, reason: str | None = None) -> ValidationResult:
-    """Validate a job against its store and, for a job in ``validating`` (or a terminal job
-    with ``force``), decide succeeded/partial/failed. ``progress.advance(n)`` (optional) is
-    told how many directories or outputs were looked at."""
+    """Validate a job against its store and decide succeeded/partial/failed for a job in
+    ``validating``, a job without runtime (nothing to wait for), and with ``force`` any job but a
+    cancelled one. A job whose runtime is still to be heard from, and a cancelled job (cancelled
+    is final), are only observed; a finished job keeps its verdict unless ``force``.
+    ``progress.advance(n)`` (optional) is told how many directories or outputs were looked at."""
     clock = time.monotonic()
     job = ledger.job(job_id)
     if strategy not in STRATEGIES:
@@ -326,11 +369,10 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         note = (f"{job_id} has no expected outputs of its own (no spec: ModelOps wrote it; register its "
                 f"spec to validate it): validation skipped, status left at {status}")
         return _stored_result(ledger, job, note, time.monotonic() - clock)
-    if status in states.TERMINAL:
-        if not force:
-            return _stored_result(ledger, job, f"{job_id} is {status}; its status is kept (use --force to "
-                                               f"re-validate)", time.monotonic() - clock)
-        states.check_transition(status, states.VALIDATING, revalidate=True)  # cancelled stays cancelled
+    if status in states.TERMINAL and status != states.CANCELLED and not force:
+        return _stored_result(ledger, job, f"{job_id} is {status}; its status is kept (use --force to "
+                                           f"re-validate)", time.monotonic() - clock)
+    opening = _opening_reason(ledger, job, force, reason)
     store = open_store(job["store_url"])
     plan = make_plan(ledger, job, store, strategy)
     started = utcnow()
@@ -339,16 +381,20 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         classify(ledger, job_id)
         if deep:
             deep_check(ledger, store, checksums=checksums, progress=progress)
-        aggregations.classify(ledger, job, store, deep=deep)  # after the replicates they aggregate
+        # after the replicates they aggregate
+        aggregations.classify(ledger, job, store, plan.target_dirs, deep=deep)
+        if plan.strategy == "list":
+            _claim_what_other_jobs_expect(ledger, job)
         run = {"started_at": started, "store": plan.store, "strategy": plan.strategy, "deep": deep,
                "requests": store.requests}
         current = ledger.job(job_id)
-        if current["status"] in states.TERMINAL:
-            if not force:
-                raise ValidationError(f"{job_id} became {current['status']} while it was being validated; "
-                                      f"nothing was recorded")
-            why = reason or f"re-validation requested (--force) after {current['status']}"
-            current = ledger.transition(job_id, states.VALIDATING, why, revalidate=True)
+        if current["status"] != status and current["status"] in states.TERMINAL and not force:
+            raise ValidationError(f"{job_id} became {current['status']} while it was being validated; "
+                                  f"nothing was recorded")
+        if current["status"] != status:
+            opening = _opening_reason(ledger, current, force, reason)
+        if opening is not None and current["status"] != states.VALIDATING:
+            current = ledger.transition(job_id, states.VALIDATING, opening, revalidate=True)
         counts = _counts(ledger)
         # The run's id goes into the move's reason, which is fixed before the registry swap: take the next
         # id now and insert the run under it in the move's transaction (another id only if it was taken).

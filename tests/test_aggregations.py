@@ -147,6 +147,23 @@ def test_the_upstream_worker_tree_is_verified_whole_with_nothing_unexpected(db_p
                     for aid in ("8b8b55bd197ab611", "aee4a39df1e58314")]
 
 
+def test_the_upstream_worker_tree_on_azurite_reads_only_the_aggregations(db_path, spec_dir, azure_conn):
+    """The same tree in a blob container: one listing page per prefix, and of all the result files
+    only the two aggregations' result.json are read (--deep reads the rest)."""
+    import uuid
+
+    from jobledger.stores import open_store
+    url = f"az://prov-{uuid.uuid4().hex[:12]}/mc"
+    open_store(url).upload_tree(spec_dir / "upstream" / "worker-job-c400000a" / "provenance")
+    job_id = register_finished(spec_dir / "upstream" / "worker-job-c400000a" / "job-c400000a.json", url)
+    result = validate_json(job_id, "--strategy", "list", ok=(0,))
+    assert (result["status"], result["verified"], result["expected"], result["stale"],
+            result["unexpected"]) == ("succeeded", 8, 8, 0, 0)
+    assert result["requests"] == len(result["prefixes"]) + 2  # a page per prefix, two result.json reads
+    deep = validate_json(job_id, "--force", "--deep", "--checksums", "--strategy", "list", ok=(0,))
+    assert (deep["verified"], deep["unexpected"]) == (8, 0)
+
+
 def test_a_bundle_returning_more_than_it_declares_is_verified_under_the_ids_it_returned(db_path, tmp_path):
     spec = target_study(tmp_path / "study.json", [{"beta": 0.3, "gamma": 0.1}, {"beta": 0.5, "gamma": 0.1}])
     job = load_spec(json.loads(spec.read_text()), bundle_ref=BUNDLE)

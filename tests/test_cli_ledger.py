@@ -44,7 +44,8 @@ def test_register_then_status_json(run, sample_job, tmp_path):
     result = run("register", sample_job, "--store", str(tmp_path / "store"))
     assert result.exit_code == 0 and "job-5a11e0c3: registered, 12 expected outputs" in result.stdout
     doc = json.loads(run("status", "job-5a11e0c3", "--json").stdout)
-    assert doc["status"] == "scheduled" and doc["expected"] == 12 and doc["missing"] == 12 and doc["verified"] == 0
+    assert doc["status"] == "scheduled" and doc["expected"] == 12 and doc["verified"] == 0
+    assert (doc["unchecked"], doc["missing"], doc["validated"]) == (12, 0, False)  # nothing observed yet
     assert doc["seed_policy"] == "runner" and doc["layout"] == "token"
     assert [s["expected"] for s in doc["param_sets"]] == [3, 3, 3, 3]
     again = run("register", sample_job, "--store", str(tmp_path / "store"))
@@ -65,7 +66,7 @@ def test_missing_formats(run, sample_job, spec_dir, tmp_path):
     assert set(paths) == expected
     rows = json.loads(run("missing", "job-5a11e0c3", "--format", "json").stdout)
     assert len(rows) == 12 and set(rows[0]) == {"path", "reason", "param_id", "seed", "task_id"}
-    assert {r["reason"] for r in rows} == {"missing"}
+    assert {r["reason"] for r in rows} == {"unchecked"}  # no validation has run
     table = list(csv.DictReader(io.StringIO(run("missing", "job-5a11e0c3", "--format", "csv").stdout)))
     assert len(table) == 12 and table[0]["path"] == rows[0]["path"]
     assert run("missing", "job-5a11e0c3", "--reason", "errored", "--format", "json").stdout.strip() == "[]"
@@ -125,9 +126,10 @@ def test_console_script_runs_as_a_real_process(db_path, sample_job, tmp_path):
     env = {**os.environ, "JOBLEDGER_DB": str(db_path)}
     done = subprocess.run(cmd + ["register", sample_job, "--store", str(tmp_path)], env=env,
                           capture_output=True, text=True)
-    assert done.returncode == 0 and "12 expected outputs" in done.stdout
+    assert done.returncode == 0 and "12 expected outputs" in done.stdout, done.stderr
     failed = subprocess.run(cmd + ["status", "job-00000000"], env=env, capture_output=True, text=True)
-    assert failed.returncode == 1 and failed.stderr.strip() == "error: unknown job id 'job-00000000'"
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.strip() == "error: unknown job id 'job-00000000'"
 
 
 def test_read_commands_do_not_import_the_cloud_sdks(db_path, sample_job, tmp_path):

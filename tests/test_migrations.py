@@ -125,15 +125,30 @@ def test_a_ledger_from_the_first_schema_keeps_its_rows_and_views(tmp_path):
         summary = ledger.query("SELECT * FROM job_summary WHERE job_id = 'job-00000001'")[0]
         assert (summary["expected"], summary["verified"], summary["missing"], summary["pct_verified"]) == (3, 2, 1, 66.7)
         assert ledger.query("SELECT depth FROM job_lineage WHERE job_id = 'job-00000001-r1'")[0]["depth"] == 1
+        # step 0005: an output no validation observed is unchecked; one observed missing stays missing
+        assert [r["state"] for r in ledger.query("SELECT state FROM outputs WHERE output_id IN (3, 4) "
+                                                 "ORDER BY output_id")] == ["missing", "unchecked"]
         # the widened CHECK takes the new states and still refuses nonsense
         ledger.conn.execute("UPDATE outputs SET state = 'stale' WHERE output_id = 2")
         ledger.conn.execute("UPDATE outputs SET state = 'unchecked' WHERE output_id = 4")
         with pytest.raises(sqlite3.IntegrityError):
             ledger.conn.execute("UPDATE outputs SET state = 'bogus' WHERE output_id = 1")
         ledger.conn.execute("UPDATE outputs SET state = 'verified' WHERE output_id = 2")
-        ledger.conn.execute("UPDATE outputs SET state = 'missing' WHERE output_id = 4")
+        ledger.conn.execute("UPDATE outputs SET state = 'unchecked' WHERE output_id = 4")
         assert {r["name"] for r in ledger.query("PRAGMA index_list(outputs)")} >= {"outputs_job_state"}
-    assert table_rows(path, table_cols) == rows  # not one value changed, the 2**64-1 seed kept as text included
+    # Not one value changed, the 2**64-1 seed kept as text included, but for step 0005: the output of the
+    # job no validation ever ran on (output 4) was never observed, so it is 'unchecked', not 'missing'.
+    state = table_cols["outputs"].index("state")
+    rows["outputs"] = [r[:state] + ("unchecked",) + r[state + 1:] if r[0] == 4 else r
+                       for r in rows["outputs"]]
+    assert table_rows(path, table_cols) == rows
+    missing = columns["job_summary"].index("missing")
+    views["job_summary"] = [r[:missing] + (0,) + r[missing + 1:] if r[0] == "job-00000001-r1" else r
+                            for r in views["job_summary"]]
+    for view, column in (("unverified_outputs", "reason"), ("expected_outputs", "state")):
+        job, state = columns[view].index("job_id"), columns[view].index(column)
+        views[view] = [r[:state] + ("unchecked",) + r[state + 1:] if r[job] == "job-00000001-r1" else r
+                       for r in views[view]]
     assert view_rows(path, columns) == views
     # foreign keys still hold and cascade through the rebuilt table
     with Ledger(path) as ledger:

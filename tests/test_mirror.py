@@ -73,9 +73,9 @@ def answers(db, job_ids):
     return out
 
 
-def register(db, registry, sample, job_id=None):
+def register(db, registry, sample, job_id=None, *extra):
     spec, store = sample
-    args = ["register", str(spec), "--store", str(store)] + (["--job-id", job_id] if job_id else [])
+    args = ["register", str(spec), "--store", str(store), *extra] + (["--job-id", job_id] if job_id else [])
     cli(db, registry, *args)
     return job_id or SAMPLE_JOB
 
@@ -93,7 +93,7 @@ def run_to_verdict(db, registry, job_id):
 
 def test_round_trip_gives_identical_answers(tmp_path, registry_url, sample):
     a, b = tmp_path / "a.db", tmp_path / "b.db"
-    register(a, registry_url, sample)
+    register(a, registry_url, sample, None, "--namespace", "modelops")  # a runtime decides, validate observes
     cli(a, registry_url, "validate", SAMPLE_JOB, ok=(3,))  # records observations while scheduled
     run_to_verdict(a, registry_url, SAMPLE_JOB)
     pulled = json.loads(cli(b, registry_url, "pull", "--json").stdout)

@@ -49,9 +49,9 @@ def blob(registry, job_id) -> dict:
     return json.loads(open_versioned_store(registry).get(state_key(job_id))[0])
 
 
-def register_sample(db, registry, spec_dir, job_id=SAMPLE_JOB):
+def register_sample(db, registry, spec_dir, job_id=SAMPLE_JOB, *extra):
     cli(db, registry, "register", spec_dir / "sample" / "job-5a11e0c3.json", "--store",
-        spec_dir / "sample" / "provenance", *(["--job-id", job_id] if job_id != SAMPLE_JOB else []))
+        spec_dir / "sample" / "provenance", *(["--job-id", job_id] if job_id != SAMPLE_JOB else []), *extra)
 
 
 def history(db, job_id):
@@ -245,7 +245,7 @@ def test_a_pulled_modelops_job_gets_its_spec_and_jobledger_validation_takes_over
 
 def test_every_field_jobledger_writes_has_the_type_modelops_jobstate_expects(tmp_path, registry, spec_dir):
     db = tmp_path / "a.db"
-    register_sample(db, registry, spec_dir)
+    register_sample(db, registry, spec_dir, SAMPLE_JOB, "--namespace", NS)  # its runtime reports: not decided
     seen = [blob(registry, SAMPLE_JOB)]                              # scheduled, never validated
     cli(db, registry, "validate", SAMPLE_JOB, ok=(3,))               # progress report
     seen.append(blob(registry, SAMPLE_JOB))

@@ -141,7 +141,8 @@ def test_dry_run_json_prints_modelops_specs_and_changes_nothing(ledger, db_path,
     job_id, rows = _registered_partial_job(ledger, tmp_path, golden)
     before = (ledger.query("SELECT count(*) AS n FROM jobs"), ledger.query("SELECT count(*) AS n FROM transitions"))
     plan = json.loads(cli("resume", job_id, "--dry-run", "--json").stdout)
-    assert list(plan) == ["parent", "jobs", "outputs", "overcompute"]
+    assert list(plan) == ["parent", "jobs", "outputs", "overcompute", "given_up", "max_attempts"]
+    assert (plan["given_up"], plan["max_attempts"]) == (0, 3)
     assert plan["parent"] == job_id and plan["overcompute"] == 0 and plan["outputs"] == len(rows) - 1
     assert [j["job_id"] for j in plan["jobs"]] == [f"{job_id}-r{n}" for n in range(1, len(plan["jobs"]) + 1)]
     layout = Layout.parse("token")
@@ -165,7 +166,9 @@ def test_resume_refuses_what_it_cannot_do(ledger, db_path, tmp_path, golden):
     job_id, _ = _registered_partial_job(ledger, tmp_path, golden)
     result = cli("resume", job_id, ok=False)
     assert result.exit_code == 1
-    assert result.stderr == f"error: {job_id} was submitted elsewhere; pass --runtime k8s|local to run its resume jobs\n"
+    assert result.stderr == (f"error: {job_id} was submitted elsewhere, so its resume jobs need a runtime: "
+                             f"`jobledger resume {job_id} --runtime local --bundle-path DIR` runs them here "
+                             f"(or --runtime k8s)\n")
     api.register(ledger, {**golden["simjob_spec_example"], "job_id": "job-0000beef"}, store=str(tmp_path / "store"))
     result = cli("resume", "job-0000beef", "--dry-run", ok=False)
     assert result.stderr.startswith("error: job-0000beef is scheduled: only partial or failed jobs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -101,6 +102,58 @@ def sample_spec(spec_dir) -> Path:
 
 # ------------------------------------------------------------------ 1. jobs with no runtime
 
+def test_1_readme_first_example_runs_end_to_end(tmp_path, sample_spec, sample_tree, seir_bundle, truth):
+    """register → validate → missing → resume → validate: a job ModelOps ran gets a verdict."""
+    db = tmp_path / "ledger.db"
+    jl(db, "register", sample_spec, "--store", sample_tree)
+    out = jl(db, "validate", SAMPLE_JOB, ok=(3,)).stdout
+    assert "partial" in out and "(no transition)" not in out
+    assert history(db, SAMPLE_JOB) == [
+        (None, "scheduled", "registered (submitted elsewhere)"),
+        ("scheduled", "validating", "no runtime: decided from the artifacts"),
+        ("validating", "partial", history(db, SAMPLE_JOB)[-1][2])]
+    doc = status_doc(db, SAMPLE_JOB)
+    assert (doc["status"], doc["verified"], doc["missing"], doc["errored"], doc["incomplete"]) == \
+        ("partial", 9, 1, 1, 1)
+
+    not_verified = sorted(jl(db, "missing", SAMPLE_JOB, "--format", "paths").stdout.split())
+    assert not_verified == sorted(truth["missing"] + truth["errored"] + truth["incomplete"])
+
+    out = jl(db, "resume", SAMPLE_JOB, "--runtime", "local", "--bundle-path", seir_bundle).stdout
+    child = f"{SAMPLE_JOB}-r1"
+    assert f"{child}: scheduled (3 expected outputs)" in out
+    assert wait_for_exit(db, child)["ran"] == 3
+    assert jl(db, "sync").stdout.strip() == f"{child}: scheduled → validating → succeeded (3 verified)"
+    # The re-run replaced the errored and the half-written directories: the root is complete now.
+    jl(db, "validate", "--force", SAMPLE_JOB)
+    doc = status_doc(db, SAMPLE_JOB)
+    assert (doc["status"], doc["verified"]) == ("succeeded", 12)
+
+
+def test_1_validate_force_decides_any_unfinished_job_and_says_what_the_runtime_last_said(
+        tmp_path, sample_spec, sample_tree):
+    db = tmp_path / "ledger.db"
+    # A job with Kubernetes coordinates waits for its runtime: plain validate only reports progress.
+    jl(db, "register", sample_spec, "--store", sample_tree, "--namespace", "modelops")
+    out = jl(db, "validate", SAMPLE_JOB, ok=(3,)).stdout
+    assert "scheduled (no transition)" in out
+    assert status_doc(db, SAMPLE_JOB)["status"] == "scheduled"
+    # --force decides it now from the artifacts, and the history says what the runtime last said.
+    jl(db, "validate", "--force", SAMPLE_JOB, ok=(3,))
+    moves = history(db, SAMPLE_JOB)
+    assert [(m[0], m[1]) for m in moves] == [(None, "scheduled"), ("scheduled", "validating"),
+                                            ("validating", "partial")]
+    assert "--force" in moves[1][2] and "registered (submitted elsewhere)" in moves[1][2]
+
+
+def test_1_cancel_of_a_job_without_runtime_only_records_it(tmp_path, sample_spec, sample_tree):
+    db = tmp_path / "ledger.db"
+    jl(db, "register", sample_spec, "--store", sample_tree)
+    out = jl(db, "cancel", SAMPLE_JOB).stdout
+    assert out.startswith(f"{SAMPLE_JOB}: cancelled") and "nothing was stopped" in out
+    assert status_doc(db, SAMPLE_JOB)["status"] == "cancelled"
+
+
 # ------------------------------------------------------------------ 2. two machines, one local worker
 
 @pytest.fixture
@@ -117,6 +170,40 @@ def gated_bundle(tmp_path) -> Path:
         "        time.sleep(0.05)\n"
         "    return {'incidence': b'[1]', 'prevalence': b'[2]'}\n")
     return bundle
+
+
+def test_2_only_the_host_running_a_local_worker_decides_it(tmp_path, gated_bundle, monkeypatch):
+    registry = f"file://{tmp_path / 'registry'}"
+    a, b = tmp_path / "alpha" / "ledger.db", tmp_path / "beta" / "ledger.db"
+    gate = tmp_path / "gate"
+    spec = study(tmp_path / "study.json", "gated.model", "wait", [{"gate": str(gate), "k": 1}],
+                 n_replicates=2)
+
+    monkeypatch.setenv("JOBLEDGER_HOST", "alpha")
+    job_id = submit_local(a, spec, tmp_path / "store", gated_bundle, registry=registry)
+    assert jl(a, "sync", registry=registry).stdout.strip() == f"{job_id}: scheduled → running"
+
+    monkeypatch.setenv("JOBLEDGER_HOST", "beta")
+    jl(b, "pull", registry=registry)
+    out = jl(b, "sync", registry=registry).stdout
+    assert f"{job_id}: running on alpha" in out
+    assert status_doc(b, job_id)["status"] == "running"
+    refused = jl(b, "cancel", job_id, registry=registry, ok=(1,))
+    assert "alpha" in refused.stderr and status_doc(b, job_id)["status"] == "running"
+
+    gate.touch()  # the worker on alpha finishes all of its outputs
+    monkeypatch.setenv("JOBLEDGER_HOST", "alpha")
+    assert wait_for_exit(a, job_id)["ran"] == 2
+    monkeypatch.setenv("JOBLEDGER_HOST", "beta")
+    assert f"{job_id}: running on alpha" in jl(b, "sync", registry=registry).stdout  # B still leaves it alone
+    monkeypatch.setenv("JOBLEDGER_HOST", "alpha")
+    assert jl(a, "sync", registry=registry).stdout.strip() == \
+        f"{job_id}: running → validating → succeeded (2 verified)"
+    monkeypatch.setenv("JOBLEDGER_HOST", "beta")  # B's next sync takes the verdict alpha made
+    assert jl(b, "sync", registry=registry).stdout.strip() == f"{job_id}: running → succeeded (2 verified)"
+    doc = status_doc(b, job_id)
+    assert (doc["status"], doc["verified"]) == ("succeeded", 2)
+    assert "partial" not in [m[1] for m in history(b, job_id)]
 
 
 def test_2_a_worker_from_before_a_reboot_is_gone(tmp_path, gated_bundle, monkeypatch):
@@ -165,7 +252,92 @@ def failing_bundle(tmp_path) -> Path:
     return bundle
 
 
+def test_3_resume_gives_up_after_max_attempts_per_output(tmp_path, failing_bundle):
+    db = tmp_path / "ledger.db"
+    ok = tmp_path / "ok"
+    spec = study(tmp_path / "study.json", "flaky.model", "run",
+                 [{"x": x, "ok": str(ok)} for x in range(1, 6)])
+    root = submit_local(db, spec, tmp_path / "store", failing_bundle)
+    wait_for_exit(db, root)
+    line = jl(db, "sync").stdout.strip()
+    assert line == f"{root}: scheduled → validating → failed (0 verified, 5 errored)"
+    ok.touch()  # from now on x == 5 succeeds: only the other four keep failing
+    for generation in (1, 2):
+        child = f"{root}-r{generation}"
+        out = jl(db, "resume", root).stdout
+        assert f"{child}: scheduled" in out
+        wait_for_exit(db, child)
+        jl(db, "sync")
+    assert status_doc(db, f"{root}-r1")["verified"] == 1  # x == 5 came back on its second attempt
+    assert status_doc(db, f"{root}-r2")["expected"] == 4
+
+    # Four outputs came back errored in three generations: resume leaves them out and says so.
+    refused = jl(db, "resume", root, ok=(1,))
+    assert "4 outputs given up after 3 attempts" in refused.stderr
+    assert "--max-attempts" in refused.stderr
+    plan = json.loads(jl(db, "resume", f"{root}-r2", "--dry-run", "--json").stdout)  # counted over the tree
+    assert (plan["outputs"], plan["given_up"], plan["jobs"]) == (0, 4, [])
+    doc = status_doc(db, root)
+    assert doc["given_up"] == 4
+    assert "given up" in jl(db, "status", root).stdout
+    # A higher limit tries them again.
+    plan = json.loads(jl(db, "resume", root, "--max-attempts", "4", "--dry-run", "--json").stdout)
+    assert plan["outputs"] == 4
+    assert sql_rows(db, "SELECT count(*) AS n FROM jobs")[0]["n"] == 3  # nothing was written by the refusals
+
+
+def test_3_resume_reason_chooses_what_to_rerun(tmp_path):
+    db = tmp_path / "ledger.db"
+    store = tmp_path / "store"
+    spec = study(tmp_path / "study.json", "models.sir", "baseline",
+                 [{"beta": 0.3, "gamma": 0.1}, {"beta": 5.0, "gamma": 0.1}], n_replicates=2)
+    job_id = submit_local(db, spec, store, EXAMPLE_MODEL)
+    wait_for_exit(db, job_id)
+    jl(db, "sync")
+    lost = [r["path"] for r in sql_rows(db, f"SELECT path FROM outputs WHERE job_id = '{job_id}' "
+                                            f"AND state = 'verified' ORDER BY output_id")][0]
+    shutil.rmtree(store / lost)
+    jl(db, "validate", "--force", job_id, ok=(3,))
+    assert (status_doc(db, job_id)["missing"], status_doc(db, job_id)["errored"]) == (1, 2)
+
+    def planned(*args) -> list[str]:
+        plan = json.loads(jl(db, "resume", job_id, "--dry-run", "--json", *args).stdout)
+        return [t["seed"] for j in plan["jobs"] for t in j["tasks"]]
+
+    assert len(planned("--reason", "missing")) == 1
+    assert len(planned("--reason", "errored")) == 2
+    assert len(planned("--reason", "missing,incomplete,errored")) == 3
+    assert len(planned()) == 3
+    bad = jl(db, "resume", job_id, "--reason", "missing,bogus", "--dry-run", ok=(2,))
+    assert "bogus" in bad.stderr
+
+
 # ------------------------------------------------------------------ 4. unchecked outputs
+
+def test_4_outputs_never_checked_are_unchecked_not_missing(tmp_path, sample_spec, sample_tree, truth):
+    db = tmp_path / "ledger.db"
+    jl(db, "register", sample_spec, "--store", sample_tree)
+    doc = status_doc(db, SAMPLE_JOB)
+    assert (doc["expected"], doc["unchecked"], doc["missing"], doc["verified"]) == (12, 12, 0, 0)
+    text = jl(db, "status", SAMPLE_JOB).stdout
+    assert "not validated yet" in text and "0.0%" not in text
+    listed = jl(db, "missing", SAMPLE_JOB, "--format", "json")
+    assert {r["reason"] for r in json.loads(listed.stdout)} == {"unchecked"}
+    assert len(json.loads(listed.stdout)) == 12
+    assert "no validation has run" in listed.stderr
+    assert json.loads(jl(db, "missing", SAMPLE_JOB, "--reason", "missing", "--format", "json").stdout) == []
+    summary = sql_rows(db, "SELECT expected, verified, missing, unchecked FROM job_summary")
+    assert summary == [{"expected": 12, "verified": 0, "missing": 0, "unchecked": 12}]
+
+    jl(db, "validate", SAMPLE_JOB, ok=(3,))
+    doc = status_doc(db, SAMPLE_JOB)
+    counts = (doc["unchecked"], doc["verified"], doc["missing"], doc["errored"], doc["incomplete"])
+    assert counts == (0, 9, 1, 1, 1)
+    listed = jl(db, "missing", SAMPLE_JOB, "--format", "json")
+    rows = json.loads(listed.stdout)
+    assert sorted(r["path"] for r in rows if r["reason"] == "missing") == truth["missing"]
+    assert listed.stderr == ""
+
 
 # ------------------------------------------------------------------ 5. two ledgers, one directory
 
@@ -180,6 +352,27 @@ def test_5_two_ledgers_in_one_directory_run_the_same_job(tmp_path):
     for db in (a, b):
         line = jl(db, "sync").stdout.strip()
         assert line == f"{job_a}: scheduled → validating → succeeded (1 verified)"
+
+
+def test_5_a_job_whose_submit_failed_before_the_runtime_took_it_may_be_submitted_again(tmp_path):
+    db = tmp_path / "ledger.db"
+    spec = study(tmp_path / "study.json", "models.sir", "baseline", [{"beta": 0.3, "gamma": 0.1}])
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the store's parent directory should be")
+    store = blocker / "store"
+    failed = jl(db, "submit", spec, "--bundle", BUNDLE, "--runtime", "local", "--store", store,
+                "--bundle-path", EXAMPLE_MODEL, ok=(1,))
+    assert "submit failed" in failed.stderr
+    job_id = sql_rows(db, "SELECT job_id, status FROM jobs")[0]["job_id"]
+    assert status_doc(db, job_id)["status"] == "failed"
+    blocker.unlink()
+    out = jl(db, "submit", spec, "--bundle", BUNDLE, "--runtime", "local", "--store", store,
+             "--bundle-path", EXAMPLE_MODEL).stdout
+    assert "→ scheduled" in out
+    assert wait_for_exit(db, job_id)["ran"] == 1
+    assert "succeeded (1 verified)" in jl(db, "sync").stdout
+    assert [m[1] for m in history(db, job_id)] == ["pending", "submitting", "failed", "submitting",
+                                                   "scheduled", "validating", "succeeded"]
 
 
 def test_5_a_run_directory_left_from_an_earlier_ledger_is_refused_before_anything_is_written(tmp_path):
@@ -198,7 +391,97 @@ def test_5_a_run_directory_left_from_an_earlier_ledger_is_refused_before_anythin
 
 # ------------------------------------------------------------------ 6. fixing a mis-registered job
 
+def test_6_register_again_names_each_difference(tmp_path, sample_spec):
+    db = tmp_path / "ledger.db"
+    first, second = tmp_path / "a", tmp_path / "b"
+    jl(db, "register", sample_spec, "--store", first)
+    refused = jl(db, "register", sample_spec, "--store", second, "--seed-policy", "task", ok=(1,))
+    line = refused.stderr.strip()
+    assert "\n" not in line and line.startswith("error: ")
+    assert f"store: {first} ≠ {second}" in line and "seed policy: runner ≠ task" in line
+    assert f"jobledger forget {SAMPLE_JOB}" in line
+    assert status_doc(db, SAMPLE_JOB)["store_url"] == str(first)
+
+
+def test_6_forget_removes_a_job_and_with_recursive_its_resume_children(tmp_path, sample_spec, sample_tree,
+                                                                         seir_bundle):
+    db = tmp_path / "ledger.db"
+    jl(db, "register", sample_spec, "--store", sample_tree)
+    jl(db, "validate", SAMPLE_JOB, ok=(3,))
+    jl(db, "resume", SAMPLE_JOB, "--runtime", "local", "--bundle-path", seir_bundle)
+    child = f"{SAMPLE_JOB}-r1"
+    wait_for_exit(db, child)
+    counts = "SELECT (SELECT count(*) FROM jobs) AS jobs, (SELECT count(*) FROM outputs) AS outputs"
+    before = sql_rows(db, counts)
+
+    refused = jl(db, "forget", SAMPLE_JOB, ok=(1,))
+    assert child in refused.stderr and "--recursive" in refused.stderr
+    assert sql_rows(db, counts) == before
+
+    out = jl(db, "forget", SAMPLE_JOB, "--recursive").stdout
+    assert SAMPLE_JOB in out and child in out
+    left = sql_rows(db, "SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM outputs) + "
+                        "(SELECT count(*) FROM transitions) + (SELECT count(*) FROM validation_runs) + "
+                        "(SELECT count(*) FROM output_events) + (SELECT count(*) FROM unexpected_paths) AS n")
+    assert left == [{"n": 0}]
+    assert jl(db, "status", SAMPLE_JOB, ok=(1,)).stderr.strip() == f"error: unknown job id '{SAMPLE_JOB}'"
+    # Registered afresh with the right store, it starts over.
+    jl(db, "register", sample_spec, "--store", tmp_path / "elsewhere")
+    assert status_doc(db, SAMPLE_JOB)["store_url"] == str(tmp_path / "elsewhere")
+
+
+def test_6_forget_with_a_registry_removes_only_the_local_copy(tmp_path, sample_spec, sample_tree):
+    registry = f"file://{tmp_path / 'registry'}"
+    db = tmp_path / "ledger.db"
+    jl(db, "register", sample_spec, "--store", sample_tree, registry=registry)
+    out = jl(db, "forget", SAMPLE_JOB, registry=registry).stdout
+    assert "only" in out and "registry" in out
+    assert sql_rows(db, "SELECT count(*) AS n FROM jobs") == [{"n": 0}]
+    jl(db, "pull", registry=registry)
+    assert status_doc(db, SAMPLE_JOB)["status"] == "scheduled"
+
+
 # ------------------------------------------------------------------ 7. hints that lead somewhere
+
+def test_7_cancelled_jobs_give_no_hint_that_fails_and_cancel_twice_is_a_no_op(tmp_path, sample_spec,
+                                                                               sample_tree):
+    db = tmp_path / "ledger.db"
+    jl(db, "register", sample_spec, "--store", sample_tree)
+    jl(db, "cancel", SAMPLE_JOB)
+    again = jl(db, "cancel", SAMPLE_JOB)
+    assert "already cancelled" in again.stdout
+    assert [m[1] for m in history(db, SAMPLE_JOB)] == ["scheduled", "cancelled"]
+
+    plain = jl(db, "validate", SAMPLE_JOB, ok=None)
+    assert "--force" not in plain.stdout + plain.stderr
+    forced = jl(db, "validate", "--force", SAMPLE_JOB, ok=None)
+    assert forced.exit_code != 1 and "illegal" not in forced.stderr
+    assert status_doc(db, SAMPLE_JOB)["status"] == "cancelled"
+
+
+def test_7_every_hint_in_an_error_runs(tmp_path, sample_spec, sample_tree, seir_bundle):
+    """Follow the `jobledger …` hints errors give: the hinted command must succeed."""
+    db = tmp_path / "ledger.db"
+    jl(db, "register", sample_spec, "--store", sample_tree, "--namespace", "modelops")
+    with sqlite3.connect(db) as conn:  # a job its runtime reported failed, before any validation
+        conn.execute("UPDATE jobs SET status = 'failed' WHERE job_id = ?", (SAMPLE_JOB,))
+    hinted = jl(db, "resume", SAMPLE_JOB, "--dry-run", ok=(1,)).stderr
+    command = hinted.split("`")[1].split()
+    assert command[0] == "jobledger"
+    jl(db, *command[1:], ok=(3,))
+    assert status_doc(db, SAMPLE_JOB)["status"] == "partial"
+
+    # A job submitted elsewhere without runtime coordinates: resume says what it needs to run it.
+    other = "job-0000beef"
+    jl(db, "register", sample_spec, "--store", sample_tree, "--job-id", other)
+    jl(db, "validate", other, ok=(3,))
+    hint = jl(db, "resume", other, ok=(1,)).stderr
+    command = hint.split("`")[1].split()
+    assert command[:3] == ["jobledger", "resume", other] and "--runtime" in command
+    assert sql_rows(db, "SELECT count(*) AS n FROM jobs") == [{"n": 2}]
+    jl(db, *[str(seir_bundle) if c == "DIR" else c for c in command[1:]])
+    assert wait_for_exit(db, f"{other}-r1")["ran"] == 3
+
 
 # ------------------------------------------------------------------ 8. jobs stuck in submitting
 
@@ -228,6 +511,36 @@ def _killed_mid_submit(db: Path, spec: Path, standin, *, created: bool, env: dic
     finally:
         release()
     return json.loads(spec.read_text())["job_id"]
+
+
+def test_8_sync_recovers_jobs_stuck_in_submitting(tmp_path, golden, standin, azure_conn, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(standin.write_kubeconfig(tmp_path / "kubeconfig")))
+    env = {**os.environ}
+    db = tmp_path / "ledger.db"
+    specs = []
+    for job_id in ("job-0000c0de", "job-0000dead"):
+        specs.append(tmp_path / f"{job_id}.json")
+        specs[-1].write_text(json.dumps({**golden["simjob_spec_example"], "job_id": job_id}))
+
+    # Killed after the API server created the Job: the runtime has it, so it is scheduled.
+    kept = _killed_mid_submit(db, specs[0], standin, created=True, env=env)
+    assert status_doc(db, kept)["status"] == "submitting"
+    out = jl(db, "sync").stdout
+    assert f"{kept}: submitting → scheduled" in out
+    assert status_doc(db, kept)["k8s_name"] == kept
+
+    # Killed before the Job existed: after the timeout the job is failed, and may be submitted again.
+    lost = _killed_mid_submit(db, specs[1], standin, created=False, env=env)
+    assert standin.job(NS, lost) is None
+    out = jl(db, "sync").stdout
+    assert status_doc(db, lost)["status"] == "submitting"  # young: a submit may still be under way
+    assert f"{lost}: submitting" in out
+    out = jl(db, "sync", "--submit-timeout", "0").stdout
+    assert f"{lost}: submitting → failed" in out and "submit interrupted" in out
+    assert status_doc(db, lost)["error_message"].startswith("submit interrupted")
+    again = jl(db, "submit", specs[1], "--runtime", "k8s", "--store", "az://results/runs").stdout
+    assert again.strip().endswith("scheduled (k8s, 4 expected outputs)")
+    assert standin.job(NS, lost) is not None
 
 
 # ------------------------------------------------------------------ 9. tests and users need no PATH

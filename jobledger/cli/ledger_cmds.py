@@ -48,6 +48,27 @@ def register(ctx, spec, bundle, job_id, store, layout, seed_policy, namespace, k
 
 @main.command()
 @click.argument("job_id")
+@click.option("--recursive", is_flag=True, help="Also forget the job's resume jobs (at any depth).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def forget(ctx, job_id, recursive, as_json):
+    """Remove a job (e.g. one registered with the wrong options) from this ledger, in one transaction."""
+    result = api.forget(app_of(ctx).ledger(), job_id, recursive=recursive)
+    if as_json:
+        click.echo(render.to_json(result.as_dict()))
+    else:
+        children = result.job_ids[1:]
+        also = f", with its resume job(s) {', '.join(children)}" if children else ""
+        click.echo(f"{job_id}: forgotten{also}")
+        if result.registry:
+            click.echo(f"removed from this ledger only: the registry {result.registry} still has it "
+                       f"(`jobledger pull {job_id}` brings it back)")
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@main.command()
+@click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
 @click.pass_context
 def status(ctx, job_id, as_json):
@@ -60,11 +81,18 @@ def status(ctx, job_id, as_json):
     pairs = [("job", doc["job_id"]), ("status", doc["status"]), ("bundle", doc["bundle_ref"]),
              ("store", doc["store_url"]), ("layout / seeds", f"{doc['layout']} / {doc['seed_policy']}"),
              ("runtime", doc["runtime"] or "external"), ("parent", doc["parent_job_id"]),
-             ("expected", doc["expected"]), ("verified", f"{doc['verified']}{pct}"), ("missing",
-                                                                                      doc["missing"]),
-             ("errored", doc["errored"]), ("incomplete", doc["incomplete"])]
+             ("expected", doc["expected"])]
+    if doc["validated"] or not doc["expected"]:
+        pairs += [("verified", f"{doc['verified']}{pct}"), ("missing", doc["missing"]),
+                  ("errored", doc["errored"]), ("incomplete", doc["incomplete"])]
+        if doc["unchecked"]:
+            pairs.append(("unchecked", doc["unchecked"]))
+    else:
+        pairs.append(("verified", f"not validated yet ({doc['unchecked']} unchecked)"))
     if doc["stale"]:
         pairs.append(("stale", f"{doc['stale']} (aggregations over other replicates than the current ones)"))
+    if doc["given_up"]:
+        pairs.append(("given up", f"{doc['given_up']} (errored in every attempt: resume stopped retrying)"))
     if doc["error_message"]:
         pairs.append(("error", doc["error_message"]))
     last = doc["last_validation"]
@@ -111,6 +139,9 @@ def list_(ctx, status_filter, since, limit, as_json):
 def missing(ctx, job_id, fmt, reason, limit):
     """Expected outputs that are not verified, with the reason."""
     rows = api.missing(app_of(ctx).ledger(readonly=True), job_id, reason=reason, limit=limit)
+    if any(r["reason"] == "unchecked" for r in rows):
+        click.echo(f"note: no validation has run on {job_id} yet: its outputs are unchecked, not known to be "
+                   f"missing (`jobledger validate {job_id}` checks them)", err=True)
     columns = ["path", "reason", "param_id", "seed", "task_id"]
     if fmt == "paths":
         click.echo("\n".join(r["path"] for r in rows))

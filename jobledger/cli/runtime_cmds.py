@@ -82,18 +82,24 @@ def submit(ctx, spec, bundle, runtime, store, namespace, image, service_account,
               help="Validate jobs that finished (--no-validate leaves them in validating).")
 @click.option("--dry-run", is_flag=True, help="Say what would change; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a list of objects.")
+@click.option("--submit-timeout", type=click.FloatRange(min=0), default=api.SUBMIT_TIMEOUT, show_default=True,
+              metavar="SECONDS", help="A job in submitting whose runtime has no record of it after this long "
+              "is failed as 'submit interrupted' (and may be submitted again).")
 @_k8s_options
 @click.pass_context
-def sync(ctx, job_ids, validate, dry_run, as_json, context, kubeconfig):
+def sync(ctx, job_ids, validate, dry_run, as_json, submit_timeout, context, kubeconfig):
     """Update unfinished jobs (or those named) from their runtime, and validate finished ones."""
     changes = api.sync_jobs(app_of(ctx).ledger(), job_ids, validate=validate, dry_run=dry_run,
-                            runtime_options=dict(context=context, kubeconfig=kubeconfig))
+                            runtime_options=dict(context=context, kubeconfig=kubeconfig),
+                            submit_timeout=submit_timeout)
     if as_json:
         click.echo(render.to_json([c.as_dict() for c in changes]))
     else:
         for change in changes:
             if change.changed or change.error:
                 click.echo(change_line(change))
+            elif change.note:
+                click.echo(f"{change.job_id}: {change.note}")
         if not any(c.changed or c.error for c in changes):
             click.echo(f"no changes ({len(changes)} job(s) checked)")
     if any(c.error for c in changes):
@@ -108,11 +114,18 @@ def change_line(change: api.SyncChange) -> str:
             f"{getattr(change, k)} {k}" for k in ("missing", "errored", "incomplete", "stale")
             if getattr(change, k)]
         line += f" ({', '.join(counts)})"
-    elif change.to == "failed" and change.reason:
+    elif change.reason and (change.to == "failed" or change.from_status == "submitting"):
         line += f" ({change.reason})"
     if change.error:
         line += f" [error: {change.error}]"
     return line
+
+
+def _reasons(value: str) -> tuple[str, ...]:
+    try:
+        return api.check_resume_reasons(value.split(","))
+    except api.JobledgerError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--reason: "), param_hint="--reason") from None
 
 
 @main.command()
@@ -124,15 +137,21 @@ def change_line(change: api.SyncChange) -> str:
 @click.option("--bundle-path", type=click.Path(file_okay=False), metavar="DIR",
               help="local runtime: entrypoint directory (default: the parent's).")
 @click.option("--namespace", metavar="NS", help="Kubernetes namespace (default: the parent's).")
+@click.option("--reason", "reasons", metavar="LIST", callback=lambda ctx, param, value: _reasons(value),
+              default=",".join(api.RESUME_REASONS), show_default=True,
+              help="Which not-verified outputs to run again (comma-separated).")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=api.MAX_ATTEMPTS, show_default=True,
+              help="Leave out outputs that came back errored in this many generations of the resume tree.")
 @_job_options
 @_k8s_options
 @click.pass_context
-def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespace, image, service_account,
-           postgres_secret, context, kubeconfig):
+def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespace, reasons, max_attempts,
+           image, service_account, postgres_secret, context, kubeconfig):
     """Run only the not-verified outputs of a partial or failed job, as child jobs <root>-rN."""
     ledger = app_of(ctx).ledger(readonly=dry_run)
     if dry_run:
-        plan = api.plan_resume(ledger, job_id, bundle=bundle, runtime=runtime)
+        plan = api.plan_resume(ledger, job_id, bundle=bundle, runtime=runtime, reasons=reasons,
+                               max_attempts=max_attempts)
         if as_json:
             click.echo(render.to_json(plan.as_dict()))
         else:
@@ -146,7 +165,8 @@ def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespac
     options = dict(namespace=namespace, image=image, service_account=service_account,
                    postgres_secret=postgres_secret, bundle_path=bundle_path, context=context,
                    kubeconfig=kubeconfig)
-    resumed = api.resume(ledger, job_id, bundle=bundle, runtime=runtime, runtime_options=options)
+    resumed = api.resume(ledger, job_id, bundle=bundle, runtime=runtime, runtime_options=options,
+                         reasons=reasons, max_attempts=max_attempts)
     plan = resumed.plan
     if as_json:
         click.echo(render.to_json(resumed.as_dict()))
@@ -166,8 +186,11 @@ def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespac
 def cancel(ctx, job_id, context, kubeconfig):
     """Stop a job (delete its Kubernetes Job / stop its local worker) and mark it cancelled."""
     options = dict(context=context, kubeconfig=kubeconfig)
-    row = api.cancel_job(app_of(ctx).ledger(), job_id, runtime_options=options)
-    click.echo(f"{row['job_id']}: cancelled")
+    done = api.cancel_job(app_of(ctx).ledger(), job_id, runtime_options=options)
+    if done.previous_status == "cancelled":
+        click.echo(f"{done.job_id}: {done.note}")
+    else:
+        click.echo(f"{done.job_id}: cancelled" + (f" ({done.note})" if done.note else ""))
 
 
 @main.command()

@@ -23,8 +23,9 @@ def _explain_text(plan: api.Plan) -> str:
 def _result_text(result: api.ValidationResult) -> str:
     if not result.validated:
         return f"{result.note}\n{result.verified}/{result.expected} verified per the ledger"
-    move = (f"{result.previous_status} → {result.status}" if result.transitioned
-            else f"{result.status} (no transition)")
+    # A decision always passes through validating; a job already there shows it once.
+    path = dict.fromkeys([result.previous_status, "validating", result.status])
+    move = " → ".join(path) if result.transitioned else f"{result.status} (no transition)"
     unexpected = "not checked" if result.unexpected is None else result.unexpected
     return (f"{result.job_id}: {move}, outcome {result.outcome}\n"
             f"{result.verified}/{result.expected} verified, {result.missing} missing, "

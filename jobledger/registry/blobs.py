@@ -4,7 +4,7 @@
     Immutable, created once: a header line (job constants, the spec, the distinct parameter sets
     and task templates) then one line per expected output in ledger order.
 ``jobs/<job_id>/observed.json.gz``
-    Validation runs, the outputs whose observed state is not the initial 'missing', output
+    Validation runs, the outputs whose state is not the initial 'unchecked', output
     events and unexpected paths. Updated by compare-and-swap after merging what other machines
     observed: per output, the state decided by the later validation run wins (ties keep
     'verified'), so a verified output is never lost to a stale writer.
@@ -109,7 +109,7 @@ def dump_observed(ledger: Ledger, job_id: str) -> dict:
                    "SELECT idx, state, detail, first_verified_run, last_seen_run, state_run FROM ("
                    " SELECT row_number() OVER (ORDER BY output_id) - 1 AS idx, *"
                    " FROM outputs WHERE job_id = ?)"
-                   " WHERE state <> 'missing' OR detail IS NOT NULL OR first_verified_run IS NOT NULL"
+                   " WHERE state <> 'unchecked' OR detail IS NOT NULL OR first_verified_run IS NOT NULL"
                    " OR last_seen_run IS NOT NULL OR state_run IS NOT NULL ORDER BY idx", (job_id,))]
     events = [[r["idx"], ref(r["run_id"]), r["from_state"], r["to_state"], r["detail"]]
               for r in ledger.query(
@@ -199,6 +199,10 @@ def merge_observed(ledger: Ledger, job_id: str, remote: dict) -> None:
                OR (m.sr_at = coalesce((SELECT started_at FROM validation_runs
                                        WHERE run_id = outputs.state_run), '')
                    AND m.state = 'verified' AND outputs.state <> 'verified'))""")
+    # A validation observes every output of its job: once the job has a run, none is unchecked (writers
+    # before 'unchecked' existed published only the outputs they did not see missing).
+    conn.execute("UPDATE outputs SET state = 'missing' WHERE job_id = ? AND state = 'unchecked' "
+                 "AND EXISTS (SELECT 1 FROM validation_runs WHERE job_id = ?)", (job_id, job_id))
     conn.execute("""
         UPDATE outputs SET
           first_verified_run = CASE WHEN outputs.first_verified_run IS NULL

@@ -115,7 +115,8 @@ class Mirror:
     # -------------------------------------------------------- the Ledger hooks
 
     def swap_transition(self, ledger: Ledger, job: dict, to_status: str, reason: str, fields: dict, *,
-                        revalidate: bool = False, progress: Progress | None = None) -> Swapped:
+                        revalidate: bool = False, resubmit: bool = False,
+                        progress: Progress | None = None) -> Swapped:
         """Compare-and-swap the move into state.json; the caller then writes the result locally.
 
         ``progress`` is what the move's transaction will record (a validation's verdict); without it
@@ -154,7 +155,7 @@ class Mirror:
                     base = theirs
                 else:
                     base = merged_history(mine, theirs)
-            states.check_transition(row["status"], to_status, revalidate=revalidate)
+            states.check_transition(row["status"], to_status, revalidate=revalidate, resubmit=resubmit)
             now = utcnow()
             history = base + [[row["status"], to_status, now, reason, self.by]]
             row = {**row, **fields, "status": to_status, "updated_at": now}
