@@ -29,7 +29,7 @@ from .contracts import (
 from .idempotent import verified_paths
 from .layout import Layout
 from .ledger import Ledger, LedgerError
-from .manifest import check_seed_policy, expected_outputs
+from .manifest import ExpectedOutput, check_seed_policy, expected_outputs
 from .sync import Submitted, submit_job
 
 _RESUME_SUFFIX = re.compile(r"(?:-r[0-9]+)+\Z")
@@ -410,7 +410,9 @@ def prune_spec(spec_doc, store, *, bundle: str | None = None, layout: str | Layo
     Resume planned from the store instead of the ledger: under the ``runner`` policy the kept
     tasks of a param set are rewritten as one run of runner seeds spanning its unfinished
     outputs (the runner cannot skip seeds inside a group); verified seeds inside such a span
-    are counted as over-compute.
+    are counted as over-compute. A spec with targets keeps every param set with an unfinished
+    replicate whole (the runner aggregates what the job runs, so a partial set would give a stale
+    aggregation): its verified replicates are the over-compute. Aggregations are not looked at.
     """
     job = load_spec(spec_doc, bundle_ref=bundle)
     policy = check_seed_policy(seed_policy)
@@ -418,9 +420,19 @@ def prune_spec(spec_doc, store, *, bundle: str | None = None, layout: str | Layo
     rows = [r for r in expected_outputs(job, layout_obj, policy) if r.kind == "simulation"]
     done = verified_paths(store, [r.path for r in rows])
     params = {t.params.param_id: t.params.params for t in job.tasks}
-    pending = [PendingTask(r.param_id, params[r.param_id], r.bundle_ref, r.entrypoint, r.outputs, r.task_seed,
-                           r.run_seed) for r in rows if r.path not in done]
-    if policy == "task":
+
+    def pending_task(r: ExpectedOutput) -> PendingTask:
+        assert r.task_seed is not None and r.run_seed is not None  # a simulation row has both seeds
+        return PendingTask(r.param_id, params[r.param_id], r.bundle_ref, r.entrypoint, r.outputs, r.task_seed,
+                           r.run_seed, r.path in done)
+
+    pending = [pending_task(r) for r in rows if r.path not in done]
+    if job.target_entrypoints:
+        unfinished = {p.param_id for p in pending}
+        whole = [pending_task(r) for r in rows if r.param_id in unfinished]
+        children = plan_children([], whole, policy)
+        tasks, overcompute = children.with_targets, children.overcompute
+    elif policy == "task":
         keep = {(p.param_id, p.task_seed, p.entrypoint, p.outputs) for p in pending}
         tasks = [t for t in job.tasks if (t.param_id, t.seed, t.entrypoint, t.outputs) in keep]
         overcompute = 0

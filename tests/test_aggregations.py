@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from helpers import cli
@@ -272,3 +273,21 @@ def test_resume_reruns_the_stale_param_set_whole_with_targets_and_the_root_ends_
                             "--json").stdout)[0]["detail"]
     assert detail.startswith("agg_") and detail != f"agg_{aggregation_id(TARGET, ids[b])}"  # the new one
     assert json.loads(cli("status", job_id, "--json").stdout)["status"] == "succeeded"
+
+
+def test_prune_keeps_a_param_set_with_targets_whole(db_path, tmp_path):
+    """A pruned spec with targets is run by the runner, which aggregates what it runs: a param set with a
+    missing replicate is kept whole (its verified replicates are over-compute), a finished one dropped."""
+    spec = target_study(tmp_path / "study.json", [{"beta": 0.3, "gamma": 0.1}, {"beta": 0.4, "gamma": 0.1}])
+    job = load_spec(json.loads(spec.read_text()), bundle_ref=BUNDLE)
+    store = tmp_path / "store"
+    write_worker_tree(store, job)
+    seeds = runner_seeds(job.tasks)
+    shutil.rmtree(store / Layout.parse("token").sim_path(BUNDLE, job.tasks[4].param_id, seeds[4]))
+    out = tmp_path / "pruned.json"
+    result = cli("prune", spec, "--store", store, "--bundle", BUNDLE, "-o", out)
+    assert result.stderr.strip() == "kept 3 task(s), dropped 3 (outputs verified), over-compute 2"
+    pruned = json.loads(out.read_text())
+    assert pruned["target_spec"] == job.to_json()["target_spec"]
+    assert [(t["params"]["param_id"], t["seed"]) for t in pruned["tasks"]] == \
+           [(job.tasks[3].param_id, s) for s in seeds[3:]]
