@@ -7,31 +7,62 @@ dependencies point from here down to the domain modules.
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import states
-from .contracts import ContractError
+from .contracts import ContractError, is_study
 from .errors import JobledgerError
 from .idempotent import IdempotentSimulationService
 from .ledger import Ledger, LedgerError, default_path
-from .registration import Forgotten, Registered, create_job, forget, prepare_job, read_spec, register
+from .registration import (
+    Forgotten,
+    Registered,
+    create_job,
+    directory_bundle_ref,
+    forget,
+    prepare_job,
+    read_spec,
+    register,
+)
 from .registry import open_mirror
 from .registry.mirror import pull as pull_jobs
 from .registry.mirror import push as push_jobs
 from .resume import MAX_ATTEMPTS, RESUME_REASONS, Pruned, Resumed, ResumePlan, plan_resume, prune_spec, resume
 from .resume import check_reasons as check_resume_reasons
-from .sync import SUBMIT_TIMEOUT, Cancelled, Submitted, SyncChange, cancel_job, preview_submission, submit_job
+from .runtimes.kubernetes import spec_bytes
+from .sync import (
+    SUBMIT_TIMEOUT,
+    Cancelled,
+    Submitted,
+    SyncChange,
+    cancel_job,
+    preview_submission,
+    runtime_for,
+    submit_job,
+)
 from .sync import sync as sync_jobs
 from .timeutil import parse_since, utcnow
 from .validation import Plan, ValidationResult, validate_job
+from .validation import exit_status as validation_exit_status
 from .validation import explain as explain_validation
 
 
 def ledger_path(path: str | Path | None) -> Path:
     """Where the ledger is: ``path``, else $JOBLEDGER_DB, else the XDG data directory."""
     return Path(path).expanduser() if path else default_path()
+
+
+def job_ids(ledger_file: str | Path | None, *, prefix: str = "") -> list[str]:
+    """Job ids starting with ``prefix`` (a read-only look, for shell completion)."""
+    ledger = Ledger(ledger_file, readonly=True)
+    try:
+        return ledger.job_ids(prefix)
+    finally:
+        ledger.close()
 
 
 def open_ledger(path: str | Path | None = None, *, registry: str | None = None,
@@ -87,6 +118,11 @@ def counts(ledger: Ledger, job_id: str) -> dict:
     return ledger.summary(job_id)
 
 
+def unchecked(ledger: Ledger, job_id: str) -> int:
+    """How many of the job's outputs no validation has looked at yet."""
+    return ledger.query("SELECT unchecked FROM job_summary WHERE job_id = ?", (job_id,))[0]["unchecked"]
+
+
 def _descendants(ledger: Ledger, job_id: str) -> list[dict]:
     """The resume tree below ``job_id`` from the ``job_lineage`` view, depth counted from ``job_id``."""
     rows = ledger.query(
@@ -101,6 +137,24 @@ def _descendants(ledger: Ledger, job_id: str) -> list[dict]:
     return tree
 
 
+STATUSES = states.STATUSES
+
+
+def spec(ledger: Ledger, job_id: str) -> str:
+    """The SimJob spec the job was submitted with, as the JSON text the Kubernetes runtime uploads
+    for ModelOps (its key order): the same bytes, plus a final newline."""
+    job = ledger.job(job_id)
+    doc = ledger.spec_of(job_id)
+    if doc is None:
+        raise LedgerError(f"{job_id} has no spec in the ledger (ModelOps created it; only its state is "
+                          f"known)")
+    if job["spec_format"] == "study":
+        simjob, _, _ = prepare_job(doc["study"], bundle=doc["bundle_ref"], job_id=job_id)
+    else:
+        simjob, _, _ = prepare_job(doc, job_id=job_id)
+    return spec_bytes(simjob).decode() + "\n"
+
+
 def list_jobs(ledger: Ledger, *, status: str | None = None, since: str | None = None,
               limit: int | None = None) -> list[dict]:
     if status and status not in states.STATUSES:
@@ -112,52 +166,116 @@ def list_jobs(ledger: Ledger, *, status: str | None = None, since: str | None = 
 MISSING_REASONS = tuple(s for s in states.OUTPUT_STATES if s != "verified") + (states.UNCHECKED,)
 
 
-def missing(ledger: Ledger, job_id: str, *, reason: str | None = None,
-            limit: int | None = None) -> list[dict]:
-    """Expected outputs not verified, with why ('unchecked' until a validation observed them)."""
+@dataclass(frozen=True)
+class Rows:
+    """Rows read from the ledger as they are iterated (one tuple per row, in ``columns`` order)."""
+    columns: tuple[str, ...]
+    rows: Iterable[tuple]
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self.rows)
+
+    def dicts(self) -> Iterator[dict]:
+        return (dict(zip(self.columns, row, strict=True)) for row in self.rows)
+
+
+def missing(ledger: Ledger, job_id: str, *, reason: str | None = None, limit: int | None = None) -> Rows:
+    """Expected outputs not verified, with why ('unchecked' until a validation observed them), streamed."""
     if reason and reason not in MISSING_REASONS:
         raise ContractError(f"--reason: {reason!r} is not one of {', '.join(MISSING_REASONS)}")
-    return ledger.unverified(job_id, reason, limit)
+    return Rows(Ledger.UNVERIFIED_COLUMNS, ledger.unverified_rows(job_id, reason, limit))
 
 
 def history(ledger: Ledger, job_id: str) -> list[dict]:
     return ledger.transitions(job_id)
 
 
-def run_sql(ledger_path: str | Path | None, query: str) -> tuple[list[str], list[tuple]]:
-    """Run an ad-hoc query on a read-only connection: writes are refused by SQLite itself."""
+def run_sql(ledger_path: str | Path | None, query: str) -> Rows:
+    """Run an ad-hoc query on a read-only connection (writes are refused by SQLite itself); the
+    rows stream, and the connection closes when they are exhausted."""
     ledger = Ledger(ledger_path, readonly=True)
     try:
-        cursor = ledger.conn.execute(query)
-        columns = [d[0] for d in cursor.description or ()]
-        return columns, [tuple(r) for r in cursor.fetchall()]
+        cursor = ledger.conn.cursor()
+        cursor.row_factory = None
+        cursor.execute(query)
     except sqlite3.Error as exc:
-        raise LedgerError(f"sql: {exc}") from None
-    finally:
         ledger.close()
+        raise LedgerError(f"sql: {exc}") from None
+    columns = tuple(d[0] for d in cursor.description or ())
+
+    def rows() -> Iterator[tuple]:
+        try:
+            yield from cursor
+        except sqlite3.Error as exc:
+            raise LedgerError(f"sql: {exc}") from None
+        finally:
+            ledger.close()
+
+    return Rows(columns, rows())
 
 
 # ------------------------------------------------------------------ runs
+
+def _prepared(spec: Any, bundle: str | None, job_id: str | None, runtime_options: dict | None):
+    """The job to submit. A study without --bundle but with a local --bundle-path gets the
+    directory's content digest as its bundle (``directory_bundle_ref``)."""
+    doc = read_spec(spec) if isinstance(spec, (str, Path)) else spec
+    bundle_path = (runtime_options or {}).get("bundle_path")
+    if bundle is None and bundle_path and isinstance(doc, dict) and is_study(doc):
+        bundle = directory_bundle_ref(bundle_path)
+    return prepare_job(doc, bundle=bundle, job_id=job_id)
+
 
 def submit(ledger: Ledger, spec: Any, *, runtime: str, bundle: str | None = None, job_id: str | None = None,
            store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
            runtime_options: dict | None = None) -> Submitted:
     """Register a spec (a path, '-' or a document) and start it on ``runtime``."""
-    job, doc, fmt = prepare_job(read_spec(spec) if isinstance(spec, (str, Path)) else spec, bundle=bundle,
-                                job_id=job_id)
+    job, doc, fmt = _prepared(spec, bundle, job_id, runtime_options)
     return submit_job(ledger, job, doc, fmt, runtime=runtime, store=store, layout=layout,
-                      seed_policy=seed_policy,
-                      runtime_options=runtime_options, reason=f"submitted with {runtime}")
+                      seed_policy=seed_policy, runtime_options=runtime_options,
+                      reason=f"submitted with {runtime}")
 
 
 def preview(ledger_file: str | Path | None, spec: Any, *, runtime: str, bundle: str | None = None,
             job_id: str | None = None, store: str | None = None, layout: str | None = None,
             runtime_options: dict | None = None) -> dict:
     """What ``submit`` would upload and create (the spec and the runtime's objects); changes nothing."""
-    job, _, _ = prepare_job(read_spec(spec) if isinstance(spec, (str, Path)) else spec, bundle=bundle,
-                            job_id=job_id)
+    job, _, _ = _prepared(spec, bundle, job_id, runtime_options)
     return preview_submission(ledger_path(ledger_file), job, runtime=runtime, store=store, layout=layout,
                               runtime_options=runtime_options)
+
+
+# ------------------------------------------------------------------ watching and logs
+
+def watch(ledger: Ledger, job_ids: Iterable[str] = (), *, interval: float, until_done: bool = False,
+          validate: bool = True, runtime_options: dict | None = None, submit_timeout: float = SUBMIT_TIMEOUT,
+          sleep: Callable[[float], None] = time.sleep) -> Iterator[list[SyncChange]]:
+    """``sync`` again and again, ``interval`` seconds apart; yields each pass's changes. Watched are
+    the jobs named, else the unfinished ones when the watch starts. With ``until_done`` it ends
+    once every watched job is terminal (succeeded, partial, failed, cancelled)."""
+    watched = list(dict.fromkeys(job_ids)) or ledger.unfinished_job_ids()
+    while True:
+        yield sync_jobs(ledger, watched, validate=validate, runtime_options=runtime_options,
+                        submit_timeout=submit_timeout)
+        if until_done and all(ledger.job(job_id)["status"] in states.TERMINAL for job_id in watched):
+            return
+        sleep(interval)
+
+
+def exit_status(ledger: Ledger, job_ids: Iterable[str]) -> int:
+    """``validate``'s exit status for a set of jobs: 0 every expected output verified, 3 some, 4 none."""
+    totals = [ledger.summary(job_id) for job_id in job_ids]
+    return validation_exit_status(sum(t["expected"] for t in totals), sum(t["verified"] for t in totals))
+
+
+def logs(ledger: Ledger, job_id: str, *, follow: bool = False, tail: int | None = None,
+         runtime_options: dict | None = None) -> Iterator[str]:
+    """The job's log as text chunks: the local worker's log file, or the Kubernetes runner pod's
+    log; with ``follow``, until the job's process ends."""
+    row = ledger.job(job_id)
+    if not row["runtime"]:
+        raise LedgerError(f"{job_id} was submitted elsewhere: jobledger does not know where its log is")
+    return runtime_for(ledger.path, row["runtime"], runtime_options).logs(row, follow=follow, tail=tail)
 
 
 def prune(spec: Any, store: str, *, bundle: str | None = None, layout: str = "token",
@@ -167,9 +285,11 @@ def prune(spec: Any, store: str, *, bundle: str | None = None, layout: str = "to
 
 
 __all__ = ["ledger_path", "open_ledger", "read_spec", "register", "forget", "create_job", "prepare_job",
-           "status", "counts", "list_jobs", "missing", "history", "run_sql", "submit", "preview", "prune",
-           "parse_since", "utcnow", "validate_job", "explain_validation", "pull_jobs", "push_jobs",
-           "IdempotentSimulationService", "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs",
-           "cancel_job", "Registered", "Forgotten", "JobStatus", "ValidationResult", "Plan", "SyncChange",
-           "Submitted", "Cancelled", "ResumePlan", "Resumed", "Pruned", "JobledgerError", "MISSING_REASONS",
+           "status", "counts", "unchecked", "job_ids", "spec", "STATUSES", "watch", "exit_status", "logs",
+           "list_jobs", "missing", "history", "run_sql", "submit", "preview", "prune", "parse_since",
+           "utcnow",
+           "validate_job", "explain_validation", "pull_jobs", "push_jobs", "IdempotentSimulationService",
+           "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs", "cancel_job", "Registered",
+           "Forgotten", "JobStatus", "Rows", "ValidationResult", "Plan", "SyncChange", "Submitted",
+           "Cancelled", "ResumePlan", "Resumed", "Pruned", "JobledgerError", "MISSING_REASONS",
            "SUBMIT_TIMEOUT", "MAX_ATTEMPTS", "RESUME_REASONS", "check_resume_reasons"]

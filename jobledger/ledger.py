@@ -172,6 +172,18 @@ class Ledger:
     def job_exists(self, job_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is not None
 
+    def unfinished_job_ids(self) -> list[str]:
+        """Jobs a runtime may still move (scheduled, running, validating), oldest first."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT job_id FROM jobs WHERE status IN ('scheduled', 'running', 'validating') "
+            "ORDER BY created_at, job_id")]
+
+    def job_ids(self, prefix: str = "", limit: int = 500) -> list[str]:
+        """Job ids starting with ``prefix``, in order (for shell completion)."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT job_id FROM jobs WHERE substr(job_id, 1, ?) = ? ORDER BY job_id LIMIT ?",
+            (len(prefix), prefix, limit))]
+
     def spec_of(self, job_id: str) -> Any:
         row = self.conn.execute("SELECT spec_gz FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
@@ -208,22 +220,33 @@ class Ledger:
             sql += f" LIMIT {int(limit)}"
         return self.query(sql, args)
 
-    def unverified(self, job_id: str, reason: str | None = None, limit: int | None = None) -> list[dict]:
-        """Not-verified outputs of one job in registration order, from the ``unverified_outputs`` view."""
+    UNVERIFIED_COLUMNS = ("path", "reason", "param_id", "seed", "task_id", "detail")
+
+    def unverified_rows(self, job_id: str, reason: str | None = None, limit: int | None = None) -> sqlite3.Cursor:
+        """Not-verified outputs of one job in registration order, from the ``unverified_outputs`` view,
+        as a cursor (UNVERIFIED_COLUMNS): rows are read as they are iterated."""
         self.job(job_id)
-        sql = ("SELECT path, reason, param_id, seed, task_id, detail FROM unverified_outputs WHERE job_id = ?"
+        sql = (f"SELECT {', '.join(self.UNVERIFIED_COLUMNS)} FROM unverified_outputs WHERE job_id = ?"
                + (" AND reason = ?" if reason else "") + " ORDER BY output_id")
         args: list[Any] = [job_id] + ([reason] if reason else [])
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return self.query(sql, args)
+        cursor = self.conn.cursor()
+        cursor.row_factory = None  # plain tuples: cheaper than sqlite3.Row for a million rows
+        return cursor.execute(sql, args)
+
+    def unverified(self, job_id: str, reason: str | None = None, limit: int | None = None) -> list[dict]:
+        return [dict(zip(self.UNVERIFIED_COLUMNS, row, strict=True))
+                for row in self.unverified_rows(job_id, reason, limit)]
 
     # ------------------------------------------------------------ writes
 
     def insert_job(self, job: SimJob, *, status: str, store_url: str, layout: Layout, seed_policy: str,
                    spec_doc: Any, spec_format: str, runtime: str | None = None, k8s_name: str | None = None,
-                   k8s_namespace: str | None = None, parent_job_id: str | None = None, reason: str) -> int:
-        """Insert a job, its params, templates and every expected output. Call inside transaction()."""
+                   k8s_namespace: str | None = None, parent_job_id: str | None = None, reason: str,
+                   progress: Callable[[int], None] | None = None) -> int:
+        """Insert a job, its params, templates and every expected output. Call inside transaction().
+        ``progress(n)`` is told every PROGRESS_EVERY outputs inserted."""
         now = utcnow()
         self._insert_job_row(dict(
             job_id=job.job_id, job_type=job.job_type, status=status, bundle_ref=job.bundle_ref,
@@ -231,7 +254,8 @@ class Ledger:
             store_url=store_url, layout=layout.name, seed_policy=seed_policy, spec_format=spec_format,
             spec_sha256=spec_hash(spec_doc), spec_gz=_spec_gz(spec_doc), tasks_total=len(job.tasks),
             created_at=now, updated_at=now, metadata=json.dumps(job.metadata)))
-        count = self.insert_outputs(job.job_id, expected_outputs(job, layout, seed_policy),
+        rows = expected_outputs(job, layout, seed_policy)
+        count = self.insert_outputs(job.job_id, _reporting(rows, progress) if progress else rows,
                                     params_of(job.tasks))
         self.conn.execute("UPDATE jobs SET expected_total = ? WHERE job_id = ?", (count, job.job_id))
         self._record_moves(job.job_id, [[None, status, now, reason]])
@@ -445,7 +469,21 @@ def _seed_in(path: str) -> int | None:
 
 
 def _spec_gz(spec_doc: Any) -> bytes:
-    return gzip.compress(json.dumps(spec_doc, sort_keys=True, separators=(",", ":")).encode(), 6)
+    """The spec as submitted, key order kept (``jobledger spec`` gives it back as it was); its
+    identity is ``spec_hash``, which sorts keys."""
+    return gzip.compress(json.dumps(spec_doc, separators=(",", ":"), ensure_ascii=False).encode(), 6)
+
+
+PROGRESS_EVERY = 1000
+
+
+def _reporting(rows: Iterable[ExpectedOutput], progress: Callable[[int], None]) -> Iterator[ExpectedOutput]:
+    n = 0
+    for n, row in enumerate(rows, 1):
+        yield row
+        if n % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+    progress(n % PROGRESS_EVERY)
 
 
 def spec_hash(spec_doc: Any) -> str:

@@ -1,8 +1,10 @@
 """Registration: a spec document in → a SimJob → its expected outputs → one ledger transaction."""
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,26 @@ def prepare_job(spec: Any, *, bundle: str | None = None, job_id: str | None = No
     raise ContractError(f"spec: expected a JSON document or a SimJob, got {type(spec).__name__}")
 
 
+def directory_bundle_ref(directory: str | Path) -> str:
+    """``sha256:<hex>`` of a model directory, the same on every machine: its regular files (not
+    ``__pycache__``, ``*.pyc`` or anything under a dot-name) in sorted relative-path order, each
+    hashed as ``path NUL size NUL bytes``. Stands in for an OCI bundle digest for local runs."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ContractError(f"--bundle-path {directory}: not a directory")
+    digest = hashlib.sha256()
+    def included(path: Path) -> bool:
+        parts = path.relative_to(root).parts
+        return path.is_file() and path.suffix != ".pyc" and not any(
+            part == "__pycache__" or part.startswith(".") for part in parts)
+
+    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if included(p))
+    for relative, path in files:
+        data = path.read_bytes()
+        digest.update(relative.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    return f"sha256:{digest.hexdigest()}"
+
+
 def bundle_warnings(job: SimJob) -> list[str]:
     """Notes on bundle refs whose worker paths look surprising (a registry with a port)."""
     refs = dict.fromkeys([job.bundle_ref] + [t.bundle_ref for t in job.tasks[:1]])
@@ -70,13 +92,16 @@ def bundle_warnings(job: SimJob) -> list[str]:
 def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, status: str, reason: str,
                store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
                runtime: str | None = None, namespace: str | None = None, k8s_name: str | None = None,
-               parent_job_id: str | None = None) -> Registered:
+               parent_job_id: str | None = None, progress: Callable[[int], None] | None = None,
+               on_total: Callable[[int], None] | None = None) -> Registered:
     """Record a job and all its expected outputs in one transaction; an identical re-registration
     is a no-op."""
     layout_obj = Layout.parse(layout)
     policy = check_seed_policy(seed_policy)
     store_url = normalize_store_url(store)
     notes = bundle_warnings(job)
+    if on_total is not None:
+        on_total(len(job.tasks))  # one simulation output per task; aggregations are few
     if ledger.mirror is not None and not ledger.job_exists(job.job_id):
         ledger.mirror.pull_job(ledger, job.job_id, missing_ok=True)  # created by ModelOps or another machine?
     with ledger.transaction():
@@ -98,7 +123,7 @@ def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
         count = ledger.insert_job(job, status=status, store_url=store_url, layout=layout_obj,
                                   seed_policy=policy, spec_doc=spec_doc, spec_format=spec_format,
                                   runtime=runtime, k8s_name=k8s_name, k8s_namespace=namespace,
-                                  parent_job_id=parent_job_id, reason=reason)
+                                  parent_job_id=parent_job_id, reason=reason, progress=progress)
         # Published before the local commit: if the registry cannot take the job, the ledger keeps nothing.
         ledger.notify_changed(job.job_id)
     return Registered(job.job_id, count, True, status, notes)
@@ -131,8 +156,11 @@ def forget_hint(ledger: Ledger, job_id: str) -> str:
 
 def register(ledger: Ledger, spec: Any, *, bundle: str | None = None, job_id: str | None = None,
              store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
-             namespace: str | None = None, k8s_name: str | None = None) -> Registered:
-    """Record a job that was submitted elsewhere: it starts in ``scheduled``."""
+             namespace: str | None = None, k8s_name: str | None = None,
+             progress: Callable[[int], None] | None = None,
+             on_total: Callable[[int], None] | None = None) -> Registered:
+    """Record a job that was submitted elsewhere: it starts in ``scheduled``. ``progress(n)`` is
+    told as expected outputs are written."""
     if isinstance(spec, (str, Path)):
         spec = read_spec(spec)
     job, doc, fmt = prepare_job(spec, bundle=bundle, job_id=job_id)
@@ -140,7 +168,8 @@ def register(ledger: Ledger, spec: Any, *, bundle: str | None = None, job_id: st
     return create_job(ledger, job, doc, fmt, status=states.SCHEDULED,
                       reason="registered (submitted elsewhere)",
                       store=store, layout=layout, seed_policy=seed_policy, runtime=runtime,
-                      namespace=namespace, k8s_name=k8s_name or (job.job_id if runtime else None))
+                      namespace=namespace, k8s_name=k8s_name or (job.job_id if runtime else None),
+                      progress=progress, on_total=on_total)
 
 
 @dataclass(frozen=True)
@@ -179,4 +208,4 @@ def forget(ledger: Ledger, job_id: str, *, recursive: bool = False) -> Forgotten
 
 
 __all__ = ["read_spec", "prepare_job", "create_job", "register", "Registered", "bundle_warnings", "forget",
-           "Forgotten", "forget_hint"]
+           "Forgotten", "forget_hint", "directory_bundle_ref"]

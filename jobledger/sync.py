@@ -84,6 +84,7 @@ class Submitted:
     status: str
     warnings: list[str] = field(default_factory=list)
     runtime_ref: dict | None = None   # the runtime's handle (Job name, run directory); None until submitted
+    bundle_ref: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -113,7 +114,7 @@ def submit_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
     if not registered.created and registered.status != states.PENDING and not again:
         raise LedgerError(f"{job.job_id} is already {registered.status}: it was submitted before")
     pending = Submitted(job.job_id, registered.expected, runtime, parent_job_id, registered.status,
-                        list(registered.warnings))
+                        list(registered.warnings), bundle_ref=job.bundle_ref)
     if not submit:
         return pending
     row = ledger.transition(job.job_id, states.SUBMITTING,

@@ -306,10 +306,14 @@ class ValidationResult:
 
     @property
     def exit_code(self) -> int:
-        """0 every expected output verified (or nothing to verify), 3 some not verified, 4 none verified."""
-        if not self.expected or self.verified == self.expected:
-            return 0
-        return 3 if self.verified else 4
+        return exit_status(self.expected, self.verified)
+
+
+def exit_status(expected: int, verified: int) -> int:
+    """0 every expected output verified (or nothing to verify), 3 some not verified, 4 none verified."""
+    if not expected or verified == expected:
+        return 0
+    return 3 if verified else 4
 
 
 def _stored_result(ledger: Ledger, job: dict, note: str, seconds: float) -> ValidationResult:
@@ -436,6 +440,6 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         validated=True, deep=deep, checksums=checksums, store=plan.store, prefixes=plan.prefixes, note=None)
 
 
-__all__ = ["validate_job", "ValidationResult", "explain", "make_plan", "observe", "classify", "deep_check",
+__all__ = ["validate_job", "ValidationResult", "exit_status", "explain", "make_plan", "observe", "classify", "deep_check",
            "Plan",
            "ValidationError", "STRATEGIES"]

@@ -14,18 +14,15 @@ every run; a non-empty directory that a previous demo did not create is left alo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MARKER = ".jobledger-demo"
-TERMINAL = {"succeeded", "partial", "failed", "cancelled"}
 STUDY = {
     "model": "models.sir",
     "scenario": "baseline",
@@ -37,14 +34,6 @@ STUDY = {
 }
 
 
-def bundle_ref_of(directory: Path) -> str:
-    """A content digest of the model directory, standing in for an OCI bundle digest."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*.py") if "__pycache__" not in p.parts):
-        digest.update(path.relative_to(directory).as_posix().encode() + b"\0" + path.read_bytes())
-    return f"sha256:{digest.hexdigest()}"
-
-
 class Demo:
     def __init__(self, workdir: Path, bundle_path: Path):
         self.workdir, self.bundle_path = workdir, bundle_path
@@ -54,8 +43,8 @@ class Demo:
     def jobledger(self, *args, quiet: bool = False, check: bool = True) -> subprocess.CompletedProcess:
         if not quiet:
             print(f"\n$ jobledger {' '.join(str(a) for a in args)}", flush=True)
-        proc = subprocess.run([sys.executable, "-c", "import sys; from jobledger.cli import main; sys.exit(main())",
-                               *map(str, args)], env=self.env, text=True, capture_output=True)
+        proc = subprocess.run([sys.executable, "-m", "jobledger", *map(str, args)], env=self.env, text=True,
+                              capture_output=True)
         if not quiet:
             print(proc.stdout, end="", flush=True)
             print(proc.stderr, end="", file=sys.stderr, flush=True)
@@ -64,37 +53,25 @@ class Demo:
                              f"{proc.stderr.strip()}")
         return proc
 
-    def sync_until_done(self, job_id: str, timeout: float = 120.0) -> str:
-        print(f"\n$ jobledger sync {job_id}   # repeated until the job has a verdict", flush=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            records = json.loads(self.jobledger("sync", job_id, "--json", quiet=True).stdout)
-            for record in records:
-                if record["changed"]:
-                    counts = ", ".join(f"{record[k]} {k}" for k in ("verified", "missing", "errored", "incomplete")
-                                       if record[k] or k == "verified" and record[k] is not None)
-                    print(f"{record['job_id']}: {' → '.join(record['path'])}" + (f" ({counts})" if counts else ""))
-                if record["to"] in TERMINAL:
-                    return record["to"]
-            time.sleep(0.3)
-        raise SystemExit(f"demo: {job_id} did not finish within {timeout:.0f} s")
+    def watch_until_done(self, job_id: str) -> None:
+        """`sync --watch --until-done` prints each change as it happens and exits when the job has
+        its verdict (exit status 0 all verified, as validate's)."""
+        self.jobledger("sync", job_id, "--watch", "--interval", "0.3s", "--until-done")
 
     def run(self) -> int:
         spec = self.workdir / "study.json"
         spec.write_text(json.dumps(STUDY, indent=2))
         store = self.workdir / "store"
-        bundle = bundle_ref_of(self.bundle_path)
-        print(f"demo directory: {self.workdir}\nmodel: {self.bundle_path} (bundle {bundle[:19]}…)")
+        print(f"demo directory: {self.workdir}\nmodel: {self.bundle_path}")
 
-        out = self.jobledger("submit", spec, "--bundle", bundle, "--runtime", "local", "--store", store,
-                             "--bundle-path", self.bundle_path, "--json", quiet=True)
-        job_id = json.loads(out.stdout)["job_id"]
-        print(f"\n$ jobledger submit {spec.name} --bundle {bundle[:19]}… --runtime local --store {store} "
-              f"--bundle-path {self.bundle_path}\n{job_id}: pending → submitting → scheduled")
-        self.sync_until_done(job_id)
+        # No --bundle: the local runtime's bundle is the content digest of --bundle-path (printed on stderr).
+        out = self.jobledger("submit", spec, "--runtime", "local", "--store", store,
+                             "--bundle-path", self.bundle_path)
+        job_id = out.stdout.split(":", 1)[0]
+        self.watch_until_done(job_id)
 
-        rows = json.loads(self.jobledger("sql", f"SELECT path FROM outputs WHERE job_id = '{job_id}' "
-                                                f"ORDER BY output_id LIMIT 1 OFFSET 4", "--json", quiet=True).stdout)
+        query = f"SELECT path FROM outputs WHERE job_id = '{job_id}' ORDER BY output_id LIMIT 1 OFFSET 4"
+        rows = json.loads(self.jobledger("sql", query, "--json", quiet=True).stdout)
         lost = rows[0]["path"]
         print(f"\n# an output disappears: rm -r {lost}")
         shutil.rmtree(store / lost)
@@ -103,8 +80,7 @@ class Demo:
 
         self.jobledger("resume", job_id, "--dry-run")
         self.jobledger("resume", job_id)
-        child = f"{job_id}-r1"
-        self.sync_until_done(child)
+        self.watch_until_done(f"{job_id}-r1")
         self.jobledger("validate", "--force", job_id)
 
         self.jobledger("status", job_id)
@@ -125,7 +101,8 @@ def prepare(workdir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", default="jobledger-demo", help="working directory (default ./jobledger-demo)")
+    parser.add_argument("--dir", default="jobledger-demo",
+                        help="working directory (default ./jobledger-demo)")
     parser.add_argument("--bundle-path", default=str(HERE / "example_model"),
                         help="model directory (default scripts/example_model)")
     args = parser.parse_args(argv)

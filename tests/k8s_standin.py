@@ -6,6 +6,11 @@ subresource, and delete with ``propagationPolicy`` (body or query). Errors are `
 objects as the API server sends them. Like the API server it omits zero counts from a
 Job's status. The test side sets a Job's status shape, deletes Jobs behind the client's
 back (a TTL), injects one failure, and reads every request that was made.
+
+Like the Job controller it gives every Job a pod (labels of the pod template plus
+``job-name`` and ``controller-uid``), listed at ``/api/v1/namespaces/NS/pods``; the pod's log
+is served at ``.../pods/NAME/log`` (``tailLines``; ``follow=true`` streams it chunked until the
+test ends the container with ``end_log``), as the API server streams ``kubectl logs -f``.
 """
 from __future__ import annotations
 
@@ -20,11 +25,13 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 _JOBS = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/]+))?(/status)?$")
+_PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
+_POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
 _DNS_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def status_body(code: int, reason: str, message: str, details: dict | None = None) -> dict:
@@ -53,6 +60,9 @@ def _matches(labels: dict, selector: str | None) -> bool:
 class KubeStandIn:
     def __init__(self):
         self.jobs: dict[tuple[str, str], dict] = {}
+        self.pods: dict[tuple[str, str], dict] = {}
+        self.pod_logs: dict[tuple[str, str], bytearray] = {}
+        self.pod_ended: dict[tuple[str, str], threading.Event] = {}
         self.requests: list[dict] = []
         self.deletions: list[dict] = []
         self._fail: dict | None = None
@@ -67,7 +77,7 @@ class KubeStandIn:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def start(self) -> "KubeStandIn":
+    def start(self) -> KubeStandIn:
         self.thread.start()
         return self
 
@@ -109,6 +119,29 @@ class KubeStandIn:
         """Remove a Job behind the client's back (what its TTL controller does)."""
         with self._lock:
             del self.jobs[(namespace, name)]
+
+    def clear(self) -> None:
+        """Forget every Job and pod (a fresh cluster for the next test)."""
+        with self._lock:
+            self.jobs.clear()
+            self.pods.clear()
+            self.pod_logs.clear()
+            self.pod_ended.clear()
+
+    def pod_of(self, namespace: str, job_name: str) -> str:
+        with self._lock:
+            return next(name for (ns, name), pod in self.pods.items()
+                        if ns == namespace and pod["metadata"]["labels"].get("job-name") == job_name)
+
+    def write_log(self, namespace: str, job_name: str, text: str) -> None:
+        """The runner container writes ``text`` to its log."""
+        pod = self.pod_of(namespace, job_name)
+        with self._lock:
+            self.pod_logs[(namespace, pod)] += text.encode()
+
+    def end_log(self, namespace: str, job_name: str) -> None:
+        """The runner container ends: a following log stream closes."""
+        self.pod_ended[(namespace, self.pod_of(namespace, job_name))].set()
 
     def fail_next(self, method: str, code: int, reason: str, message: str) -> None:
         """Answer the next request with this method with an error Status."""
@@ -158,6 +191,15 @@ class KubeStandIn:
         manifest["status"] = {}
         self._bump(manifest)
         self.jobs[(namespace, meta["name"])] = manifest
+        template_labels = ((manifest.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+        pod_name = f"{meta['name']}-{uuid.uuid4().hex[:5]}"
+        self.pods[(namespace, pod_name)] = {
+            "kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": pod_name, "namespace": namespace, "creationTimestamp": _now(),
+                         "labels": {**template_labels, "job-name": meta["name"], "controller-uid": meta["uid"]}},
+            "status": {"phase": "Running"}}
+        self.pod_logs[(namespace, pod_name)] = bytearray()
+        self.pod_ended[(namespace, pod_name)] = threading.Event()
         return manifest
 
     def handle(self, method: str, raw_path: str, body: bytes) -> tuple[int, dict]:
@@ -168,6 +210,11 @@ class KubeStandIn:
             if self._fail and self._fail["method"] == method:
                 fail, self._fail = self._fail, None
                 return fail["code"], status_body(fail["code"], fail["reason"], fail["message"])
+            pods = _PODS.match(parts.path)
+            if pods and method == "GET":
+                items = [copy.deepcopy(p) for (ns, _), p in sorted(self.pods.items())
+                         if ns == pods.group(1) and _matches(p["metadata"]["labels"], query.get("labelSelector"))]
+                return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
             match = _JOBS.match(parts.path)
             if not match:
                 return 404, status_body(404, "NotFound", "the server could not find the requested resource")
@@ -190,6 +237,10 @@ class KubeStandIn:
                 policy = options.get("propagationPolicy") or query.get("propagationPolicy")
                 self.deletions.append({"namespace": namespace, "name": name, "propagationPolicy": policy})
                 del self.jobs[(namespace, name)]
+                for key in [k for k, p in self.pods.items() if p["metadata"]["labels"].get("job-name") == name
+                            and k[0] == namespace]:
+                    del self.pods[key]  # the garbage collector takes the pods with their Job
+                    self.pod_ended[key].set()
                 return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                              "details": {"name": name, "group": "batch", "kind": "jobs", "uid": job["metadata"]["uid"]}}
             return 405, status_body(405, "MethodNotAllowed", f"{method} is not supported by the stand-in")
@@ -205,6 +256,54 @@ class KubeStandIn:
                                     {"name": name, "group": "batch", "kind": "jobs"})
         return 201, copy.deepcopy(self._store(namespace, manifest))
 
+    def serve_log(self, handler, raw_path: str) -> bool:
+        """Answer a pod log request (True), or say it is not one (False)."""
+        parts = urlsplit(raw_path)
+        match = _POD_LOG.match(parts.path)
+        if not match:
+            return False
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        key = (match.group(1), match.group(2))
+        with self._lock:
+            self.requests.append({"method": "GET", "path": parts.path, "query": query})
+            known = key in self.pod_logs
+        if not known:
+            data = json.dumps(status_body(404, "NotFound", f'pods "{key[1]}" not found')).encode()
+            handler.send_response(404)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return True
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+
+        def chunk(data: bytes) -> None:
+            if data:
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                handler.wfile.flush()
+
+        with self._lock:
+            sent = len(self.pod_logs[key])
+            text = bytes(self.pod_logs[key])
+        if query.get("tailLines"):
+            lines = text.splitlines(keepends=True)
+            text = b"".join(lines[-int(query["tailLines"]):])
+        chunk(text)
+        while query.get("follow") == "true":
+            ended = self.pod_ended[key].wait(0.05)
+            with self._lock:
+                new = bytes(self.pod_logs[key][sent:])
+                sent += len(new)
+            chunk(new)
+            if ended and not new:
+                break
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.wfile.flush()
+        return True
+
     def _handler_class(self):
         standin = self
 
@@ -215,6 +314,8 @@ class KubeStandIn:
             def _serve(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if self.command == "GET" and standin.serve_log(self, self.path):
+                    return
                 hold = standin._take_hold(self.command)
                 if hold is None:
                     code, doc = standin.handle(self.command, self.path, body)

@@ -65,7 +65,7 @@ def test_missing_formats(run, sample_job, spec_dir, tmp_path):
     paths = run("missing", "job-5a11e0c3", "--format", "paths").stdout.split()
     assert set(paths) == expected
     rows = json.loads(run("missing", "job-5a11e0c3", "--format", "json").stdout)
-    assert len(rows) == 12 and set(rows[0]) == {"path", "reason", "param_id", "seed", "task_id"}
+    assert len(rows) == 12 and list(rows[0]) == ["path", "reason", "param_id", "seed", "task_id", "detail"]
     assert {r["reason"] for r in rows} == {"unchecked"}  # no validation has run
     table = list(csv.DictReader(io.StringIO(run("missing", "job-5a11e0c3", "--format", "csv").stdout)))
     assert len(table) == 12 and table[0]["path"] == rows[0]["path"]

@@ -119,8 +119,8 @@ def test_readonly_connection_refuses_writes(db_path, golden, tmp_path):
         api.register(ledger, golden["simjob_spec_example"], store=str(tmp_path))
     with pytest.raises(LedgerError, match="readonly"):
         api.run_sql(db_path, "DELETE FROM jobs")
-    columns, rows = api.run_sql(db_path, "SELECT job_id, expected FROM job_summary")
-    assert columns == ["job_id", "expected"] and rows == [("job-deadbeef", 4)]
+    result = api.run_sql(db_path, "SELECT job_id, expected FROM job_summary")
+    assert result.columns == ("job_id", "expected") and list(result) == [("job-deadbeef", 4)]
 
 
 def test_a_file_that_is_not_a_ledger_is_a_clear_error(tmp_path):

@@ -1,39 +1,47 @@
-"""Ledger commands: path, register, status, list, missing, history, sql."""
+"""Ledger commands: path, register, status, list, missing, history, sql, spec."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 from .. import api, render
-from .app import app_of, main
+from .app import app_of, job_argument, main, option
 
 
-@main.command()
+def example(*lines: str) -> str:
+    """An epilog that click prints as written (``\\b`` stops it re-wrapping the lines)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+@main.command(epilog=example("jobledger path", "sqlite3 \"$(jobledger path)\" .tables"))
 @click.pass_context
 def path(ctx):
     """Print where the ledger database is."""
-    app = app_of(ctx)
-    click.echo(str(api.ledger_path(app.db)))
+    click.echo(str(api.ledger_path(app_of(ctx).db)))
 
 
-@main.command()
-@click.argument("spec")
-@click.option("--bundle", metavar="REF", help="Bundle reference for a SimulationStudy spec.")
-@click.option("--job-id", metavar="ID", help="Job id (default: the spec's, or derived from the study).")
-@click.option("--store", metavar="URL",
-              help="Provenance store (default $JOBLEDGER_STORE, $MODELOPS_STORAGE_DIR, "
-              "/tmp/modelops/provenance).")
-@click.option("--layout", metavar="L",
-              help="token (default), bundle, or a path template in the ModelOps DSL.")
-@click.option("--seed-policy", type=click.Choice(["runner", "task"]), default="runner", show_default=True)
-@click.option("--namespace", metavar="NS", help="Kubernetes namespace the job runs in.")
-@click.option("--k8s-name", metavar="NAME", help="Kubernetes Job name (default: the job id).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@main.command(epilog=example("jobledger register job-5a11e0c3.json --store /tmp/modelops/provenance",
+                             "jobledger register study.json --bundle repo@sha256:<hex> --seed-policy task"))
+@click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
+@option("--bundle", metavar="REF", help="Bundle reference (needed for a SimulationStudy spec).")
+@option("--job-id", metavar="ID", help="Job id (default: the spec's, or derived from the study).")
+@option("--store", metavar="URL", envvar=["JOBLEDGER_STORE", "MODELOPS_STORAGE_DIR"],
+        help="Provenance store the outputs are expected in (default /tmp/modelops/provenance).")
+@option("--layout", metavar="L", default="token",
+        help="token, bundle, or a path template in the ModelOps DSL.")
+@option("--seed-policy", type=click.Choice(["runner", "task"]), default="runner",
+        help="runner: the seeds the ModelOps runner really runs; task: each task's own seed.")
+@option("--namespace", metavar="NS", help="Kubernetes namespace the job runs in.")
+@option("--k8s-name", metavar="NAME", help="Kubernetes Job name (default: the job id).")
+@option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def register(ctx, spec, bundle, job_id, store, layout, seed_policy, namespace, k8s_name, as_json):
     """Record a job submitted elsewhere and every output it must write."""
-    result = api.register(app_of(ctx).ledger(), spec, bundle=bundle, job_id=job_id, store=store,
-                          layout=layout,
-                          seed_policy=seed_policy, namespace=namespace, k8s_name=k8s_name)
+    with render.Progress("registering") as bar:
+        result = api.register(app_of(ctx).ledger(), spec, bundle=bundle, job_id=job_id, store=store,
+                              layout=layout, seed_policy=seed_policy, namespace=namespace, k8s_name=k8s_name,
+                              progress=bar.update, on_total=bar.start)
     for note in result.warnings:
         click.echo(f"warning: {note}", err=True)
     if as_json:
@@ -46,13 +54,13 @@ def register(ctx, spec, bundle, job_id, store, layout, seed_policy, namespace, k
         click.echo(f"{result.job_id}: already registered with this spec ({result.expected} expected outputs)")
 
 
-@main.command()
-@click.argument("job_id")
-@click.option("--recursive", is_flag=True, help="Also forget the job's resume jobs (at any depth).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@main.command(epilog=example("jobledger forget job-5a11e0c3", "jobledger forget job-5a11e0c3 --recursive"))
+@job_argument()
+@option("--recursive", is_flag=True, help="Also forget the job's resume jobs (at any depth).")
+@option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def forget(ctx, job_id, recursive, as_json):
-    """Remove a job (e.g. one registered with the wrong options) from this ledger, in one transaction."""
+    """Remove a job (registered wrongly, say) from this ledger."""
     result = api.forget(app_of(ctx).ledger(), job_id, recursive=recursive)
     if as_json:
         click.echo(render.to_json(result.as_dict()))
@@ -67,18 +75,26 @@ def forget(ctx, job_id, recursive, as_json):
         click.echo(f"note: {note}", err=True)
 
 
-@main.command()
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
+PARAM_SETS_SHOWN = 20
+
+
+@main.command(epilog=example("jobledger status job-5a11e0c3", "jobledger status job-5a11e0c3 --json",
+                             "jobledger status job-5a11e0c3 --csv   # the param sets, one row each"))
+@job_argument()
+@render.output_options(document="the whole status document")
 @click.pass_context
-def status(ctx, job_id, as_json):
-    """Show a job: status, output counts, last validation, param sets and resume tree."""
+def status(ctx, job_id, output, table_style):
+    """Show a job: status, counts, last validation, param sets, tree."""
     doc = api.status(app_of(ctx).ledger(readonly=True), job_id).as_dict()
-    if as_json:
+    if output == "json":
         click.echo(render.to_json(doc))
         return
+    if output in ("nl", "csv", "tsv"):  # the rows of this command are its param sets
+        render.output_rows(doc["param_sets"], ["param_id", "expected", "verified"], output)
+        return
     pct = f" ({doc['pct_verified']}%)" if doc["pct_verified"] is not None else ""
-    pairs = [("job", doc["job_id"]), ("status", doc["status"]), ("bundle", doc["bundle_ref"]),
+    pairs = [("job", doc["job_id"]), ("status", render.status_text(doc["status"])), ("bundle",
+                                                                                     doc["bundle_ref"]),
              ("store", doc["store_url"]), ("layout / seeds", f"{doc['layout']} / {doc['seed_policy']}"),
              ("runtime", doc["runtime"] or "external"), ("parent", doc["parent_job_id"]),
              ("expected", doc["expected"])]
@@ -104,79 +120,107 @@ def status(ctx, job_id, as_json):
     sets = doc["param_sets"]
     if sets:
         click.echo("\nparam sets (verified/expected):")
-        shown = sets[:20]
-        click.echo(render.table([{"param_id": s["param_id"][:16], "done": f"{s['verified']}/{s['expected']}"}
-                                 for s in shown]))
+        whole = table_style is not None or output == "table"  # asked for the table: every param set
+        shown = sets if whole else sets[:PARAM_SETS_SHOWN]
+        render.output_rows(([s["param_id"][:16], f"{s['verified']}/{s['expected']}"] for s in shown),
+                           ["param_id", "done"], "table", table_style=table_style)
         if len(sets) > len(shown):
             complete = sum(1 for s in sets if s["verified"] == s["expected"])
-            click.echo(f"... {len(sets)} param sets, {complete} complete")
+            click.echo(f"... {len(sets)} param sets, {complete} complete (--table shows them all)")
     if doc["lineage"]:
         click.echo("\nresume tree:")
         for node in doc["lineage"]:
-            click.echo(f"{'  ' * node['depth']}{node['job_id']}  {node['status']}  "
+            click.echo(f"{'  ' * node['depth']}{node['job_id']}  {render.status_text(node['status'])}  "
                        f"{node['verified']}/{node['expected']} verified")
 
 
-@main.command(name="list")
-@click.option("--status", "status_filter", metavar="S", help="Only jobs in this status.")
-@click.option("--since", metavar="AGE", help="Only jobs updated within AGE (24h, 7d) or since an ISO date.")
-@click.option("-n", "limit", type=int, help="At most N jobs.")
-@click.option("--json", "as_json", is_flag=True)
+LIST_COLUMNS = ["job_id", "status", "runtime", "parent_job_id", "expected", "verified", "missing", "errored",
+                "incomplete", "updated_at"]
+
+
+@main.command(name="list", epilog=example("jobledger list",
+                                          "jobledger list --status partial --since 24h -n 20",
+                                          "jobledger list --nl | jq -r .job_id"))
+@option("--status", "status_filter", type=click.Choice(api.STATUSES), help="Only jobs in this status.")
+@option("--since", metavar="AGE", help="Only jobs updated within AGE (30m, 24h, 7d) or since an ISO date.")
+@option("-n", "limit", type=click.IntRange(min=1), help="At most N jobs.")
+@render.output_options
 @click.pass_context
-def list_(ctx, status_filter, since, limit, as_json):
-    """List jobs, newest first."""
+def list_(ctx, status_filter, since, limit, output, table_style):
+    """List jobs, newest first, with their output counts."""
     rows = api.list_jobs(app_of(ctx).ledger(readonly=True), status=status_filter, since=since, limit=limit)
-    click.echo(render.to_json(rows) if as_json else render.table(rows))
+    render.output_rows(rows, LIST_COLUMNS, render.chosen(output, table_style), table_style=table_style,
+                       colour=render.status_columns("status"))
 
 
-@main.command()
-@click.argument("job_id")
-@click.option("--format", "fmt", type=click.Choice(["paths", "table", "csv", "json"]), default="table",
-              show_default=True)
-@click.option("--reason", type=click.Choice(list(api.MISSING_REASONS)), help="Only outputs with this reason.")
-@click.option("-n", "limit", type=int, help="At most N rows.")
+FORMAT_ALIASES = ("paths", "table", "json", "nl", "csv", "tsv")
+
+
+@main.command(epilog=example("jobledger missing job-5a11e0c3",
+                             "jobledger missing job-5a11e0c3 --reason errored --csv",
+                             "jobledger missing job-5a11e0c3 --format paths | xargs -I{} ls /store/{}"))
+@job_argument()
+@option("--format", "format_alias", type=click.Choice(FORMAT_ALIASES),
+        help="paths (one per line), or the same as --table/--json/--nl/--csv/--tsv.")
+@option("--reason", type=click.Choice(api.MISSING_REASONS), help="Only outputs with this reason.")
+@option("-n", "limit", type=click.IntRange(min=1), help="At most N rows.")
+@render.output_options
 @click.pass_context
-def missing(ctx, job_id, fmt, reason, limit):
-    """Expected outputs that are not verified, with the reason."""
-    rows = api.missing(app_of(ctx).ledger(readonly=True), job_id, reason=reason, limit=limit)
-    if any(r["reason"] == "unchecked" for r in rows):
+def missing(ctx, job_id, format_alias, reason, limit, output, table_style):
+    """Outputs not verified yet, with the reason, streamed."""
+    ledger = app_of(ctx).ledger(readonly=True)
+    rows = api.missing(ledger, job_id, reason=reason, limit=limit)
+    if api.unchecked(ledger, job_id) and reason in (None, "unchecked"):
         click.echo(f"note: no validation has run on {job_id} yet: its outputs are unchecked, not known to be "
                    f"missing (`jobledger validate {job_id}` checks them)", err=True)
-    columns = ["path", "reason", "param_id", "seed", "task_id"]
+    fmt = render.chosen(output or format_alias, table_style)
     if fmt == "paths":
-        click.echo("\n".join(r["path"] for r in rows))
-    elif fmt == "json":
-        click.echo(render.to_json([{c: r[c] for c in columns} for r in rows]))
-    elif fmt == "csv":
-        click.echo(render.to_csv(rows, columns), nl=False)
-    else:
-        click.echo(render.table(rows, columns + ["detail"]))
+        out = click.get_text_stream("stdout")
+        for row in rows:
+            out.write(row[0] + "\n")
+        return
+    render.output_rows(rows, rows.columns, fmt, table_style=table_style, colour=render.status_columns())
 
 
-@main.command()
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True)
+@main.command(epilog=example("jobledger history job-5a11e0c3", "jobledger history job-5a11e0c3 --csv"))
+@job_argument()
+@render.output_options
 @click.pass_context
-def history(ctx, job_id, as_json):
-    """Status transitions of a job with times and reasons."""
+def history(ctx, job_id, output, table_style):
+    """Status transitions of a job, with times and reasons."""
     rows = api.history(app_of(ctx).ledger(readonly=True), job_id)
-    click.echo(render.to_json(rows) if as_json else render.table(rows, ["at", "from_status", "to_status",
-                                                                        "reason"]))
+    render.output_rows(rows, ["at", "from_status", "to_status", "reason"], render.chosen(output, table_style),
+                       table_style=table_style, colour=render.status_columns("from_status", "to_status"))
 
 
-@main.command()
+@main.command(epilog=example("jobledger sql \"SELECT * FROM job_summary\"",
+                             "jobledger sql \"SELECT path, detail FROM unverified_outputs\" --csv",
+                             "jobledger sql \"SELECT job_id, spec_gz FROM jobs\" --json   # BLOBs as base64"))
 @click.argument("query")
-@click.option("--csv", "fmt", flag_value="csv")
-@click.option("--json", "fmt", flag_value="json")
-@click.option("--table", "fmt", flag_value="table", default=True)
+@render.output_options
 @click.pass_context
-def sql(ctx, query, fmt):
-    """Run a read-only SQL query against the ledger."""
-    columns, rows = api.run_sql(app_of(ctx).db, query)
-    dicts = [dict(zip(columns, r, strict=True)) for r in rows]
-    if fmt == "json":
-        click.echo(render.to_json(dicts))
-    elif fmt == "csv":
-        click.echo(render.to_csv(dicts, columns), nl=False)
+def sql(ctx, query, output, table_style):
+    """Run a read-only SQL query against the ledger (rows streamed)."""
+    rows = api.run_sql(app_of(ctx).db, query)
+    if not rows.columns:  # a statement without result columns (e.g. a PRAGMA that sets)
+        for _ in rows:
+            pass
+        return
+    render.output_rows(rows, rows.columns, render.chosen(output, table_style), table_style=table_style)
+
+
+@main.command(epilog=example("jobledger spec job-5a11e0c3 > job-5a11e0c3.json",
+                             "jobledger spec job-5a11e0c3 -o spec.json",
+                             "diff <(jobledger spec job-a) <(jobledger spec job-b)"))
+@job_argument()
+@option("-o", "--output", "out", type=click.Path(dir_okay=False, writable=True),
+        help="Write it here (default stdout).")
+@click.pass_context
+def spec(ctx, job_id, out):
+    """The submitted spec of a job, as JSON in ModelOps key order."""
+    text = api.spec(app_of(ctx).ledger(readonly=True), job_id)
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+        click.echo(f"{job_id}: spec written to {out}", err=True)
     else:
-        click.echo(render.table(dicts, columns) if columns else "")
+        click.echo(text, nl=False)

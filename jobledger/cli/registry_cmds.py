@@ -1,10 +1,16 @@
 """Registry commands: pull, push (the mirror itself runs inside every writing command)."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import click
 
 from .. import api, render
-from .app import app_of, main
+from .app import app_of, complete_job_ids, main, option
+from .ledger_cmds import example
+
+PULL_COLUMNS = ["job_id", "action", "status", "expected", "note"]
+PUSH_COLUMNS = ["job_id", "status", "note"]
 
 
 def _registry_ledger(ctx):
@@ -14,51 +20,42 @@ def _registry_ledger(ctx):
     return app.ledger()
 
 
-@main.command()
-@click.argument("job_ids", nargs=-1)
-@click.option("--since", metavar="AGE",
-              help="Only jobs updated in the registry within AGE (24h, 7d) or since an ISO date.")
-@click.option("--json", "as_json", is_flag=True, help="Print one result per job as JSON.")
+def _print(results, columns: list[str], output: str | None, table_style: str | None, nothing: str) -> None:
+    fmt = render.chosen(output, table_style)
+    if not results and fmt == "table":
+        click.echo(nothing)
+        return
+    render.output_rows((asdict(r) for r in results), columns, fmt, table_style=table_style,
+                       colour=render.status_columns("status"))
+
+
+@main.command(epilog=example("jobledger --registry az://job-registry pull",
+                             "jobledger pull job-5a11e0c3 --since 7d --json"))
+@click.argument("job_ids", nargs=-1, metavar="[JOB_ID]...", shell_complete=complete_job_ids)
+@option("--since", metavar="AGE",
+        help="Only jobs updated in the registry within AGE (24h, 7d) or since an ISO date.")
+@render.output_options
 @click.pass_context
-def pull(ctx, job_ids, since, as_json):
+def pull(ctx, job_ids, since, output, table_style):
     """Import or refresh jobs from the registry into the local ledger."""
     ledger = _registry_ledger(ctx)
-    bar = render.Progress("pull")
-
-    def on_total(n):
-        bar.total = n
-
-    try:
-        results = api.pull_jobs(ledger, job_ids, since=since, progress=bar.advance, on_total=on_total)
-    finally:
-        bar.close()
-    rows = [vars(r) for r in results]
-    if as_json:
-        click.echo(render.to_json(rows))
-    elif rows:
-        click.echo(render.table(rows, ["job_id", "action", "status", "expected", "note"]))
-    else:
-        click.echo("no jobs to pull")
+    with render.Progress("pull", len(job_ids) or None) as bar:
+        results = api.pull_jobs(ledger, job_ids, since=since, progress=bar.update, on_total=bar.start)
+    _print(results, PULL_COLUMNS, output, table_style, "no jobs to pull")
     failed = [r for r in results if r.action == "failed"]
     if failed:
         raise api.JobledgerError(f"{len(failed)} of {len(results)} jobs could not be pulled "
                                  f"(first: {failed[0].note})")
 
 
-@main.command()
-@click.argument("job_ids", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Print one result per job as JSON.")
+@main.command(epilog=example("jobledger --registry file:///shared/jobledger push",
+                             "jobledger push job-5a11e0c3"))
+@click.argument("job_ids", nargs=-1, metavar="[JOB_ID]...", shell_complete=complete_job_ids)
+@render.output_options
 @click.pass_context
-def push(ctx, job_ids, as_json):
-    """Publish local jobs to the registry (e.g. registered before a registry was configured)."""
+def push(ctx, job_ids, output, table_style):
+    """Publish local jobs to the registry (made before it was set)."""
     ledger = _registry_ledger(ctx)
-    bar = render.Progress("push", len(job_ids) or None)
-    try:
-        results = api.push_jobs(ledger, job_ids, progress=bar.advance)
-    finally:
-        bar.close()
-    rows = [vars(r) for r in results]
-    if as_json:
-        click.echo(render.to_json(rows))
-    else:
-        click.echo(render.table(rows, ["job_id", "status", "note"]) if rows else "no jobs to push")
+    with render.Progress("push", len(job_ids) or None) as bar:
+        results = api.push_jobs(ledger, job_ids, progress=bar.update)
+    _print(results, PUSH_COLUMNS, output, table_style, "no jobs to push")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from .. import api, render
-from .app import app_of, main
+from .app import app_of, job_argument, main, option
+from .ledger_cmds import example
 
 
 def _explain_text(plan: api.Plan) -> str:
@@ -24,8 +25,10 @@ def _result_text(result: api.ValidationResult) -> str:
     if not result.validated:
         return f"{result.note}\n{result.verified}/{result.expected} verified per the ledger"
     # A decision always passes through validating; a job already there shows it once.
-    path = dict.fromkeys([result.previous_status, "validating", result.status])
-    move = " → ".join(path) if result.transitioned else f"{result.status} (no transition)"
+    path = [render.status_text(s) for s in dict.fromkeys([result.previous_status, "validating",
+                                                          result.status])]
+    status = render.status_text(result.status)
+    move = " → ".join(path) if result.transitioned else f"{status} (no transition)"
     unexpected = "not checked" if result.unexpected is None else result.unexpected
     return (f"{result.job_id}: {move}, outcome {result.outcome}\n"
             f"{result.verified}/{result.expected} verified, {result.missing} missing, "
@@ -35,19 +38,19 @@ def _result_text(result: api.ValidationResult) -> str:
             f"(run {result.run_id}, {result.changed} outputs changed state)")
 
 
-@main.command()
-@click.argument("job_id")
-@click.option("--force", is_flag=True,
-              help="Re-validate a succeeded/partial/failed job and revise its status.")
-@click.option("--strategy", type=click.Choice(["auto", "list", "head"]), default="auto", show_default=True,
-              help="list: list the job's prefixes; head: probe each expected output; auto: fewer requests.")
-@click.option("--deep", is_flag=True, help="Also read metadata.json/result.json and compare artifact sizes.")
-@click.option("--checksums", is_flag=True, help="With --deep, also verify each artifact's BLAKE2b-256.")
-@click.option("--explain", "explain_only", is_flag=True, help="Print the plan and do nothing else.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@main.command(epilog=example("jobledger validate job-5a11e0c3", "jobledger validate job-5a11e0c3 --explain",
+                             "jobledger validate --force --deep --checksums job-5a11e0c3 --json"))
+@job_argument()
+@option("--force", is_flag=True, help="Re-validate a succeeded/partial/failed job and revise its status.")
+@option("--strategy", type=click.Choice(["auto", "list", "head"]), default="auto",
+        help="list: list the job's prefixes; head: probe each expected output; auto: fewer requests.")
+@option("--deep", is_flag=True, help="Also read metadata.json/result.json and compare artifact sizes.")
+@option("--checksums", is_flag=True, help="With --deep, also verify each artifact's BLAKE2b-256.")
+@option("--explain", "explain_only", is_flag=True, help="Print the plan and do nothing else.")
+@option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
 def validate(ctx, job_id, force, strategy, deep, checksums, explain_only, as_json):
-    """Decide from the artifacts whether JOB_ID's outputs are all there.
+    """Decide from the artifacts whether a job's outputs are all there.
 
     Exit status: 0 all verified, 3 some outputs not verified, 4 none verified, 1 error.
     """
@@ -57,14 +60,10 @@ def validate(ctx, job_id, force, strategy, deep, checksums, explain_only, as_jso
         click.echo(render.to_json(plan.as_dict()) if as_json else _explain_text(plan))
         return
     ledger = app.ledger()
-    expected = api.counts(ledger, job_id)["expected"]
-    progress = render.Progress(f"validating {job_id}", total=expected)
-    try:
+    with render.Progress(f"validating {job_id}", api.counts(ledger, job_id)["expected"]) as bar:
         result = api.validate_job(ledger, job_id, force=force, strategy=strategy, deep=deep,
                                   checksums=checksums,
-                                  progress=progress)
-    finally:
-        progress.close()
+                                  progress=bar)
     click.echo(render.to_json(result.as_dict()) if as_json else _result_text(result))
     if result.exit_code:
         ctx.exit(result.exit_code)

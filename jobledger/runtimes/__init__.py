@@ -6,9 +6,9 @@ Implementations are imported lazily so that ``jobledger status`` never loads kub
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..contracts import SimJob
@@ -78,6 +78,11 @@ class Runtime:
     def cancel(self, job_row: dict) -> None:
         """Stop the job's work; a job that is already gone is not an error."""
         raise NotImplementedError
+
+    def logs(self, job_row: dict, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """The job's log as text chunks: its last ``tail`` lines (all without), then, with
+        ``follow``, what is written until the job's process ends."""
+        raise RuntimeFailure(f"the {self.name or type(self).__name__} runtime keeps no logs")
 
 
 # Runtime name → the class that implements it, imported on first use so that read commands never

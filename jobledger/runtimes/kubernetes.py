@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ..contracts import SimJob
 from ..redact import CONNECTION_ENV, scrub
@@ -28,6 +29,7 @@ SPEC_CONTAINER = "jobs"
 STORAGE_SECRET = "modelops-storage"
 STORAGE_SECRET_KEY = CONNECTION_ENV
 RUNNER_LABELS = {"app": "modelops", "component": "job-runner"}
+RUNNER_CONTAINER = "job-runner"
 LABEL_SELECTOR = ",".join(f"{k}={v}" for k, v in RUNNER_LABELS.items())
 TTL_SECONDS = 86400
 BACKOFF_LIMIT = 3
@@ -94,7 +96,7 @@ def runner_job_manifest(job_id: str, namespace: str, blob_key: str, *, bundle_re
                     "serviceAccountName": service_account,
                     "restartPolicy": "Never",
                     "containers": [{
-                        "name": "job-runner",
+                        "name": RUNNER_CONTAINER,
                         "image": image,
                         "env": env,
                         "resources": {"requests": {"cpu": "1", "memory": "2Gi"},
@@ -149,8 +151,14 @@ class KubernetesRuntime(Runtime):
     def batch(self):
         if self._batch is None:
             from kubernetes import client
-            self._batch = client.BatchV1Api(self._api_client or self._load_client())
+            self._api_client = self._api_client or self._load_client()
+            self._batch = client.BatchV1Api(self._api_client)
         return self._batch
+
+    def core(self):
+        from kubernetes import client
+        self.batch()  # loads the configuration once
+        return client.CoreV1Api(self._api_client)
 
     def _load_client(self):
         from kubernetes import client, config
@@ -320,6 +328,29 @@ class KubernetesRuntime(Runtime):
                 raise RuntimeFailure(f"delete Job {namespace}/{name}: {_api_message(exc)}") from None
         except _transport_errors() as exc:
             raise RuntimeFailure(f"delete Job {namespace}/{name}: {_first_line(exc)}") from None
+
+    def logs(self, job_row: dict, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        """The runner pod's log (the newest pod of the Job, container ``job-runner``), streamed
+        with ``follow`` until the container ends, as ``kubectl logs -f`` does."""
+        namespace = job_row.get("k8s_namespace") or self.namespace
+        name = job_row.get("k8s_name") or job_row["job_id"]
+        pods = _json(self._call(f"list pods of Job {namespace}/{name}", self.core().list_namespaced_pod,
+                                namespace, label_selector=f"job-name={name}", _preload_content=False,
+                                _request_timeout=REQUEST_TIMEOUT)).get("items") or []
+        if not pods:
+            raise RuntimeFailure(f"Job {namespace}/{name} has no pod (not started yet, or deleted with the "
+                                 f"Job)")
+        pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")["metadata"]["name"]
+        response = self._call(f"read log of pod {namespace}/{pod}", self.core().read_namespaced_pod_log, pod,
+                              namespace, container=RUNNER_CONTAINER, follow=follow, tail_lines=tail,
+                              _preload_content=False, _request_timeout=None if follow else REQUEST_TIMEOUT)
+        try:
+            for chunk in response.stream(4096, decode_content=True):
+                yield chunk.decode("utf-8", "replace")
+        except _transport_errors() as exc:
+            raise RuntimeFailure(f"read log of pod {namespace}/{pod}: {_first_line(exc)}") from None
+        finally:
+            response.release_conn()
 
     @staticmethod
     def _call(what: str, fn, *args, **kwargs):

@@ -11,6 +11,7 @@ group.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -19,8 +20,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable
 
 from ..contracts import SimJob
 from . import ACTIVE, ELSEWHERE, FAILED, GONE, SUCCEEDED, Runtime, RuntimeFailure, RuntimeStatus, Submission
@@ -199,6 +200,40 @@ class LocalRuntime(Runtime):
             return  # the worker ended with the reboot; its pid may belong to someone else now
         if ref.get("pid") and process_alive(ref["pid"], ref.get("start_time")):
             _stop_group(ref["pid"])
+
+    def logs(self, job_row: dict, *, follow: bool = False, tail: int | None = None,
+             poll: float = 0.2) -> Iterator[str]:
+        """The worker's log file (``<run dir>/log``); with ``follow``, read on until the worker has
+        written its exit record (or is gone) and nothing more is in the file."""
+        ref = self._ref(job_row)
+        host, _ = this_host()
+        if ref.get("host") and ref["host"] != host:
+            raise RuntimeFailure(f"{job_row['job_id']} ran on {ref['host']}: its log is there, in "
+                                 f"{ref.get('run_dir')}/{LOG_FILE}")
+        run_dir = Path(ref["run_dir"]) if ref.get("run_dir") else self.run_dir(job_row["job_id"])
+        try:
+            handle = open(run_dir / LOG_FILE, "rb")
+        except OSError as exc:
+            raise RuntimeFailure(f"{job_row['job_id']}: no worker log at {run_dir / LOG_FILE} "
+                                 f"({exc.strerror or exc})") from None
+        with handle:
+            if tail is not None:
+                yield b"".join(collections.deque(handle, maxlen=tail)).decode("utf-8", "replace")
+            while True:
+                data = handle.read()
+                if data:
+                    yield data.decode("utf-8", "replace")
+                    continue
+                if not follow or (run_dir / EXIT_FILE).exists() or not self._worker_alive(ref):
+                    last = handle.read()  # what came between the last read and the exit record
+                    if last:
+                        yield last.decode("utf-8", "replace")
+                    return
+                time.sleep(poll)
+
+    @staticmethod
+    def _worker_alive(ref: dict) -> bool:
+        return bool(ref.get("pid")) and process_alive(ref["pid"], ref.get("start_time"))
 
     @staticmethod
     def _ref(job_row: dict) -> dict:
