@@ -45,6 +45,8 @@ from .sync import (
     submit_job,
 )
 from .sync import sync as sync_jobs
+from .sqlquery import DEFAULT_TIMEOUT as DEFAULT_SQL_TIMEOUT
+from .sqlquery import run_query
 from .timeutil import parse_since, utcnow
 from .validation import Plan, ValidationResult, validate_job
 from .validation import exit_status as validation_exit_status
@@ -190,28 +192,11 @@ def history(ledger: Ledger, job_id: str) -> list[dict]:
     return ledger.transitions(job_id)
 
 
-def run_sql(ledger_path: str | Path | None, query: str) -> Rows:
-    """Run an ad-hoc query on a read-only connection (writes are refused by SQLite itself); the
-    rows stream, and the connection closes when they are exhausted."""
-    ledger = Ledger(ledger_path, readonly=True)
-    try:
-        cursor = ledger.conn.cursor()
-        cursor.row_factory = None
-        cursor.execute(query)
-    except sqlite3.Error as exc:
-        ledger.close()
-        raise LedgerError(f"sql: {exc}") from None
-    columns = tuple(d[0] for d in cursor.description or ())
-
-    def rows() -> Iterator[tuple]:
-        try:
-            yield from cursor
-        except sqlite3.Error as exc:
-            raise LedgerError(f"sql: {exc}") from None
-        finally:
-            ledger.close()
-
-    return Rows(columns, rows())
+def run_sql(ledger_path: str | Path | None, query: str, *, timeout: float | None = DEFAULT_SQL_TIMEOUT) -> Rows:
+    """Run an ad-hoc query read-only (no writes, no ATTACH, no settings), stopped after ``timeout``
+    seconds or on Ctrl-C; the rows stream, and the connection closes when they are exhausted."""
+    columns, rows = run_query(ledger_path, query, timeout=timeout)
+    return Rows(columns, rows)
 
 
 # ------------------------------------------------------------------ runs

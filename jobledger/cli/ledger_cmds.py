@@ -197,11 +197,13 @@ def history(ctx, job_id, output, table_style):
                              "jobledger sql \"SELECT path, detail FROM unverified_outputs\" --csv",
                              "jobledger sql \"SELECT job_id, spec_gz FROM jobs\" --json   # BLOBs as base64"))
 @click.argument("query")
+@option("--timeout", type=click.FloatRange(min=0), default=api.DEFAULT_SQL_TIMEOUT,
+        help="Stop the query after this many seconds (0: no limit); Ctrl-C stops it at once.")
 @render.output_options
 @click.pass_context
-def sql(ctx, query, output, table_style):
+def sql(ctx, query, timeout, output, table_style):
     """Run a read-only SQL query against the ledger (rows streamed)."""
-    rows = api.run_sql(app_of(ctx).db, query)
+    rows = api.run_sql(app_of(ctx).db, query, timeout=timeout or None)
     if not rows.columns:  # a statement without result columns (e.g. a PRAGMA that sets)
         for _ in rows:
             pass
