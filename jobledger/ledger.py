@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sqlite3
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -188,7 +189,12 @@ class Ledger:
         row = self.conn.execute("SELECT spec_gz FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise UnknownJob(job_id)
-        return json.loads(gzip.decompress(row[0])) if row[0] is not None else None
+        if row[0] is None:
+            return None
+        try:
+            return json.loads(gzip.decompress(row[0]))
+        except (OSError, EOFError, ValueError, zlib.error) as exc:  # damaged by hand or by a disk
+            raise LedgerError(f"job {job_id}: the stored spec (jobs.spec_gz) is damaged: {exc}") from None
 
     def summary(self, job_id: str) -> dict:
         """Output counts of one job, from the ``job_summary`` view."""

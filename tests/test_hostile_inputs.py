@@ -356,3 +356,158 @@ def test_sql_streams_a_million_rows_in_bounded_memory(registered):
         assert proc.wait() == 0
         assert lines >= 1_000_001
         assert 0 < peak_kb < 120 * 1024, peak_kb  # a million collected rows took several hundred MB
+
+
+# ---------------------------------------------------------------- registry blobs from elsewhere
+
+def pushed_registry(db: Path, registry: Path) -> None:
+    cli("--registry", registry, "push")
+
+
+def rewrite_blob(registry: Path, job_id: str, name: str, data: bytes) -> None:
+    path = registry / "jobs" / job_id / name
+    path.write_bytes(data)
+
+
+def manifest_with(registry: Path, job_id: str, edit) -> bytes:
+    import gzip
+    text = gzip.decompress((registry / "jobs" / job_id / "manifest.jsonl.gz").read_bytes()).decode()
+    header, *rows = text.split("\n")
+    header_doc, row_docs = json.loads(header), [json.loads(r) for r in rows if r]
+    header_doc, row_docs = edit(header_doc, row_docs)
+    body = json.dumps(header_doc) + "\n" + "\n".join(json.dumps(r) if isinstance(r, list) else r for r in row_docs)
+    return gzip.compress(body.encode())
+
+
+def set_path(path):
+    def edit(h, rows):
+        rows[0][6] = path
+        return h, rows
+    return edit
+
+
+MANIFEST_EDITS = {
+    "absolute path": set_path("/etc"),
+    "parent path": set_path("../../../tmp"),
+    "path with a newline": set_path("a/b\n"),
+    "path not text": set_path(7),
+    "row too short": lambda h, rows: (h, [rows[0][:3]] + rows[1:]),
+    "row not JSON": lambda h, rows: (h, ["{nope"] + rows[1:]),
+    "param index out of range": lambda h, rows: (h, [[*rows[0][:2], 999, *rows[0][3:]]] + rows[1:]),
+    "template index a string": lambda h, rows: (h, [[*rows[0][:3], "0", *rows[0][4:]]] + rows[1:]),
+    "seed a float": lambda h, rows: (h, [[*rows[0][:4], 1.5, *rows[0][5:]]] + rows[1:]),
+    "header job a list": lambda h, rows: ({**h, "job": []}, rows),
+    "header params malformed": lambda h, rows: ({**h, "params": [[1]]}, rows),
+    "header count wrong": lambda h, rows: ({**h, "outputs": 3}, rows),
+    "parent id a path": lambda h, rows: ({**h, "job": {**h["job"], "parent_job_id": "../x"}}, rows),
+}
+
+
+@pytest.mark.parametrize("case", list(MANIFEST_EDITS))
+def test_pull_refuses_hand_made_manifests(registered, tmp_path, monkeypatch, case):
+    registry = tmp_path / "registry"
+    pushed_registry(registered, registry)
+    rewrite_blob(registry, SAMPLE_JOB, "manifest.jsonl.gz", manifest_with(registry, SAMPLE_JOB, MANIFEST_EDITS[case]))
+    fresh = tmp_path / "analyst.db"
+    monkeypatch.setenv("JOBLEDGER_DB", str(fresh))
+    Ledger(fresh).close()
+    before = dump(fresh)
+    result = cli("--registry", registry, "pull", SAMPLE_JOB, ok=None)
+    assert_refused(result, fresh, before)
+
+
+@pytest.mark.parametrize("blob", ["gzip bomb", "not gzip", "truncated", "outputs malformed", "event state bogus",
+                                  "unexpected path escapes", "run index out of range", "nested deep"])
+def test_pull_refuses_bad_observations(registered, tmp_path, monkeypatch, blob):
+    import gzip
+    registry = tmp_path / "registry"
+    pushed_registry(registered, registry)
+    from jobledger.registry.blobs import OBSERVED_FORMAT, RUN_COLUMNS
+    good = {"format": OBSERVED_FORMAT, "job_id": SAMPLE_JOB, "runs": [], "outputs": [], "events": [],
+            "unexpected": []}
+    base = {**good, "runs": [["2026-01-01T00:00:00Z"] + [None] * (len(RUN_COLUMNS) - 1)]}
+    docs = {"outputs malformed": {**base, "outputs": [["x", "verified", None, None, None, None]]},
+            "event state bogus": {**base, "events": [[0, 0, "missing", "bogus", None]]},
+            "unexpected path escapes": {**base, "unexpected": [["../../etc", 0]]},
+            "run index out of range": {**base, "outputs": [[0, "verified", None, 5, None, None]]}}
+    if blob == "gzip bomb":
+        data = gzip.compress(b"{" + b" " * (400 << 20) + b"}", 9)  # ~400 KB that inflate to 400 MB
+    elif blob == "not gzip":
+        data = b"plain text"
+    elif blob == "truncated":
+        data = gzip.compress(json.dumps(good).encode())[:-12]
+    elif blob == "nested deep":
+        data = gzip.compress(b"[" * 200_000 + b"]" * 200_000)
+    else:
+        data = gzip.compress(json.dumps(docs[blob]).encode())
+    rewrite_blob(registry, SAMPLE_JOB, "observed.json.gz", data)
+    fresh = tmp_path / "analyst.db"
+    monkeypatch.setenv("JOBLEDGER_DB", str(fresh))
+    Ledger(fresh).close()
+    before = dump(fresh)
+    result = cli("--registry", registry, "pull", SAMPLE_JOB, ok=None)
+    assert_refused(result, fresh, before)
+
+
+@pytest.mark.parametrize("name", ["hello", "has space", "job-" + "a" * 246, "job-0000abcd\n", "..", "job-0000ABCD"])
+def test_pull_skips_registry_keys_that_are_not_job_ids(registered, tmp_path, monkeypatch, name):
+    registry = tmp_path / "registry"
+    pushed_registry(registered, registry)
+    good = registry / "jobs" / SAMPLE_JOB / "state.json"
+    if name != "..":
+        (registry / "jobs" / name).mkdir()
+        (registry / "jobs" / name / "state.json").write_bytes(good.read_bytes())
+    fresh = tmp_path / "analyst.db"
+    monkeypatch.setenv("JOBLEDGER_DB", str(fresh))
+    result = cli("--registry", registry, "pull", ok=None)
+    assert "Traceback" not in result.stderr
+    with Ledger(fresh) as ledger:
+        assert [r["job_id"] for r in ledger.query("SELECT job_id FROM jobs")] == [SAMPLE_JOB]
+
+
+def test_pull_needs_only_read_access_to_a_local_registry(registered, tmp_path, monkeypatch):
+    """An analyst who may only read the shared directory can pull: no lock file has to be created.
+    (The tests run as root, whom permission bits do not stop: immutable directories do.)"""
+    import subprocess
+    registry = tmp_path / "registry"
+    pushed_registry(registered, registry)
+    for lock in registry.rglob(".*.lock"):
+        lock.unlink()  # a registry whose lock files were never made here
+    folders = [registry, *[p for p in registry.rglob("*") if p.is_dir()]]
+    subprocess.run(["chattr", "+i", *map(str, folders)], check=True)
+    try:
+        with pytest.raises(PermissionError):
+            (registry / "jobs" / ".probe").write_text("x")  # really read-only
+        monkeypatch.setenv("JOBLEDGER_DB", str(tmp_path / "analyst.db"))
+        result = cli("--registry", registry, "pull")
+        assert "imported" in result.stdout
+        with Ledger(tmp_path / "analyst.db") as ledger:
+            assert ledger.job(SAMPLE_JOB)["expected_total"] == 12
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, folders)], check=True)
+    assert not list(registry.rglob(".*.lock"))
+
+
+def test_pull_of_two_jobs_naming_each_other_as_parent_ends(registered, spec_dir, tmp_path, monkeypatch):
+    spec = json.loads((spec_dir / "sample" / f"{SAMPLE_JOB}.json").read_text())
+    spec["job_id"] = "job-0000eeee"
+    cli("register", write_spec(tmp_path, spec), "--store", tmp_path / "store")
+    registry = tmp_path / "registry"
+    pushed_registry(registered, registry)
+    for job_id, parent in ((SAMPLE_JOB, "job-0000eeee"), ("job-0000eeee", SAMPLE_JOB)):
+        edit = (lambda p: lambda h, rows: ({**h, "job": {**h["job"], "parent_job_id": p}}, rows))(parent)
+        rewrite_blob(registry, job_id, "manifest.jsonl.gz", manifest_with(registry, job_id, edit))
+    monkeypatch.setenv("JOBLEDGER_DB", str(tmp_path / "analyst.db"))
+    result = cli("--registry", registry, "pull", ok=None)
+    assert result.exit_code in (0, 1) and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 1
+    with Ledger(tmp_path / "analyst.db") as ledger:
+        assert ledger.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_push_of_a_damaged_spec_is_one_line(registered, tmp_path):
+    with Ledger(registered) as ledger:
+        ledger.conn.execute("UPDATE jobs SET spec_gz = x'1f8b0800' WHERE job_id = ?", (SAMPLE_JOB,))
+    before = dump(registered)
+    result = cli("--registry", tmp_path / "registry", "push", ok=None)
+    assert_refused(result, registered, before)

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import zlib
 from collections.abc import Iterable, Iterator
 
 from ..ledger import Ledger
 from ..manifest import ExpectedOutput
+from ..paths import unsafe_reason
+from ..states import OUTPUT_STATES
 from .base import RegistryError
 
 MANIFEST_FORMAT = "jobledger-manifest/1"
@@ -28,6 +32,92 @@ MANIFEST_COLUMNS = ("job_type", "bundle_ref", "runtime", "parent_job_id", "store
 RUN_COLUMNS = ("started_at", "finished_at", "store_url", "strategy", "deep", "requests", "expected",
                "verified", "missing", "errored", "incomplete", "unexpected", "outcome", "error")
 KINDS = {"s": "simulation", "a": "aggregation"}
+# A blob decompresses to at most this many times its own size (JSON lines compress ~10x; a gzip bomb
+# 1000x), never less than 64 MiB nor more than JOBLEDGER_MAX_BLOB_BYTES (default 8 GiB).
+MAX_RATIO = 50
+MIN_LIMIT = 64 << 20
+MAX_BLOB_BYTES = int(os.environ.get("JOBLEDGER_MAX_BLOB_BYTES", 8 << 30))
+STATES = set(OUTPUT_STATES) | {"unchecked"}
+
+
+def gunzip(data: bytes, key: str) -> bytes:
+    """``gzip.decompress`` with an output limit: a gzip bomb is a one-line error, not a MemoryError."""
+    limit = min(MAX_BLOB_BYTES, max(MIN_LIMIT, MAX_RATIO * len(data)))
+    inflater = zlib.decompressobj(wbits=31)  # gzip framing
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise RegistryError(f"{key}: not gzip data ({exc})") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise RegistryError(f"{key}: decompresses to more than {limit:,} bytes; refused")
+    if not inflater.eof:
+        raise RegistryError(f"{key}: truncated gzip data")
+    return out
+
+
+def _shape(ok: bool, key: str, where: str, what: str) -> None:
+    if not ok:
+        raise RegistryError(f"{key}: {where}: {what}")
+
+
+def _is_seed(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool)) or \
+        (isinstance(value, str) and value.isascii() and value.isdigit())
+
+
+def check_manifest(header: dict, rows: list, key: str) -> None:
+    """Every field of a pulled manifest has the type the ledger needs, every index points at an entry,
+    every output path stays inside the store: a hand-made manifest is refused in one line."""
+    job = header.get("job")
+    _shape(isinstance(job, dict), key, "header", "'job' is not an object")
+    parent = job.get("parent_job_id")
+    _shape(parent is None or isinstance(parent, str) and unsafe_reason(parent) is None and "/" not in parent,
+           key, "header", f"parent_job_id {str(parent)[:40]!r} is not a job id")
+    params, templates = header.get("params"), header.get("templates")
+    _shape(isinstance(params, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+                                            for p in params), key, "header", "'params' is not a list of [id, json]")
+    _shape(isinstance(templates, list) and all(
+        isinstance(t, list) and len(t) == 3 and all(isinstance(x, str) for x in t) for t in templates),
+        key, "header", "'templates' is not a list of [bundle, entrypoint, outputs]")
+    n_params, n_templates = len(params), len(templates)
+    for i, row in enumerate(rows):
+        where = f"output {i}"
+        _shape(isinstance(row, list) and len(row) == 7, key, where, "not a list of 7 fields")
+        kind, task_id, p, t, task_seed, run_seed, path = row
+        _shape(kind in KINDS and isinstance(task_id, str), key, where, "bad kind or task id")
+        _shape(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < n_params, key, where, "bad param index")
+        _shape(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < n_templates, key, where,
+               "bad template index")
+        _shape(_is_seed(task_seed) and _is_seed(run_seed), key, where, "a seed is not an integer")
+        reason = unsafe_reason(path)
+        _shape(reason is None, key, where, f"path {str(path)[:60]!r} {reason}: it must stay inside the store")
+
+
+def check_observed(doc: dict, rows: int, key: str) -> None:
+    """The observations of a job of ``rows`` outputs are well formed (indexes, states, run references)."""
+    runs = doc["runs"]
+    _shape(all(isinstance(r, list) and len(r) == len(RUN_COLUMNS) and
+               all(v is None or isinstance(v, (str, int, float)) for v in r) for r in runs),
+           key, "runs", f"each run must be a list of {len(RUN_COLUMNS)} plain values")
+    _shape(all(isinstance(r[0], str) for r in runs), key, "runs", "started_at is not text")
+
+    def ref(value: object) -> bool:
+        return value is None or isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(runs)
+
+    def idx(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < rows
+
+    for i, o in enumerate(doc["outputs"]):
+        _shape(isinstance(o, list) and len(o) == 6 and idx(o[0]) and o[1] in STATES and
+               (o[2] is None or isinstance(o[2], str)) and all(ref(v) for v in o[3:]),
+               key, f"outputs[{i}]", "not [index, state, detail, run, run, run]")
+    for i, e in enumerate(doc["events"]):
+        _shape(isinstance(e, list) and len(e) == 5 and idx(e[0]) and ref(e[1]) and e[2] in STATES and
+               e[3] in STATES and (e[4] is None or isinstance(e[4], str)),
+               key, f"events[{i}]", "not [index, run, from state, to state, detail]")
+    for i, u in enumerate(doc["unexpected"]):
+        _shape(isinstance(u, list) and len(u) == 2 and unsafe_reason(u[0]) is None and ref(u[1]),
+               key, f"unexpected[{i}]", "not [safe relative path, run]")
 
 
 # ------------------------------------------------------------------ manifest
@@ -60,16 +150,17 @@ def build_manifest(ledger: Ledger, job: dict) -> bytes:
 
 def parse_manifest(data: bytes, key: str) -> tuple[dict, list[list]]:
     try:
-        text = gzip.decompress(data).decode()
+        text = gunzip(data, key).decode()
         first, _, rest = text.partition("\n")
         header = json.loads(first)
         rows = [json.loads(line) for line in rest.splitlines() if line]
-    except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise RegistryError(f"{key}: not a gzip JSON-lines manifest ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != MANIFEST_FORMAT:
         raise RegistryError(f"{key}: key 'format' is not {MANIFEST_FORMAT}")
     if header.get("outputs") != len(rows):
         raise RegistryError(f"{key}: truncated ({len(rows)} of {header.get('outputs')} outputs)")
+    check_manifest(header, rows, key)
     return header, rows
 
 
@@ -130,8 +221,8 @@ def encode_observed(doc: dict) -> bytes:
 
 def parse_observed(data: bytes, key: str) -> dict:
     try:
-        doc = json.loads(gzip.decompress(data))
-    except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+        doc = json.loads(gunzip(data, key))
+    except (OSError, EOFError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise RegistryError(f"{key}: not gzip JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != OBSERVED_FORMAT:
         raise RegistryError(f"{key}: key 'format' is not {OBSERVED_FORMAT}")
@@ -148,6 +239,8 @@ def merge_observed(ledger: Ledger, job_id: str, remote: dict) -> None:
     'verified'); first-verified keeps the earliest known run, last-seen the latest.
     """
     conn = ledger.conn
+    rows = conn.execute("SELECT count(*) FROM outputs WHERE job_id = ?", (job_id,)).fetchone()[0]
+    check_observed(remote, rows, f"jobs/{job_id}/observed.json.gz")
     # A run has no id shared between ledgers: it is known by all its columns. Validation writes a run
     # in one transaction, so a published run never changes afterwards; two runs equal in every column
     # (same start and end to the millisecond, same counts) say the same thing and are kept once.

@@ -9,6 +9,7 @@ fresh token, which only makes concurrent writers re-read.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import uuid
@@ -50,15 +51,32 @@ class LocalVersionedStore:
             elif not path.parent.is_dir():
                 yield False
                 return
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = self._open_lock(lock_path, exclusive)
         except OSError as exc:
             raise RegistryError(f"registry {self.url}: cannot lock {path.relative_to(self.root)}: "
                                 f"{exc.strerror}") from None
+        if fd is None:  # a reader without write access and no lock file: files are replaced atomically
+            yield True
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield True
         finally:
             os.close(fd)  # closing releases the lock
+
+    @staticmethod
+    def _open_lock(lock_path: Path, exclusive: bool) -> int | None:
+        """Writers create the lock file; a reader that may not write (an analyst with read access only)
+        takes a shared lock on an existing one opened read-only, or reads without a lock (None)."""
+        try:
+            return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            if exclusive or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+        try:
+            return os.open(lock_path, os.O_RDONLY)
+        except OSError:
+            return None
 
     def _read(self, path: Path) -> tuple[bytes, str] | None:
         try:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .. import states
+from ..contracts import ContractError, check_job_id
 from ..ledger import Ledger
 from ..timeutil import parse_since, utcnow
 from .base import MovedElsewhere, RegistryError, VersionedStore
@@ -257,6 +258,10 @@ class Mirror:
 
     def pull_job(self, ledger: Ledger, job_id: str, since: str | None = None, _depth: int = 0, *,
                  missing_ok: bool = False) -> PullResult | None:
+        try:
+            check_job_id(job_id, "registry key jobs/<job_id>")
+        except ContractError as exc:
+            raise RegistryError(str(exc)) from None
         key = state_key(job_id)
         got = self.store.get(key)
         if got is None:
@@ -271,6 +276,9 @@ class Mirror:
         observed = parse_observed(observed_blob[0], observed_key(job_id)) if observed_blob else None
         if not ledger.job_exists(job_id):
             manifest = self._fetch_manifest(ledger, remote, _depth)
+            if ledger.job_exists(job_id):  # its parent chain led back to it (a cycle) and imported it
+                return PullResult(job_id, "imported", ledger.job(job_id)["status"],
+                                  ledger.summary(job_id)["expected"], "imported through its parent chain")
             with ledger.transaction():
                 count = _import_job(ledger, remote, manifest)
                 if observed:

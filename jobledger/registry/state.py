@@ -14,6 +14,7 @@ from itertools import islice
 from typing import Any
 
 from .. import states
+from ..paths import unsafe_reason
 from ..timeutil import utcnow
 from .base import RegistryError
 
@@ -226,7 +227,8 @@ def reported_paths(doc: dict) -> tuple[list[str], list[str]]:
     lists = []
     for name in ("verified_outputs", "missing_outputs"):
         value = doc.get(name) or []
-        lists.append([p for p in value if isinstance(p, str)] if isinstance(value, list) else [])
+        # Paths from another machine: only those that stay inside the store are kept.
+        lists.append([p for p in value if unsafe_reason(p) is None] if isinstance(value, list) else [])
     return lists[0], lists[1]
 
 
