@@ -6,7 +6,6 @@ dependencies point from here down to the domain modules.
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from .registry.mirror import push as push_jobs
 from .resume import MAX_ATTEMPTS, RESUME_REASONS, Pruned, Resumed, ResumePlan, plan_resume, prune_spec, resume
 from .resume import check_reasons as check_resume_reasons
 from .runtimes.kubernetes import spec_bytes
+from .sqlquery import DEFAULT_TIMEOUT as DEFAULT_SQL_TIMEOUT
+from .sqlquery import run_query
 from .sync import (
     SUBMIT_TIMEOUT,
     Cancelled,
@@ -45,8 +46,6 @@ from .sync import (
     submit_job,
 )
 from .sync import sync as sync_jobs
-from .sqlquery import DEFAULT_TIMEOUT as DEFAULT_SQL_TIMEOUT
-from .sqlquery import run_query
 from .timeutil import parse_since, utcnow
 from .validation import Plan, ValidationResult, validate_job
 from .validation import exit_status as validation_exit_status
@@ -120,9 +119,10 @@ def counts(ledger: Ledger, job_id: str) -> dict:
     return ledger.summary(job_id)
 
 
-def unchecked(ledger: Ledger, job_id: str) -> int:
-    """How many of the job's outputs no validation has looked at yet."""
-    return ledger.query("SELECT unchecked FROM job_summary WHERE job_id = ?", (job_id,))[0]["unchecked"]
+def has_unchecked(ledger: Ledger, job_id: str) -> bool:
+    """Whether some of the job's outputs no validation has looked at yet (one index probe)."""
+    return bool(ledger.query("SELECT EXISTS (SELECT 1 FROM outputs WHERE job_id = ? AND state = ?) AS x",
+                             (job_id, states.UNCHECKED))[0]["x"])
 
 
 def _descendants(ledger: Ledger, job_id: str) -> list[dict]:
@@ -192,7 +192,8 @@ def history(ledger: Ledger, job_id: str) -> list[dict]:
     return ledger.transitions(job_id)
 
 
-def run_sql(ledger_path: str | Path | None, query: str, *, timeout: float | None = DEFAULT_SQL_TIMEOUT) -> Rows:
+def run_sql(ledger_path: str | Path | None, query: str, *,
+            timeout: float | None = DEFAULT_SQL_TIMEOUT) -> Rows:
     """Run an ad-hoc query read-only (no writes, no ATTACH, no settings), stopped after ``timeout``
     seconds or on Ctrl-C; the rows stream, and the connection closes when they are exhausted."""
     columns, rows = run_query(ledger_path, query, timeout=timeout)
@@ -270,7 +271,7 @@ def prune(spec: Any, store: str, *, bundle: str | None = None, layout: str = "to
 
 
 __all__ = ["ledger_path", "open_ledger", "read_spec", "register", "forget", "create_job", "prepare_job",
-           "status", "counts", "unchecked", "job_ids", "spec", "STATUSES", "watch", "exit_status", "logs",
+           "status", "counts", "has_unchecked", "job_ids", "spec", "STATUSES", "watch", "exit_status", "logs",
            "list_jobs", "missing", "history", "run_sql", "submit", "preview", "prune", "parse_since",
            "utcnow",
            "validate_job", "explain_validation", "pull_jobs", "push_jobs", "IdempotentSimulationService",

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import heapq
+import itertools
 import json
+import operator
 import os
 import re
 import sqlite3
@@ -30,6 +33,9 @@ from .timeutil import utcnow
 SCHEMA_VERSION = migrations.schema_version()
 BUSY_TIMEOUT_MS = 30_000
 
+
+# The states ``unverified_outputs`` lists (every state but verified).
+UNVERIFIED_STATES = tuple(s for s in states.OUTPUT_STATES if s != "verified") + (states.UNCHECKED,)
 
 class LedgerError(JobledgerError):
     """A problem the user can fix; the CLI prints it as one line."""
@@ -228,18 +234,27 @@ class Ledger:
 
     UNVERIFIED_COLUMNS = ("path", "reason", "param_id", "seed", "task_id", "detail")
 
-    def unverified_rows(self, job_id: str, reason: str | None = None, limit: int | None = None) -> sqlite3.Cursor:
+    def unverified_rows(self, job_id: str, reason: str | None = None,
+                        limit: int | None = None) -> Iterator[tuple]:
         """Not-verified outputs of one job in registration order, from the ``unverified_outputs`` view,
-        as a cursor (UNVERIFIED_COLUMNS): rows are read as they are iterated."""
+        as tuples (UNVERIFIED_COLUMNS) read as they are iterated.
+
+        Each reason is read in output_id order straight off the (job_id, state) index, and the reasons
+        are merged: the first row comes at once, where one ``ORDER BY output_id`` over all of them
+        would sort a million rows before returning any."""
         self.job(job_id)
-        sql = (f"SELECT {', '.join(self.UNVERIFIED_COLUMNS)} FROM unverified_outputs WHERE job_id = ?"
-               + (" AND reason = ?" if reason else "") + " ORDER BY output_id")
-        args: list[Any] = [job_id] + ([reason] if reason else [])
-        if limit:
-            sql += f" LIMIT {int(limit)}"
-        cursor = self.conn.cursor()
-        cursor.row_factory = None  # plain tuples: cheaper than sqlite3.Row for a million rows
-        return cursor.execute(sql, args)
+        sql = (f"SELECT output_id, {', '.join(self.UNVERIFIED_COLUMNS)} FROM unverified_outputs "
+               f"WHERE job_id = ? AND reason = ? ORDER BY output_id")
+        reasons = [reason] if reason else UNVERIFIED_STATES
+
+        def read(state: str) -> Iterator[tuple]:
+            cursor = self.conn.cursor()
+            cursor.row_factory = None  # plain tuples: cheaper than sqlite3.Row for a million rows
+            yield from cursor.execute(sql, (job_id, state))
+
+        merged = heapq.merge(*(read(state) for state in reasons), key=operator.itemgetter(0))
+        rows = (row[1:] for row in merged)
+        return itertools.islice(rows, limit) if limit else rows
 
     def unverified(self, job_id: str, reason: str | None = None, limit: int | None = None) -> list[dict]:
         return [dict(zip(self.UNVERIFIED_COLUMNS, row, strict=True))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -222,10 +222,12 @@ class _Steps:
 
 def sync(ledger: Ledger, job_ids: Iterable[str] | None = None, *, validate: bool = True,
          dry_run: bool = False, runtime_options: dict | None = None,
-         submit_timeout: float = SUBMIT_TIMEOUT) -> list[SyncChange]:
+         submit_timeout: float = SUBMIT_TIMEOUT, progress: Callable[[int], None] | None = None,
+         on_total: Callable[[int], None] | None = None) -> list[SyncChange]:
     """Bring every unfinished job (or those named) up to date with its runtime, and validate the
     ones that finished; recover jobs left in ``submitting`` (see the module docstring). Returns one
-    SyncChange per job looked at."""
+    SyncChange per job looked at. ``on_total(jobs)`` then ``progress(1)`` per job are told how far
+    it is."""
     names = list(job_ids or [])
     if names:
         rows = [ledger.job(job_id) for job_id in dict.fromkeys(names)]
@@ -233,12 +235,20 @@ def sync(ledger: Ledger, job_ids: Iterable[str] | None = None, *, validate: bool
         marks = ",".join("?" * len(SYNCED))
         rows = ledger.query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at, job_id",
                             SYNCED)
+    if on_total is not None:
+        on_total(len(rows))
     observed, errors = _observe(ledger, [r for r in rows if r["status"] in OBSERVED and r["runtime"]],
                                 runtime_options)
-    return [_recover_submit(ledger, row, runtime_options, submit_timeout, dry_run)
-            if row["status"] == states.SUBMITTING and row["runtime"] else
-            _sync_one(ledger, row, observed.get(row["job_id"]), errors.get(row["job_id"]), validate, dry_run)
-            for row in rows]
+    changes = []
+    for row in rows:
+        if row["status"] == states.SUBMITTING and row["runtime"]:
+            changes.append(_recover_submit(ledger, row, runtime_options, submit_timeout, dry_run))
+        else:
+            changes.append(_sync_one(ledger, row, observed.get(row["job_id"]), errors.get(row["job_id"]),
+                                     validate, dry_run))
+        if progress is not None:
+            progress(1)
+    return changes
 
 
 def _observe(ledger: Ledger, rows: list[dict], options: dict | None) -> tuple[dict, dict]:

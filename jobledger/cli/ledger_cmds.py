@@ -170,7 +170,7 @@ def missing(ctx, job_id, format_alias, reason, limit, output, table_style):
     """Outputs not verified yet, with the reason, streamed."""
     ledger = app_of(ctx).ledger(readonly=True)
     rows = api.missing(ledger, job_id, reason=reason, limit=limit)
-    if api.unchecked(ledger, job_id) and reason in (None, "unchecked"):
+    if reason in (None, "unchecked") and api.has_unchecked(ledger, job_id):
         click.echo(f"note: no validation has run on {job_id} yet: its outputs are unchecked, not known to be "
                    f"missing (`jobledger validate {job_id}` checks them)", err=True)
     fmt = render.chosen(output or format_alias, table_style)

@@ -101,8 +101,9 @@ def sync(ctx, job_ids, validate, dry_run, watch, interval, until_done, submit_ti
         if output not in (None, "json", "nl") or table_style:
             raise click.UsageError("--watch prints change lines, or JSON lines with --json or --nl")
         ctx.exit(_watch(ledger, job_ids, options, validate, interval, until_done, output, submit_timeout))
-    changes = api.sync_jobs(ledger, job_ids, validate=validate, dry_run=dry_run, runtime_options=options,
-                            submit_timeout=submit_timeout)
+    with render.Progress("sync") as bar:
+        changes = api.sync_jobs(ledger, job_ids, validate=validate, dry_run=dry_run, runtime_options=options,
+                                submit_timeout=submit_timeout, progress=bar.update, on_total=bar.start)
     if output is None and table_style is None:
         for change in changes:
             if change.changed or change.error:
