@@ -42,18 +42,19 @@ def output_options(fn: Callable | None = None, *, document: str | None = None) -
     json_help = f"Print {document} as JSON." if document else "Print the rows as a JSON array."
 
     def decorate(f: Callable) -> Callable:
-        shown = {"show_default": True, "show_envvar": True}
+        def flag(name: str, value: str, text: str) -> Callable:
+            return click.option(name, "output", flag_value=value, help=text, show_default=True,
+                                show_envvar=True)
+
         options = [
-            click.option("--table", "output", flag_value="table", help="Print a table (the default).",
-                         **shown),
-            click.option("--json", "output", flag_value="json", help=json_help, **shown),
-            click.option("--nl", "output", flag_value="nl", help="Print one JSON object per line.", **shown),
-            click.option("--csv", "output", flag_value="csv", help="Print CSV with a header row.", **shown),
-            click.option("--tsv", "output", flag_value="tsv",
-                         help="Print tab-separated values with a header row.",
-                         **shown),
+            flag("--table", "table", "Print a table (the default)."),
+            flag("--json", "json", json_help),
+            flag("--nl", "nl", "Print one JSON object per line."),
+            flag("--csv", "csv", "Print CSV with a header row."),
+            flag("--tsv", "tsv", "Print tab-separated values with a header row."),
             click.option("--fmt", "table_style", type=click.Choice(TABLE_STYLES), metavar="STYLE",
-                         help=f"Table style (implies --table): {', '.join(TABLE_STYLES[:8])}, ...", **shown),
+                         show_default=True, show_envvar=True,
+                         help=f"Table style (implies --table): {', '.join(TABLE_STYLES[:8])}, ..."),
         ]
         for option in reversed(options):
             f = option(f)

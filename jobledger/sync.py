@@ -347,14 +347,15 @@ def _advance(ledger: Ledger, row: dict, observed: RuntimeStatus | None, steps: _
     """Apply what the runtime reports, then validate a job that reached ``validating``."""
     job_id, current = row["job_id"], row["status"]
     target = _target(current, observed) if observed else None
-    if target:
+    if target and observed:
         reason = _reason(observed, row["runtime"])
         steps.reason = reason
         if not dry_run:
-            fields = {}
+            failure: dict[str, Any] = {}
             if target == states.FAILED:
-                fields = {"error_message": observed.message or observed.reason, "error_code": observed.reason}
-            ledger.transition(job_id, target, reason, **fields)
+                failure = {"error_message": observed.message or observed.reason,
+                           "error_code": observed.reason}
+            ledger.transition(job_id, target, reason, **failure)
         steps.path.append(target)
         current = target
     if current == states.VALIDATING and validate:

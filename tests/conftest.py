@@ -62,3 +62,12 @@ def azurite():
 def azure_conn(azurite, monkeypatch) -> str:
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
     return azurite.connection_string
+
+
+@pytest.fixture
+def standin():
+    """A fresh loopback Kubernetes API stand-in (tests/k8s_standin.py) for one test."""
+    from k8s_standin import KubeStandIn
+    server = KubeStandIn().start()
+    yield server
+    server.stop()

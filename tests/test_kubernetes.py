@@ -12,17 +12,9 @@ from jobledger.runtimes import ACTIVE, FAILED, PENDING, SUCCEEDED
 from jobledger.runtimes.kubernetes import job_status
 from jobledger.stores.local import write_result_dir
 
-from k8s_standin import KubeStandIn
 from helpers import cli
 
 NS = "modelops-dask-dev"
-
-
-@pytest.fixture(scope="module")
-def standin():
-    server = KubeStandIn().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from helpers import cli as run_cli
-from k8s_standin import KubeStandIn
 from modelops_writer import JOBSTATE_TYPES, from_dict, update_status
 
 from jobledger import states
@@ -28,13 +27,6 @@ def registry(tmp_path):
 def upstream(spec_dir) -> dict[str, bytes]:
     """The seven state.json blobs ModelOps's JobRegistry wrote, by job id."""
     return {p.stem: p.read_bytes() for p in sorted((spec_dir / "upstream" / "states").glob("*.json"))}
-
-
-@pytest.fixture
-def standin():
-    server = KubeStandIn().start()
-    yield server
-    server.stop()
 
 
 def cli(db, registry, *args, ok=(0,)):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from k8s_standin import KubeStandIn
 from test_mirror import cli
 
 from jobledger.registry import open_versioned_store
@@ -16,13 +15,6 @@ from jobledger.registry.state import state_key
 
 NS = "modelops-dask-dev"
 JOBS = [f"job-{i:08x}" for i in range(0x10, 0x14)]
-
-
-@pytest.fixture
-def standin():
-    server = KubeStandIn().start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize("backend", ["local", "azure"])

@@ -488,14 +488,6 @@ def test_7_every_hint_in_an_error_runs(tmp_path, sample_spec, sample_tree, seir_
 NS = "modelops-dask-dev"
 
 
-@pytest.fixture
-def standin():
-    from k8s_standin import KubeStandIn
-    server = KubeStandIn().start()
-    yield server
-    server.stop()
-
-
 def _killed_mid_submit(db: Path, spec: Path, standin, *, created: bool, env: dict) -> str:
     """Run `jobledger submit --runtime k8s` as a real process and SIGKILL it while its create-Job
     request hangs (after the API server stored the Job when ``created``)."""

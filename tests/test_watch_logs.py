@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from helpers import cli
-from k8s_standin import KubeStandIn
 
 from jobledger.ledger import Ledger
 from jobledger.stores.local import write_result_dir
@@ -123,13 +122,6 @@ def test_logs_of_a_job_submitted_elsewhere_is_a_one_line_error(db_path, spec_dir
 
 
 # ---------------------------------------------------------------- Kubernetes stand-in
-
-@pytest.fixture(scope="module")
-def standin():
-    server = KubeStandIn().start()
-    yield server
-    server.stop()
-
 
 @pytest.fixture
 def kube(standin, tmp_path, monkeypatch, env):

@@ -144,7 +144,7 @@ class KubernetesRuntime(Runtime):
         self.postgres_secret = postgres_secret
         self.connection_string = connection_string
         self._api_client = api_client
-        self._batch = None
+        self._batch: Any = None
 
     # ------------------------------------------------------------ clients
 
