@@ -291,3 +291,11 @@ def test_colour_and_progress_only_on_a_terminal_and_never_with_no_color(ledger_w
     piped = subprocess.run([sys.executable, "-m", "jobledger", "validate", JOB, "--force"], env=env,
                            capture_output=True, text=True)
     assert "\x1b[" not in piped.stdout and piped.stderr == ""
+    _, err, code = run_on_terminal(["sync", "--dry-run"], env)
+    assert code == 0 and "sync" in err and "1/1" in err  # one step per job looked at (job-deadbeef)
+    study = ledger_with_jobs.parent / "big.json"
+    study.write_text(json.dumps({"model": "models.sir", "scenario": "baseline", "n_replicates": 5,
+                                 "parameter_sets": [{"beta": i / 1000} for i in range(1000)]}))
+    _, err, code = run_on_terminal(["register", study, "--bundle", "sha256:" + "c" * 64, "--store",
+                                    ledger_with_jobs.parent / "store"], env)
+    assert code == 0 and "registering" in err and "5000/5000" in err
