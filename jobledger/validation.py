@@ -3,9 +3,11 @@ table, classify every expected output with set-based SQL, then decide the job's 
 
 Observation streams one row per directory holding files (``has result.json``, ``has
 error_details.arrow``, ``has metadata.json``, number of files) into ``temp.listing``; the
-classification is one join of the job's outputs with that table. Everything the run decides
-(the run row, per-output states, state-change events, unexpected directories and the status
-transition) commits in one transaction; a store error before that leaves the ledger unchanged.
+classification is one join of the job's outputs with that table. The run row is written first, in
+a short transaction of its own (a status move names it); per-output states, state-change events,
+unexpected directories and the status transition then commit in one transaction. A store error
+before that leaves the ledger unchanged, and so does a registry that refuses the move (the run row
+is taken out again).
 """
 from __future__ import annotations
 
@@ -209,22 +211,28 @@ def _claim_what_other_jobs_expect(ledger: Ledger, job: dict) -> None:
                  (job["store_url"], job["job_id"]))
 
 
-def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexpected_known: bool) -> dict:
-    """Write the run (as ``run_id`` when that id is free), per-output states and events, and unexpected
-    paths. Call inside transaction()."""
+def _insert_run(ledger: Ledger, job_id: str, run: dict, counts: dict, *, unexpected_known: bool,
+                outcome: str) -> int:
+    """Insert the run row, complete and final (a published run never changes), and return its id.
+    Call inside transaction()."""
+    conn = ledger.conn
+    unexpected = conn.execute(f"SELECT count(*) FROM listing l WHERE {_STRAY}").fetchone()[0] \
+        if unexpected_known else 0
+    cursor = conn.execute(
+        "INSERT INTO validation_runs (job_id, started_at, finished_at, store_url, strategy, deep, requests, "
+        "expected, verified, missing, errored, incomplete, stale, unexpected, outcome) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (job_id, run["started_at"], utcnow(), run["store"], run["strategy"], int(run["deep"]),
+         run["requests"], counts["expected"], counts["verified"], counts["missing"], counts["errored"],
+         counts["incomplete"], counts["stale"], unexpected, outcome))
+    return int(cursor.lastrowid or 0)
+
+
+def _record(ledger: Ledger, job_id: str, run_id: int, *, unexpected_known: bool) -> dict:
+    """Write what run ``run_id`` observed: per-output states and events, and unexpected paths.
+    Call inside transaction()."""
     conn = ledger.conn
     counts = _counts(ledger)
-    if run_id is not None and conn.execute("SELECT 1 FROM validation_runs WHERE run_id = ?",
-                                           (run_id,)).fetchone():
-        run_id = None
-    cursor = conn.execute(
-        "INSERT INTO validation_runs (run_id, job_id, started_at, finished_at, store_url, strategy, deep, "
-        "requests, expected, verified, missing, errored, incomplete, stale, unexpected, outcome) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (run_id, job_id, run["started_at"], utcnow(), run["store"], run["strategy"], int(run["deep"]),
-         run["requests"], counts["expected"], counts["verified"], counts["missing"], counts["errored"],
-         counts["incomplete"], counts["stale"], 0, "in-progress"))
-    run_id = cursor.lastrowid
     changed = conn.execute(
         "INSERT INTO output_events (output_id, run_id, from_state, to_state, detail) "
         "SELECT o.output_id, ?, o.state, obs.state, obs.detail FROM observed obs "
@@ -253,7 +261,6 @@ def _record(ledger: Ledger, job_id: str, run: dict, run_id: int | None, *, unexp
             f"INSERT INTO unexpected_paths (job_id, path, run_id) SELECT ?, l.dir, ? FROM listing l "
             f"WHERE {_STRAY}",
             (job_id, run_id)).rowcount
-        conn.execute("UPDATE validation_runs SET unexpected = ? WHERE run_id = ?", (unexpected, run_id))
     return {**counts, "unexpected": unexpected, "run_id": run_id, "changed": changed}
 
 
@@ -400,32 +407,41 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         if opening is not None and current["status"] != states.VALIDATING:
             current = ledger.transition(job_id, states.VALIDATING, opening, revalidate=True)
         counts = _counts(ledger)
-        # The run's id goes into the move's reason, which is fixed before the registry swap: take the next
-        # id now and insert the run under it in the move's transaction (another id only if it was taken).
-        run_id = ledger.conn.execute("SELECT coalesce(max(run_id), 0) + 1 FROM validation_runs").fetchone()[0]
         fields = dict(validation_attempts=current["validation_attempts"] + 1, validation_started_at=started,
                       validation_completed_at=utcnow(), last_validation_error=None)
         verdict = states.verdict(counts["expected"], counts["verified"]) \
             if current["status"] == states.VALIDATING else None
+        outcome = OUTCOMES.get(verdict or "", "in-progress")
+        unexpected_known = plan.strategy == "list"
         recorded: dict = {}
-
-        def record() -> None:
-            recorded.update(_record(ledger, job_id, run, run_id, unexpected_known=plan.strategy == "list"))
-            ledger.conn.execute("UPDATE validation_runs SET outcome = ?, finished_at = ? WHERE run_id = ?",
-                                (OUTCOMES.get(verdict or "", "in-progress"), utcnow(), recorded["run_id"]))
-
-        if verdict is not None:
+        if verdict is None:
+            with ledger.transaction():
+                run_id = _insert_run(ledger, job_id, run, counts, unexpected_known=unexpected_known,
+                                     outcome=outcome)
+                recorded.update(_record(ledger, job_id, run_id, unexpected_known=unexpected_known))
+                ledger.update_job(job_id, **fields)
+            final = ledger.job(job_id)
+        else:
+            # The move's reason names the run, and the reason is fixed before the registry swap: the run row
+            # goes in first, in a short transaction of its own, so that the id named is the id stored even
+            # when other validations write runs to this ledger meanwhile.
+            with ledger.transaction():
+                run_id = _insert_run(ledger, job_id, run, counts, unexpected_known=unexpected_known,
+                                     outcome=outcome)
             summary = (f"{counts['verified']}/{counts['expected']} verified, {counts['missing']} missing, "
                        f"{counts['errored']} errored, {counts['incomplete']} incomplete"
                        + (f", {counts['stale']} stale" if counts["stale"] else "") + f" (run {run_id})")
-            final = ledger.transition(job_id, verdict,
-                                      f"validated: {summary}" + (f"; {reason}" if reason else ""),
-                                      with_writes=record, progress=_progress(ledger, counts), **fields)
-        else:
-            with ledger.transaction():
-                record()
-                ledger.update_job(job_id, **fields)
-            final = ledger.job(job_id)
+            try:
+                final = ledger.transition(
+                    job_id, verdict, f"validated: {summary}" + (f"; {reason}" if reason else ""),
+                    with_writes=lambda: recorded.update(_record(ledger, job_id, run_id,
+                                                                unexpected_known=unexpected_known)),
+                    progress=_progress(ledger, counts), **fields)
+            except BaseException:
+                # The registry refused or failed (or the move became illegal): keep nothing of this run.
+                with ledger.transaction():
+                    ledger.conn.execute("DELETE FROM validation_runs WHERE run_id = ?", (run_id,))
+                raise
         outcome = OUTCOMES.get(final["status"], "in-progress")
     finally:
         _drop_temp(ledger)

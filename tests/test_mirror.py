@@ -525,3 +525,49 @@ def test_only_the_ledger_writes_a_status_or_a_transition():
             assert inserts == 1, path
         else:
             assert (inserts, status_updates) == (0, 0), path
+
+
+class HookedStore(LockProbingStore):
+    """A real local registry that runs ``hook`` once, just before the first write to ``key``."""
+
+    def __init__(self, url: str, db: Path, key: str, hook):
+        super().__init__(url, db)
+        self.key, self.hook = key, hook
+
+    def put(self, key, data, version):
+        if key == self.key and self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+        return super().put(key, data, version)
+
+
+def test_the_run_a_verdict_names_is_the_run_stored_even_when_another_validation_races(tmp_path, local_registry,
+                                                                                       sample):
+    """While job 1's verdict is being swapped into the registry, a validation of job 2 in the same ledger file
+    stores its run: job 1's history still names job 1's own run."""
+    from jobledger.registry.mirror import Mirror
+    from jobledger.validation import validate_job
+    db = tmp_path / "shared.db"
+    first, second = register(db, local_registry, sample, "job-00000001"), register(db, local_registry, sample,
+                                                                                    "job-00000002")
+    with mirrored(db, local_registry) as ledger:
+        for job_id in (first, second):
+            ledger.transition(job_id, states.VALIDATING, "runtime finished")
+
+    def validate_the_other_job():
+        with mirrored(db, local_registry) as other:
+            assert validate_job(other, second).status == "partial"
+
+    store = HookedStore(local_registry, db, state_key(first), validate_the_other_job)
+    with Ledger(db, mirror=Mirror(store)) as ledger:
+        result = validate_job(ledger, first)
+    assert store.hook is None and all(store.lock_free)
+    runs = {r["run_id"]: r for r in json.loads(cli(db, None, "sql", "SELECT run_id, job_id, verified, outcome "
+                                                   "FROM validation_runs", "--json").stdout)}
+    assert len(runs) == 2
+    for job_id in (first, second):
+        reason = json.loads(cli(db, None, "history", job_id, "--json").stdout)[-1]["reason"]
+        named = int(re.search(r"\(run (\d+)\)", reason).group(1))
+        assert (runs[named]["job_id"], runs[named]["verified"], runs[named]["outcome"]) == (job_id, 9, "partial")
+    assert result.run_id == int(re.search(r"\(run (\d+)\)", json.loads(
+        cli(db, None, "history", first, "--json").stdout)[-1]["reason"]).group(1))
