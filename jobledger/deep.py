@@ -53,11 +53,12 @@ def _deep_check(store: ProvenanceStore, row: dict, checksums: bool) -> tuple[str
         meta, problem = _read_json(store, path, METADATA_FILE)
         if problem:
             return problem
-        if meta.get("param_id") != row["param_id"]:
+        # A result path ModelOps reported (no spec) has no known param_id or entrypoint, only its seed.
+        if row["param_id"] and meta.get("param_id") != row["param_id"]:
             return "errored", f"metadata.json param_id {str(meta.get('param_id'))[:16]}… is not the " \
                               f"expected " \
                               f"{row['param_id'][:16]}…"
-        if meta.get("entrypoint") != row["entrypoint"]:
+        if row["entrypoint"] and meta.get("entrypoint") != row["entrypoint"]:
             return "errored", (f"metadata.json entrypoint {meta.get('entrypoint')!r} is not "
                                f"{row['entrypoint']!r}")
         if row["run_seed"] is not None and str(meta.get("seed")) != str(row["run_seed"]):

@@ -47,6 +47,16 @@ class UnknownJob(LedgerError):
         self.job_id = job_id
 
 
+class SpecNeeded(LedgerError):
+    """A job known only from ModelOps's state.json lacks what only its spec tells (its expected outputs, or
+    the tasks that write them): the message says how to give it one."""
+
+    def __init__(self, job_id: str, what: str, to: str):
+        super().__init__(f"{job_id}: {what} (ModelOps created it without a spec): register its spec with "
+                         f"`jobledger register SPEC --job-id {job_id}` to {to} it")
+        self.job_id = job_id
+
+
 def default_path() -> Path:
     env = os.environ.get("JOBLEDGER_DB")
     if env:

@@ -28,7 +28,7 @@ from .contracts import (
 )
 from .idempotent import verified_paths
 from .layout import Layout
-from .ledger import Ledger, LedgerError
+from .ledger import Ledger, LedgerError, SpecNeeded
 from .manifest import ExpectedOutput, check_seed_policy, expected_outputs
 from .sync import Submitted, submit_job
 
@@ -221,6 +221,12 @@ def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runti
     recomputes them.
     """
     job = ledger.job(job_id)
+    if job["spec_format"] is None:
+        # Known only from ModelOps's state.json: without the spec there are no tasks to run again (at most the
+        # result paths ModelOps reported, which name no parameters or entrypoint).
+        reported = ledger.conn.execute("SELECT 1 FROM outputs WHERE job_id = ? LIMIT 1", (job_id,)).fetchone()
+        raise SpecNeeded(job_id, "no spec known, only the result paths ModelOps reported" if reported else
+                         "no expected outputs known", "resume")
     if job["status"] not in RESUMABLE:
         raise LedgerError(f"{job_id} is {job['status']}: only partial or failed jobs can be resumed")
     validated = ledger.query("SELECT 1 FROM validation_runs WHERE job_id = ? AND outcome IS NOT NULL "

@@ -366,10 +366,10 @@ def _advance(ledger: Ledger, row: dict, observed: RuntimeStatus | None, steps: _
                 result = validate_job(ledger, job_id, reason=steps.reason)
             except MovedElsewhere:
                 raise
-            except JobledgerError as exc:
-                steps.error = str(exc)
+            except JobledgerError as exc:  # e.g. a job ModelOps created, with no outputs known: it stays
+                steps.error = str(exc)       # validating, and the error says how to give it its spec
             else:
-                if result.status != current:  # a job without a spec is not validated: it stays validating
+                if result.status != current:
                     steps.path.append(result.status)
                 current = result.status
                 steps.counts = {k: getattr(result, k) for k in COUNT_KEYS}

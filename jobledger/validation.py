@@ -18,11 +18,11 @@ from . import aggregations, states
 from .deep import deep_check
 from .errors import JobledgerError
 from .layout import ERROR_FILE, ERRORED, INCOMPLETE, MISSING, OUTPUT_STATE_RULES, RESULT_FILE, Layout
-from .ledger import Ledger, utcnow
+from .ledger import Ledger, SpecNeeded, utcnow
 from .observe import LISTING_FLAGS, observe
 from .redact import redact_url
 from .registry.state import Progress, make_progress
-from .stores import ProvenanceStore, open_store
+from .stores import ProvenanceStore, normalize_store_url, open_store
 
 STRATEGIES = ("auto", "list", "head")
 # A head probe tells less than a listing (no unexpected directories) and a listing reads whole
@@ -66,8 +66,8 @@ def _cover_prefixes(ledger: Ledger, job: dict, target_dirs: list[str]) -> list[s
     per bundle for simulations, the target directories for aggregations."""
     layout = Layout.parse(job["layout"])
     bundles = [r["bundle_ref"] for r in ledger.query(
-        "SELECT DISTINCT bundle_ref FROM expected_outputs WHERE job_id = ? AND output_type = 'simulation'",
-        (job["job_id"],))]
+        "SELECT DISTINCT bundle_ref FROM expected_outputs WHERE job_id = ? AND output_type = 'simulation'"
+        " AND bundle_ref <> ''", (job["job_id"],))]  # '': a result path ModelOps reported, bundle unknown
     prefixes = {layout.static_prefix(b) for b in bundles}
     # An aggregation row's path is its target directory, holding one agg_<id> directory per aggregation.
     prefixes.update(f"{target_dir}/" for target_dir in target_dirs)
@@ -79,9 +79,13 @@ def _cover_prefixes(ledger: Ledger, job: dict, target_dirs: list[str]) -> list[s
         f"WHERE job_id = ? AND kind = 'simulation' AND NOT ({covered})",
         [job["job_id"]] + [x for p in sorted(prefixes) for x in (len(p), p)])
     prefixes.update(r["d"] for r in uncovered)
-    ordered = sorted(prefixes)
-    # Drop a prefix that another one already covers.
-    return [p for p in ordered if not any(p != q and p.startswith(q) for q in ordered)]
+    # Drop a prefix that another one already covers. In sorted order every prefix that starts with q
+    # comes right after q, so the last prefix kept is the only one that can cover the next.
+    kept: list[str] = []
+    for p in sorted(prefixes):
+        if not (kept and p.startswith(kept[-1])):
+            kept.append(p)
+    return kept
 
 
 def _shape(ledger: Ledger, job_id: str) -> dict:
@@ -104,7 +108,9 @@ def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str =
         "SELECT DISTINCT path FROM outputs WHERE job_id = ? AND kind = 'aggregation'", (job_id,))
     ] if expected else []
     prefixes = _cover_prefixes(ledger, job, target_dirs) if expected else []
-    splittable = job["layout"] in ("token", "bundle")
+    # Only a layout's static prefix ends where the hash-named shard directories begin (a job without a
+    # spec is covered by its reported paths' parent directories instead).
+    splittable = job["layout"] in ("token", "bundle") and job["spec_format"] is not None
     n = max(1, len(prefixes))
     names, dirs = shape["names"] / n, (expected + 3 * shape["parents"] + 1) / n
     parts: list[str] = []
@@ -139,12 +145,24 @@ def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str =
                 estimates, basis, chosen, why, notes, job["status"], target_dirs)
 
 
+def _job_to_check(ledger: Ledger, job_id: str) -> dict:
+    """The job row, with the store it is checked in: a job ModelOps created without naming its results path
+    is looked for in the default store (JOBLEDGER_STORE, MODELOPS_STORAGE_DIR), as ModelOps's own runner
+    writes there."""
+    job = ledger.job(job_id)
+    if job["spec_format"] is None and not job["store_url"]:
+        job["store_url"] = normalize_store_url(None)
+    return job
+
+
 def explain(ledger: Ledger, job_id: str, strategy: str = "auto") -> Plan:
     """The plan of a validation (prefixes, estimated requests per strategy, choice); touches nothing."""
-    job = ledger.job(job_id)
+    job = _job_to_check(ledger, job_id)
     plan = make_plan(ledger, job, open_store(job["store_url"]), strategy)
     if not plan.expected:
-        plan.notes.append("the job has no expected outputs: validation would be skipped")
+        plan.notes.append(str(SpecNeeded(job_id, "no expected outputs known", "validate"))
+                          if job["spec_format"] is None else
+                          "the job has no expected outputs: validation would be skipped")
     return plan
 
 
@@ -368,21 +386,26 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
     is final), are only observed; a finished job keeps its verdict unless ``force``.
     ``progress.advance(n)`` (optional) is told how many directories or outputs were looked at."""
     clock = time.monotonic()
-    job = ledger.job(job_id)
+    job = _job_to_check(ledger, job_id)
     if strategy not in STRATEGIES:
         raise ValidationError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
     deep = deep or checksums
     status = job["status"]
-    # A job known only from ModelOps's state.json has no manifest: its rows are the paths ModelOps reported.
-    has_outputs = job["spec_format"] is not None and ledger.conn.execute(
-        "SELECT 1 FROM outputs WHERE job_id = ? LIMIT 1", (job_id,)).fetchone()
-    if not has_outputs:
-        note = (f"{job_id} has no expected outputs of its own (no spec: ModelOps wrote it; register its "
-                f"spec to validate it): validation skipped, status left at {status}")
-        return _stored_result(ledger, job, note, time.monotonic() - clock)
     if status in states.TERMINAL and status != states.CANCELLED and not force:
         return _stored_result(ledger, job, f"{job_id} is {status}; its status is kept (use --force to "
                                            f"re-validate)", time.monotonic() - clock)
+    has_outputs = ledger.conn.execute("SELECT 1 FROM outputs WHERE job_id = ? LIMIT 1", (job_id,)).fetchone()
+    note = None
+    if job["spec_format"] is None:
+        # Known only from ModelOps's state.json: its rows are the result paths ModelOps's last validation
+        # listed, the outputs we know of. With none, there is nothing to decide on: no verdict, say why.
+        if not has_outputs:
+            raise SpecNeeded(job_id, "no expected outputs known", "validate")
+        note = (f"{job_id} has no spec (ModelOps created it): checked the result paths ModelOps reported, "
+                f"in {redact_url(job['store_url'])}")
+    elif not has_outputs:
+        return _stored_result(ledger, job, f"{job_id} has no expected outputs: validation skipped, status "
+                                           f"left at {status}", time.monotonic() - clock)
     opening = _opening_reason(ledger, job, force, reason)
     store = open_store(job["store_url"])
     plan = make_plan(ledger, job, store, strategy)
@@ -453,7 +476,7 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         strategy=plan.strategy,
         requests=store.requests, seconds=round(time.monotonic() - clock, 3), run_id=recorded["run_id"],
         last_run_id=recorded["run_id"], changed=recorded["changed"], transitioned=final["status"] != status,
-        validated=True, deep=deep, checksums=checksums, store=plan.store, prefixes=plan.prefixes, note=None)
+        validated=True, deep=deep, checksums=checksums, store=plan.store, prefixes=plan.prefixes, note=note)
 
 
 __all__ = ["validate_job", "ValidationResult", "exit_status", "explain", "make_plan", "observe", "classify", "deep_check",

@@ -87,8 +87,12 @@ def test_each_modelops_blob_pulls_with_its_status_coordinates_and_reported_outpu
     standin.set_status(NS, "job-a0000001", {"active": 1})
     standin.add_job(NS, {"metadata": {"name": "job-a0000002", "labels": {**LABELS, "job-id": "job-a0000002"}}})
     standin.set_status(NS, "job-a0000002", {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
-    moved = {r["job_id"]: r["path"] for r in as_json(cli(db, registry, "sync", "--json")) if r["changed"]}
+    synced = {r["job_id"]: r for r in as_json(cli(db, registry, "sync", "--json", ok=(1,)))}
+    moved = {job_id: r["path"] for job_id, r in synced.items() if r["changed"]}
     assert moved == {"job-a0000001": ["scheduled", "running"], "job-a0000002": ["running", "validating"]}
+    # job-a0000002 finished, but nothing says what it should have written: no verdict, and sync says why
+    assert "no expected outputs known" in synced["job-a0000002"]["error"]
+    assert [r["job_id"] for r in synced.values() if r["error"]] == ["job-a0000002"]
     # the blobs stay ModelOps's: its reader parses them, its metadata and coordinates are intact
     for job_id, status in (("job-a0000001", "running"), ("job-a0000002", "validating")):
         doc = from_dict(blob(registry, job_id))
@@ -215,22 +219,122 @@ def test_registering_the_spec_of_a_job_modelops_created_adopts_it(tmp_path, regi
 
 
 def test_a_pulled_modelops_job_gets_its_spec_and_jobledger_validation_takes_over(tmp_path, registry, spec_dir,
-                                                                               upstream):
+                                                                               upstream, monkeypatch):
     store = open_versioned_store(registry)
     assert store.create_if_absent(state_key("job-a0000003"), upstream["job-a0000003"])  # partial, 2 of 3
     db = tmp_path / "a.db"
     cli(db, registry, "pull")
-    skipped = as_json(cli(db, registry, "validate", "job-a0000003", "--force", "--json", ok=(0, 3)))
-    assert skipped["validated"] is False and "register its spec" in skipped["note"]
+    (tmp_path / "empty-store").mkdir()
+    monkeypatch.setenv("JOBLEDGER_STORE", str(tmp_path / "empty-store"))  # where ModelOps's paths are looked for
+    reported = as_json(cli(db, registry, "validate", "job-a0000003", "--force", "--json", ok=(4,)))
+    assert (reported["status"], reported["expected"], reported["verified"]) == ("failed", 3, 0)
+    assert "result paths ModelOps reported" in reported["note"]
     register_sample(db, registry, spec_dir, "job-a0000003")
     status = as_json(cli(db, None, "status", "job-a0000003", "--json"))
-    assert (status["status"], status["expected"], status["verified"]) == ("partial", 12, 0)
+    assert (status["status"], status["expected"], status["verified"]) == ("failed", 12, 0)
     assert "token/v1/sims/x/aa/bb/params_1/seed_3" not in cli(db, None, "missing", "job-a0000003").stdout
     result = as_json(cli(db, registry, "validate", "--force", "job-a0000003", "--json", ok=(3,)))
-    assert (result["status"], result["verified"]) == ("partial", 9)
+    assert (result["status"], result["verified"], result["note"]) == ("partial", 9, None)
     doc = blob(registry, "job-a0000003")
     assert (doc["tasks_verified"], len(doc["verified_outputs"]), len(doc["missing_outputs"])) == (9, 9, 3)
     assert "token/v1/sims/x/aa/bb/params_1/seed_1" not in doc["verified_outputs"]
+
+
+# ------------------------------------------------------------------ jobs ModelOps created, without a spec
+
+def make_results(store, paths):
+    """Result directories as a worker leaves them (a listing classifies them by their file names)."""
+    for path in paths:
+        (store / path).mkdir(parents=True)
+        (store / path / "metadata.json").write_text("{}")
+        (store / path / "result.json").write_text('{"outputs": {}}')
+
+
+def test_a_modelops_job_is_validated_on_the_result_paths_it_reported(tmp_path, registry, upstream, standin,
+                                                                    monkeypatch):
+    versioned = open_versioned_store(registry)
+    for job_id in ("job-a0000002", "job-a0000003"):
+        assert versioned.create_if_absent(state_key(job_id), upstream[job_id])
+    seeds = {n: f"token/v1/sims/x/aa/bb/params_1/seed_{n}" for n in (1, 2, 3)}
+    store = tmp_path / "provenance"
+    monkeypatch.setenv("JOBLEDGER_STORE", str(store))   # ModelOps named no results_path: the default store
+    make_results(store, [seeds[1], seeds[3]])            # seed_2 is gone since ModelOps's verdict; seed_3 came
+    db = tmp_path / "a.db"
+    cli(db, registry, "pull")
+
+    # partial as ModelOps had it (seeds 1 and 2); re-validated, jobledger decides from the store
+    result = cli(db, registry, "validate", "--force", "job-a0000003", ok=(3,))
+    assert result.stdout.startswith("job-a0000003: partial (no transition), outcome partial\n2/3 verified, 1 missing")
+    assert "note: job-a0000003 has no spec (ModelOps created it): checked the result paths ModelOps " \
+           f"reported, in {store}" in result.stdout
+    assert cli(db, None, "missing", "job-a0000003", "--format", "paths").stdout.split() == [seeds[2]]
+    assert [(a, b) for a, b, _ in history(db, "job-a0000003")][-2:] == [("partial", "validating"),
+                                                                        ("validating", "partial")]
+    doc = from_dict(blob(registry, "job-a0000003"))      # written as ModelOps writes a verdict
+    assert (doc["status"], doc["tasks_verified"]) == ("partial", 2)
+    assert (doc["verified_outputs"], doc["missing_outputs"]) == ([seeds[1], seeds[3]], [seeds[2]])
+    assert doc["metadata"]["blob_key"] == "jobs/simulation/job-a0000003.json"
+    assert versioned.get("jobs/job-a0000003/observed.json.gz") is None  # no manifest fixes the rows' order
+    other = as_json(cli(tmp_path / "b.db", registry, "pull", "job-a0000003", "--json"))[0]
+    assert (other["status"], other["expected"]) == ("partial", 3)
+    assert cli(tmp_path / "b.db", None, "missing", "job-a0000003", "--format", "paths").stdout.split() == \
+        [seeds[2]]
+    make_results(store, [seeds[2]])
+    assert as_json(cli(db, registry, "validate", "--force", "job-a0000003", "--json"))["status"] == "succeeded"
+    # resume would need the tasks, which only the spec has
+    refused = cli(db, registry, "resume", "job-a0000003", ok=(1,))
+    assert refused.stderr == ("error: job-a0000003: no spec known, only the result paths ModelOps reported "
+                              "(ModelOps created it without a spec): register its spec with `jobledger register "
+                              "SPEC --job-id job-a0000003` to resume it\n")
+
+    # a running job whose runner reported paths; Kubernetes says it completed: sync decides on those paths
+    update_status(versioned, "job-a0000002", "running", verified_outputs=[seeds[1]], missing_outputs=[seeds[3]],
+                  tasks_verified=1)
+    cli(db, registry, "pull", "job-a0000002")
+    monkeypatch.setenv("KUBECONFIG", str(standin.write_kubeconfig(tmp_path / "kubeconfig")))
+    standin.add_job(NS, {"metadata": {"name": "job-a0000002", "labels": {**LABELS, "job-id": "job-a0000002"}}})
+    standin.set_status(NS, "job-a0000002", {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+    assert cli(db, registry, "sync").stdout == "job-a0000002: running → validating → succeeded (2 verified)\n"
+    assert blob(registry, "job-a0000002")["verified_outputs"] == [seeds[1], seeds[3]]
+
+
+def test_a_modelops_job_with_no_outputs_known_gets_no_verdict_and_says_how_to_give_it_one(
+        tmp_path, registry, upstream, spec_dir, standin, monkeypatch):
+    versioned = open_versioned_store(registry)
+    assert versioned.create_if_absent(state_key("job-a0000002"), upstream["job-a0000002"])  # running, no paths
+    db = tmp_path / "a.db"
+    pulled = as_json(cli(db, registry, "pull", "--json"))[0]
+    needed = ("register its spec with `jobledger register SPEC --job-id job-a0000002` to validate it")
+    assert needed in pulled["note"]
+    monkeypatch.setenv("KUBECONFIG", str(standin.write_kubeconfig(tmp_path / "kubeconfig")))
+    standin.add_job(NS, {"metadata": {"name": "job-a0000002", "labels": {**LABELS, "job-id": "job-a0000002"}}})
+    standin.set_status(NS, "job-a0000002", {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+    message = (f"job-a0000002: no expected outputs known (ModelOps created it without a spec): {needed}")
+
+    synced = cli(db, registry, "sync", ok=(1,))
+    assert synced.stdout == f"job-a0000002: running → validating [error: {message}]\n"
+    assert cli(db, registry, "sync", ok=(1,)).stdout == f"job-a0000002: validating [error: {message}]\n"
+    before = [cli(db, None, *args).stdout for args in (("status", "job-a0000002", "--json"),
+                                                      ("history", "job-a0000002"),
+                                                      ("sql", "SELECT * FROM validation_runs"))]
+    assert json.loads(before[0])["status"] == "validating"
+    for args in (("validate", "job-a0000002"), ("validate", "--force", "job-a0000002"),
+                 ("validate", "job-a0000002", "--json")):
+        refused = cli(db, registry, *args, ok=(1,))
+        assert refused.stderr == f"error: {message}\n" and refused.stdout == ""
+    resumed = cli(db, registry, "resume", "job-a0000002", ok=(1,))
+    assert resumed.stderr == f"error: {message.replace('to validate it', 'to resume it')}\n"
+    assert [cli(db, None, *args).stdout for args in (("status", "job-a0000002", "--json"),
+                                                     ("history", "job-a0000002"),
+                                                     ("sql", "SELECT * FROM validation_runs"))] == before
+    assert blob(registry, "job-a0000002")["status"] == "validating"
+    assert f"note: {message}" in cli(db, None, "validate", "--explain", "job-a0000002").stdout
+
+    # doing what the message says: the spec gives it outputs, and the next sync decides
+    cli(db, registry, "register", spec_dir / "sample" / "job-5a11e0c3.json", "--store",
+        spec_dir / "sample" / "provenance", "--job-id", "job-a0000002")
+    assert cli(db, registry, "sync").stdout == \
+        "job-a0000002: validating → partial (9 verified, 1 missing, 1 errored, 1 incomplete)\n"
 
 
 # ------------------------------------------------------------------ what jobledger writes, as ModelOps reads it

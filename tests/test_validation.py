@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jobledger import api, states
-from jobledger.ledger import Ledger
+from jobledger.ledger import Ledger, SpecNeeded
 from jobledger.stores import open_store
 from jobledger.stores.local import write_result_dir
 from jobledger.validation import explain, validate_job
@@ -211,13 +211,15 @@ def test_a_cancelled_job_is_observed_but_stays_cancelled(sample_spec, sample_tre
         assert [t["to_status"] for t in ledger.transitions(JOB)] == ["scheduled", "cancelled"]
 
 
-def test_job_without_expected_outputs_is_skipped_not_failed(ledger):
+def test_job_without_spec_or_outputs_gets_no_verdict_but_the_way_to_one(ledger):
     now = "2026-01-01T00:00:00Z"
     ledger.conn.execute("INSERT INTO jobs (job_id, status, created_at, updated_at) VALUES (?,?,?,?)",
                         ("job-0ld00000", "validating", now, now))
-    result = validate_job(ledger, "job-0ld00000")
-    assert result.validated is False and "no expected outputs" in result.note
-    assert ledger.job("job-0ld00000")["status"] == "validating" and result.exit_code == 0
+    with pytest.raises(SpecNeeded, match="no expected outputs known .* `jobledger register SPEC --job-id "
+                                         "job-0ld00000` to validate it"):
+        validate_job(ledger, "job-0ld00000")
+    assert ledger.job("job-0ld00000")["status"] == "validating"
+    assert ledger.query("SELECT count(*) AS n FROM validation_runs") == [{"n": 0}]
 
 
 # ---------------------------------------------------------------- exit codes, errors, explain

@@ -35,7 +35,8 @@ def _result_text(result: api.ValidationResult) -> str:
             f"{result.errored} errored, {result.incomplete} incomplete, "
             + (f"{result.stale} stale, " if result.stale else "") + f"{unexpected} unexpected\n"
             f"{result.strategy} strategy, {result.requests} requests, {result.seconds:.2f} s "
-            f"(run {result.run_id}, {result.changed} outputs changed state)")
+            f"(run {result.run_id}, {result.changed} outputs changed state)"
+            + (f"\nnote: {result.note}" if result.note else ""))
 
 
 @main.command(epilog=example("jobledger validate job-5a11e0c3", "jobledger validate job-5a11e0c3 --explain",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .. import states
 from ..contracts import ContractError, check_job_id
-from ..ledger import Ledger
+from ..ledger import Ledger, SpecNeeded
 from ..timeutil import parse_since, utcnow
 from .base import MovedElsewhere, RegistryError, VersionedStore
 from .blobs import (
@@ -94,7 +94,10 @@ def read_progress(ledger: Ledger, job_id: str) -> Progress:
     def paths(condition: str):
         return (r[0] for r in ledger.conn.execute(
             f"SELECT path FROM outputs WHERE job_id = ? AND {condition} ORDER BY output_id", (job_id,)))
-    return make_progress(ledger.summary(job_id), paths("state <> 'verified'"), paths("state = 'verified'"))
+    observed = ledger.conn.execute("SELECT 1 FROM validation_runs WHERE job_id = ? LIMIT 1",
+                                   (job_id,)).fetchone()
+    return make_progress(ledger.summary(job_id), paths("state <> 'verified'"), paths("state = 'verified'"),
+                         observed=observed is not None)
 
 
 def _state_doc(ledger: Ledger, job: dict, history: list[list], base: dict | None,
@@ -179,12 +182,12 @@ class Mirror:
             if remote is None or (job["spec_format"] is not None and not jobledger_part(remote)):
                 # a new job, or one ModelOps created that jobledger now knows in full
                 self._publish_side_blobs(ledger, job)
-            else:
+            elif job["spec_format"] is not None:
                 self.sync_observed(ledger, job_id)
             doc = self._refreshed_doc(ledger, job_id, remote)
             if remote is None:
                 return encode_state(doc), None
-            if counts_of(doc) != counts_of(remote):
+            if counts_of(doc) != counts_of(remote) and job["spec_format"] is not None:
                 # Writers publish observations before state.json: fold in what was published since our
                 # last merge, so that our counts are never older than the ones we would overwrite.
                 self.sync_observed(ledger, job_id)
@@ -213,7 +216,11 @@ class Mirror:
         return _state_doc(ledger, ledger.job(job_id), merged_history(mine, theirs), remote)
 
     def _publish_side_blobs(self, ledger: Ledger, job: dict) -> None:
-        """Manifest and observations go up before state.json, where readers start."""
+        """Manifest and observations go up before state.json, where readers start.
+
+        A job without a spec has neither: its observations are kept by output position, which only a
+        manifest fixes (its rows are the result paths ModelOps reported, in whatever order it listed
+        them); its verdict travels in state.json's path lists."""
         if job["spec_format"] is not None:
             key = manifest_key(job["job_id"])
             if not self.store.create_if_absent(key, build_manifest(ledger, job)):
@@ -223,7 +230,7 @@ class Mirror:
                     if header["job"].get("spec_sha256") != job["spec_sha256"]:
                         raise RegistryError(f"{key}: the registry holds a different job {job['job_id']} "
                                             f"(spec differs from the local one)")
-        self.sync_observed(ledger, job["job_id"])
+            self.sync_observed(ledger, job["job_id"])
 
     @staticmethod
     def _check_same_job(job: dict, remote: dict, key: str) -> None:
@@ -272,7 +279,8 @@ class Mirror:
         if since and (remote.get("updated_at") or "") < since:
             return None
         ours = jobledger_part(remote)
-        observed_blob = self.store.get(observed_key(job_id)) if ours else None
+        # observations are kept by output position: only a job with a manifest has them (_publish_side_blobs)
+        observed_blob = self.store.get(observed_key(job_id)) if ours and ours.get("manifest") else None
         observed = parse_observed(observed_blob[0], observed_key(job_id)) if observed_blob else None
         if not ledger.job_exists(job_id):
             manifest = self._fetch_manifest(ledger, remote, _depth)
@@ -286,14 +294,14 @@ class Mirror:
             note = None if manifest else (
                 f"written by ModelOps: its {count} reported result paths are the expected outputs until its "
                 f"spec is registered" if count else
-                "written by ModelOps: imported with no expected outputs (no manifest)")
+                f"written by ModelOps: {SpecNeeded(job_id, 'imported with no expected outputs', 'validate')}")
             return PullResult(job_id, "imported", remote["status"], count, note)
         job = ledger.job(job_id)
         self._check_same_job(job, remote, key)
         before = (job, ledger.summary(job_id), len(ledger.transitions(job_id)))
         note = None
         with ledger.transaction():
-            if observed:
+            if observed and job["spec_format"] is not None:
                 merge_observed(ledger, job_id, observed)
             mine = local_history(ledger, job_id, None)
             theirs = registry_history(remote, mine)

@@ -142,18 +142,24 @@ class Progress:
     counts: dict                   # expected, verified, missing, errored, incomplete
     unverified_paths: list[str]    # the first PATH_LIST_CAP not-verified outputs, in ledger order
     verified_paths: list[str]      # every verified output, or [] when both lists would pass PATH_LIST_CAP
+    observed: bool = True          # jobledger looked at the store (not only at the paths ModelOps reported)
 
     @property
     def unverified(self) -> int:
         return self.counts["expected"] - self.counts["verified"]
 
+    @property
+    def capped(self) -> bool:
+        return len(self.unverified_paths) + len(self.verified_paths) < self.counts["expected"]
 
-def make_progress(counts: dict, unverified_paths: Iterable[str], verified_paths: Iterable[str]) -> Progress:
+
+def make_progress(counts: dict, unverified_paths: Iterable[str], verified_paths: Iterable[str], *,
+                  observed: bool = True) -> Progress:
     """Progress from counts and (lazily read) path lists, listing at most PATH_LIST_CAP paths in all."""
     unverified = list(islice(unverified_paths, PATH_LIST_CAP))
     room = PATH_LIST_CAP - len(unverified)
     verified = list(islice(verified_paths, room + 1))
-    return Progress(dict(counts), unverified, verified if len(verified) <= room else [])
+    return Progress(dict(counts), unverified, verified if len(verified) <= room else [], observed)
 
 
 def build_state(job: dict, progress: Progress, history: list[list], base: dict | None = None) -> dict:
@@ -197,6 +203,12 @@ def build_state(job: dict, progress: Progress, history: list[list], base: dict |
         if job.get("validation_completed_at"):  # before the first validation nothing was looked at
             doc.update({"verified_outputs": progress.verified_paths,
                         "missing_outputs": progress.unverified_paths})
+    elif progress.observed and not progress.capped:
+        # A job known only from ModelOps that jobledger validated: its verdict over the paths ModelOps
+        # reported, as ModelOps writes a verdict (the lists are all the job's known outputs here, so they
+        # are written only when nothing would be cut off).
+        doc.update({"tasks_verified": counts["verified"], "verified_outputs": progress.verified_paths,
+                    "missing_outputs": progress.unverified_paths})
     meta: dict = doc["metadata"] if isinstance(doc.get("metadata"), dict) else {}
     doc["metadata"] = {**{k: v for k, v in meta.items() if k != "jobledger"}, **user_meta, "jobledger": ours}
     return {key: doc[key] for key in MODELOPS_KEYS} | {k: v for k, v in doc.items() if k not in MODELOPS_KEYS}
