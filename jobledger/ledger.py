@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from . import migrations, states
+from . import migrations, staging, states
 from .contracts import SimJob
 from .errors import JobledgerError
 from .layout import Layout
-from .manifest import ExpectedOutput, expected_outputs, outputs_json
+from .manifest import ExpectedOutput
 from .timeutil import utcnow
 
 SCHEMA_VERSION = migrations.schema_version()
@@ -68,10 +68,6 @@ def default_path() -> Path:
 def schema_sql() -> str:
     return resources.files("jobledger").joinpath("schema.sql").read_text(encoding="utf-8")
 
-
-def db_seed(seed: int | None):
-    """SQLite integers are signed 64-bit: larger seeds are stored as their decimal text."""
-    return str(seed) if seed is not None and seed >= 2**63 else seed
 
 
 class Ledger:
@@ -205,12 +201,7 @@ class Ledger:
         row = self.conn.execute("SELECT spec_gz FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise UnknownJob(job_id)
-        if row[0] is None:
-            return None
-        try:
-            return json.loads(gzip.decompress(row[0]))
-        except (OSError, EOFError, ValueError, zlib.error) as exc:  # damaged by hand or by a disk
-            raise LedgerError(f"job {job_id}: the stored spec (jobs.spec_gz) is damaged: {exc}") from None
+        return spec_document(row[0], job_id)
 
     def summary(self, job_id: str) -> dict:
         """Output counts of one job, from the ``job_summary`` view."""
@@ -272,24 +263,13 @@ class Ledger:
 
     # ------------------------------------------------------------ writes
 
-    def insert_job(self, job: SimJob, *, status: str, store_url: str, layout: Layout, seed_policy: str,
-                   spec_doc: Any, spec_format: str, runtime: str | None = None, k8s_name: str | None = None,
-                   k8s_namespace: str | None = None, parent_job_id: str | None = None, reason: str,
-                   progress: Callable[[int], None] | None = None) -> int:
-        """Insert a job, its params, templates and every expected output. Call inside transaction().
-        ``progress(n)`` is told every PROGRESS_EVERY outputs inserted."""
-        now = utcnow()
-        self._insert_job_row(dict(
-            job_id=job.job_id, job_type=job.job_type, status=status, bundle_ref=job.bundle_ref,
-            runtime=runtime, k8s_name=k8s_name, k8s_namespace=k8s_namespace, parent_job_id=parent_job_id,
-            store_url=store_url, layout=layout.name, seed_policy=seed_policy, spec_format=spec_format,
-            spec_sha256=spec_hash(spec_doc), spec_gz=_spec_gz(spec_doc), tasks_total=len(job.tasks),
-            created_at=now, updated_at=now, metadata=json.dumps(job.metadata)))
-        rows = expected_outputs(job, layout, seed_policy)
-        count = self.insert_outputs(job.job_id, _reporting(rows, progress) if progress else rows,
-                                    params_of(job.tasks))
-        self.conn.execute("UPDATE jobs SET expected_total = ? WHERE job_id = ?", (count, job.job_id))
-        self._record_moves(job.job_id, [[None, status, now, reason]])
+    def insert_job(self, columns: dict, reason: str) -> int:
+        """Insert a new job (``columns``: see job_columns) with the expected outputs staged on this connection
+        (see staging), and its first status. Call inside transaction(). Returns the number of outputs."""
+        self._insert_job_row(columns)
+        count = staging.copy(self.conn, columns["job_id"])
+        self.conn.execute("UPDATE jobs SET expected_total = ? WHERE job_id = ?", (count, columns["job_id"]))
+        self._record_moves(columns["job_id"], [[None, columns["status"], columns["created_at"], reason]])
         return count
 
     def import_job(self, columns: dict, spec_doc: Any, params: Mapping[str, str],
@@ -301,23 +281,16 @@ class Ledger:
         self.import_history(columns["job_id"], history, {c: columns[c] for c in ("status", "updated_at")})
         return count
 
-    def adopt_spec(self, job: SimJob, *, store_url: str, layout: Layout, seed_policy: str, spec_doc: Any,
-                   spec_format: str) -> int:
-        """Give a job known only from ModelOps's state.json its spec: the expected outputs replace the result
-        paths ModelOps reported; status, history, created_at and ModelOps's metadata stay. Call inside
-        transaction()."""
-        existing = self.job(job.job_id)
-        meta = {**job.metadata, **json.loads(existing["metadata"] or "{}")}
-        self.conn.execute("DELETE FROM outputs WHERE job_id = ?", (job.job_id,))
-        count = self.insert_outputs(job.job_id, expected_outputs(job, layout, seed_policy),
-                                    params_of(job.tasks))
-        columns = dict(job_type=job.job_type, bundle_ref=job.bundle_ref, store_url=store_url,
-                       layout=layout.name, seed_policy=seed_policy, spec_format=spec_format,
-                       spec_sha256=spec_hash(spec_doc), spec_gz=_spec_gz(spec_doc),
-                       tasks_total=len(job.tasks), expected_total=count,
-                       metadata=json.dumps(meta))
+    def adopt_spec(self, job_id: str, columns: dict) -> int:
+        """Give a job known only from ModelOps's state.json its spec: the expected outputs staged on this
+        connection replace the result paths ModelOps reported, ``columns`` (see adoption_columns) are set;
+        status, history and created_at stay. Call inside transaction(). Returns the number of outputs."""
+        self.job(job_id)
+        self.conn.execute("DELETE FROM outputs WHERE job_id = ?", (job_id,))
+        count = staging.copy(self.conn, job_id)
+        columns = {**columns, "expected_total": count}
         self.conn.execute(f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in columns)} WHERE job_id = ?",
-                          (*columns.values(), job.job_id))
+                          (*columns.values(), job_id))
         return count
 
     def set_reported_outputs(self, job_id: str, verified: list[str], unverified: list[str]) -> None:
@@ -340,47 +313,13 @@ class Ledger:
                           tuple(columns.values()))
 
     def insert_outputs(self, job_id: str, rows: Iterable[ExpectedOutput], params: Mapping[str, str]) -> int:
-        """Insert expected outputs; ``params`` maps each param_id to its canonical params JSON."""
-        param_keys = self._param_keys(params)
-        template_keys: dict[tuple, int] = {}
-
-        def template_key(row: ExpectedOutput) -> int:
-            key = (row.bundle_ref, row.entrypoint, row.outputs)
-            if key not in template_keys:
-                text = outputs_json(row.outputs)
-                self.conn.execute("INSERT OR IGNORE INTO task_templates (bundle_ref, entrypoint, outputs) "
-                                  "VALUES (?,?,?)", (row.bundle_ref, row.entrypoint, text))
-                template_keys[key] = self.conn.execute(
-                    "SELECT template_id FROM task_templates "
-                    "WHERE bundle_ref=? AND entrypoint=? AND outputs=?",
-                    (row.bundle_ref, row.entrypoint, text)).fetchone()[0]
-            return template_keys[key]
-
-        count = 0
-
-        def values():
-            nonlocal count
-            for row in rows:
-                count += 1
-                yield (job_id, row.kind, row.task_id, param_keys[row.param_id], template_key(row),
-                       db_seed(row.task_seed), db_seed(row.run_seed), row.path)
-
-        self.conn.executemany("INSERT INTO outputs (job_id, kind, task_id, param_key, template_id, "
-                              "task_seed, run_seed, path) VALUES (?,?,?,?,?,?,?,?)", values())
-        return count
-
-    def _param_keys(self, params: Mapping[str, str]) -> dict[str, int]:
-        self.conn.executemany("INSERT OR IGNORE INTO params (param_id, params_json) VALUES (?, ?)",
-                              params.items())
-        keys: dict[str, int] = {}
-        ids = list(params)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            for pid, key in self.conn.execute(
-                    f"SELECT param_id, param_key FROM params WHERE param_id IN ({marks})", chunk):
-                keys[pid] = key
-        return keys
+        """Insert expected outputs; ``params`` maps each param_id to its canonical params JSON.
+        Call inside transaction()."""
+        try:
+            staging.stage(self.conn, rows, params)
+            return staging.copy(self.conn, job_id)
+        finally:
+            staging.drop(self.conn)
 
     def transition(self, job_id: str, to_status: str, reason: str, *, revalidate: bool = False,
                    resubmit: bool = False, with_writes: Callable[[], None] | None = None,
@@ -484,6 +423,31 @@ def _check_columns(columns: Mapping[str, Any]) -> None:
             raise ValueError(f"bad column name {name!r}")
 
 
+def job_columns(job: SimJob, *, status: str, store_url: str, layout: Layout, seed_policy: str, spec_doc: Any,
+                spec_format: str, runtime: str | None, k8s_name: str | None, k8s_namespace: str | None,
+                parent_job_id: str | None, expected_total: int) -> dict:
+    """The row of a job about to be registered (created now)."""
+    now = utcnow()
+    return dict(job_id=job.job_id, job_type=job.job_type, status=status, bundle_ref=job.bundle_ref,
+                runtime=runtime, k8s_name=k8s_name, k8s_namespace=k8s_namespace, parent_job_id=parent_job_id,
+                store_url=store_url, layout=layout.name, seed_policy=seed_policy, spec_format=spec_format,
+                spec_sha256=spec_hash(spec_doc), spec_gz=_spec_gz(spec_doc), tasks_total=len(job.tasks),
+                expected_total=expected_total, created_at=now, updated_at=now,
+                metadata=json.dumps(job.metadata))
+
+
+# What registering a spec sets on a job known only from ModelOps's state.json.
+ADOPTED_COLUMNS = ("job_type", "bundle_ref", "store_url", "layout", "seed_policy", "spec_format",
+                   "spec_sha256", "spec_gz", "tasks_total", "expected_total")
+
+
+def adoption_columns(existing: dict, columns: dict) -> dict:
+    """The columns a job_columns row gives a job known only from ModelOps: its spec's, with ModelOps's
+    metadata kept (over the spec's on the same key)."""
+    meta = {**json.loads(columns["metadata"]), **json.loads(existing["metadata"] or "{}")}
+    return {**{c: columns[c] for c in ADOPTED_COLUMNS}, "metadata": json.dumps(meta)}
+
+
 def params_of(tasks) -> dict[str, str]:
     """param_id → canonical params JSON for the distinct parameter sets of some tasks."""
     distinct: dict[str, str] = {}
@@ -499,22 +463,20 @@ def _seed_in(path: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def spec_document(spec_gz: bytes | None, job_id: str) -> Any:
+    """The spec a job row keeps (``spec_gz``), None for a job without one."""
+    if spec_gz is None:
+        return None
+    try:
+        return json.loads(gzip.decompress(spec_gz))
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # damaged by hand or by a disk
+        raise LedgerError(f"job {job_id}: the stored spec (jobs.spec_gz) is damaged: {exc}") from None
+
+
 def _spec_gz(spec_doc: Any) -> bytes:
     """The spec as submitted, key order kept (``jobledger spec`` gives it back as it was); its
     identity is ``spec_hash``, which sorts keys."""
     return gzip.compress(json.dumps(spec_doc, separators=(",", ":"), ensure_ascii=False).encode(), 6)
-
-
-PROGRESS_EVERY = 1000
-
-
-def _reporting(rows: Iterable[ExpectedOutput], progress: Callable[[int], None]) -> Iterator[ExpectedOutput]:
-    n = 0
-    for n, row in enumerate(rows, 1):
-        yield row
-        if n % PROGRESS_EVERY == 0:
-            progress(PROGRESS_EVERY)
-    progress(n % PROGRESS_EVERY)
 
 
 def spec_hash(spec_doc: Any) -> str:

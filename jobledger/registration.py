@@ -1,4 +1,5 @@
-"""Registration: a spec document in → a SimJob → its expected outputs → one ledger transaction."""
+"""Registration: a spec document in → a SimJob → its expected outputs (staged) → the registry, if any →
+one ledger transaction."""
 from __future__ import annotations
 
 import hashlib
@@ -9,11 +10,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import states
+from . import staging, states
 from .contracts import ContractError, SimJob, from_contracts_object, is_study, load_spec
 from .layout import Layout, warn_for_bundle
-from .ledger import Ledger, LedgerError, spec_hash
-from .manifest import check_seed_policy
+from .ledger import Ledger, LedgerError, adoption_columns, job_columns, params_of, spec_hash
+from .manifest import check_seed_policy, expected_outputs
 from .stores import normalize_store_url
 
 
@@ -94,39 +95,77 @@ def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
                runtime: str | None = None, namespace: str | None = None, k8s_name: str | None = None,
                parent_job_id: str | None = None, progress: Callable[[int], None] | None = None,
                on_total: Callable[[int], None] | None = None) -> Registered:
-    """Record a job and all its expected outputs in one transaction; an identical re-registration
-    is a no-op."""
+    """Record a job and all its expected outputs; an identical re-registration is a no-op.
+    ``on_total``/``progress`` are told how many outputs there are and how many were prepared.
+
+    With a registry, nothing is written locally unless the registry took the job, and no network round
+    trip happens under the ledger's write lock: the outputs are staged on this connection (no lock), the
+    manifest built from them and published (create-once) with state.json, and only then one local
+    transaction copies the staged rows in. A retry after a failed local commit finds the job in the
+    registry and imports it from there.
+    """
     layout_obj = Layout.parse(layout)
     policy = check_seed_policy(seed_policy)
     store_url = normalize_store_url(store)
     notes = bundle_warnings(job)
-    if on_total is not None:
-        on_total(len(job.tasks))  # one simulation output per task; aggregations are few
+    wanted = {"spec_sha256": spec_hash(spec_doc), "store_url": store_url, "layout": layout_obj.name,
+              "seed_policy": policy}
     if ledger.mirror is not None and not ledger.job_exists(job.job_id):
         ledger.mirror.pull_job(ledger, job.job_id, missing_ok=True)  # created by ModelOps or another machine?
-    with ledger.transaction():
+    if ledger.job_exists(job.job_id) and ledger.job(job.job_id)["spec_format"] is not None:
+        return _registered_again(ledger, job.job_id, wanted, notes)
+    if on_total is not None:
+        on_total(len(job.tasks))  # one simulation output per task; aggregations are few
+    count = staging.stage(ledger.conn, expected_outputs(job, layout_obj, policy), params_of(job.tasks),
+                          progress=progress)
+    try:
+        columns = job_columns(job, status=status, store_url=store_url, layout=layout_obj, seed_policy=policy,
+                              spec_doc=spec_doc, spec_format=spec_format, runtime=runtime, k8s_name=k8s_name,
+                              k8s_namespace=namespace, parent_job_id=parent_job_id, expected_total=count)
         if ledger.job_exists(job.job_id):
-            existing = ledger.job(job.job_id)
-            if existing["spec_format"] is None:
-                # Known only from ModelOps's state.json: adopt it (its status, created_at, metadata stay).
-                count = ledger.adopt_spec(job, store_url=store_url, layout=layout_obj, seed_policy=policy,
-                                          spec_doc=spec_doc, spec_format=spec_format)
-                ledger.notify_changed(job.job_id)
-                return Registered(job.job_id, count, True, existing["status"], notes)
-            differences = _differences(existing, {"spec_sha256": spec_hash(spec_doc), "store_url": store_url,
-                                                  "layout": layout_obj.name, "seed_policy": policy})
-            if differences:
-                raise LedgerError(f"job {job.job_id} is already registered with other options "
-                                  f"({'; '.join(differences)}); {forget_hint(ledger, job.job_id)}")
-            ledger.notify_changed(job.job_id)  # completes a publication an earlier attempt could not make
-            return Registered(job.job_id, existing["expected_total"], False, existing["status"], notes)
-        count = ledger.insert_job(job, status=status, store_url=store_url, layout=layout_obj,
-                                  seed_policy=policy, spec_doc=spec_doc, spec_format=spec_format,
-                                  runtime=runtime, k8s_name=k8s_name, k8s_namespace=namespace,
-                                  parent_job_id=parent_job_id, reason=reason, progress=progress)
-        # Published before the local commit: if the registry cannot take the job, the ledger keeps nothing.
-        ledger.notify_changed(job.job_id)
-    return Registered(job.job_id, count, True, status, notes)
+            # Known only from ModelOps's state.json: adopt it (its status, created_at, metadata stay).
+            return _adopt(ledger, job.job_id, columns, notes)
+        history = [[None, status, columns["created_at"], reason]]
+        if ledger.mirror is not None and not ledger.mirror.publish_new(ledger, columns, history):
+            # Created in the registry since we looked (another machine, ModelOps): take it from there.
+            ledger.mirror.pull_job(ledger, job.job_id, missing_ok=True)
+        else:
+            with ledger.transaction():
+                if not ledger.job_exists(job.job_id):  # (another process may have registered it in this file)
+                    ledger.insert_job(columns, reason)
+                    return Registered(job.job_id, count, True, status, notes)
+    finally:
+        staging.drop(ledger.conn)
+    return create_job(ledger, job, spec_doc, spec_format, status=status, reason=reason, store=store,
+                      layout=layout, seed_policy=seed_policy, runtime=runtime, namespace=namespace,
+                      k8s_name=k8s_name, parent_job_id=parent_job_id, progress=progress,
+                      on_total=on_total)  # it exists now: the same registration, or one to adopt
+
+
+def _registered_again(ledger: Ledger, job_id: str, wanted: dict, notes: list[str]) -> Registered:
+    """A job registered before: the same registration is a no-op, another one an error."""
+    existing = ledger.job(job_id)
+    differences = _differences(existing, wanted)
+    if differences:
+        raise LedgerError(f"job {job_id} is already registered with other options "
+                          f"({'; '.join(differences)}); {forget_hint(ledger, job_id)}")
+    ledger.notify_changed(job_id)  # completes a publication an earlier attempt could not make
+    return Registered(job_id, existing["expected_total"], False, existing["status"], notes)
+
+
+def _adopt(ledger: Ledger, job_id: str, columns: dict, notes: list[str]) -> Registered:
+    """Give a job known only from ModelOps's state.json the staged outputs and the spec's columns: with a
+    registry, the manifest and state.json first (no local lock held), then one local transaction."""
+    adopted = adoption_columns(ledger.job(job_id), columns)
+    if ledger.mirror is None:
+        with ledger.transaction():
+            count = ledger.adopt_spec(job_id, adopted)
+    else:
+        swapped = ledger.mirror.swap_adoption(ledger, job_id, adopted)
+        with ledger.transaction():
+            count = ledger.adopt_spec(job_id, adopted)
+            ledger.import_history(job_id, swapped.history, swapped.columns)
+    return Registered(job_id, count, True, ledger.job(job_id)["status"], notes)
 
 
 # What must match for a registration to be the same one, and how each difference is named.

@@ -571,3 +571,122 @@ def test_the_run_a_verdict_names_is_the_run_stored_even_when_another_validation_
         assert (runs[named]["job_id"], runs[named]["verified"], runs[named]["outcome"]) == (job_id, 9, "partial")
     assert result.run_id == int(re.search(r"\(run (\d+)\)", json.loads(
         cli(db, None, "history", first, "--json").stdout)[-1]["reason"]).group(1))
+
+
+def test_registration_publishes_with_no_ledger_write_lock_held(tmp_path, local_registry, sample, spec_dir):
+    """The manifest and state.json of a new job, and of a job ModelOps created that gets its spec, are written
+    while another process could take the ledger's write lock; what registration published is what the ledger
+    then holds (a push afterwards has nothing to change)."""
+    from jobledger import api
+    from jobledger.registry.mirror import Mirror
+    spec, store_dir = sample
+    db = tmp_path / "a.db"
+    store = LockProbingStore(local_registry, db)
+    with Ledger(db, mirror=Mirror(store)) as ledger:
+        assert api.register(ledger, spec, store=str(store_dir)).created
+    assert len(store.lock_free) == 2 and all(store.lock_free)  # manifest, then state.json
+    published = store.get(state_key(SAMPLE_JOB))
+    assert store.get(f"jobs/{SAMPLE_JOB}/manifest.jsonl.gz") is not None
+    cli(db, local_registry, "push")
+    assert store.get(state_key(SAMPLE_JOB)) == published  # same bytes, same version: nothing rewritten
+    assert json.loads(cli(tmp_path / "b.db", local_registry, "pull", "--json").stdout)[0]["expected"] == 12
+    assert answers(tmp_path / "b.db", [SAMPLE_JOB]) == answers(db, [SAMPLE_JOB])
+
+    # a job ModelOps created, adopted with its spec: the same
+    written = (spec_dir / "upstream" / "states" / "job-a0000002.json").read_bytes()
+    assert store.inner.create_if_absent(state_key("job-a0000002"), written)
+    store.lock_free.clear()
+    with Ledger(db, mirror=Mirror(store)) as ledger:
+        assert api.register(ledger, spec, store=str(store_dir), job_id="job-a0000002").created
+    assert len(store.lock_free) == 2 and all(store.lock_free)  # manifest, then the swap of state.json
+    doc = json.loads(store.get(state_key("job-a0000002"))[0])
+    assert (doc["status"], doc["metadata"]["jobledger"]["manifest"]) == \
+        ("running", "jobs/job-a0000002/manifest.jsonl.gz")
+    status = json.loads(cli(db, None, "status", "job-a0000002", "--json").stdout)
+    assert (status["status"], status["expected"], status["created_at"]) == \
+        ("running", 12, json.loads(written)["created_at"])
+
+
+class CrashAfterPublishing(LockProbingStore):
+    """A real local registry whose writer dies right after state.json was created: the registry has the job,
+    the local commit never happens."""
+
+    def create_if_absent(self, key, data):
+        created = super().create_if_absent(key, data)
+        if key.endswith("/state.json"):
+            raise KeyboardInterrupt("killed after publishing")
+        return created
+
+
+def test_a_registration_interrupted_after_publishing_changes_no_ledger_and_a_retry_completes(
+        tmp_path, local_registry, sample):
+    from jobledger import api
+    from jobledger.registry.mirror import Mirror
+    spec, store_dir = sample
+    db = tmp_path / "a.db"
+    with Ledger(db, mirror=Mirror(CrashAfterPublishing(local_registry, db))) as ledger:
+        with pytest.raises(KeyboardInterrupt):
+            api.register(ledger, spec, store=str(store_dir))
+    assert json.loads(cli(db, None, "sql", "SELECT count(*) AS n FROM outputs", "--json").stdout) == [{"n": 0}]
+    assert json.loads(cli(db, None, "list", "--json").stdout) == []
+    retried = cli(db, local_registry, "register", spec, "--store", store_dir)
+    assert retried.stdout == f"{SAMPLE_JOB}: already registered with this spec (12 expected outputs)\n"
+    reference = tmp_path / "reference.db"  # the same registration, uninterrupted, elsewhere
+    cli(reference, f"file://{tmp_path / 'other-registry'}", "register", spec, "--store", store_dir)
+    seen, expected = answers(db, [SAMPLE_JOB]), answers(reference, [SAMPLE_JOB])
+    for doc in (seen, expected):  # registered at different moments
+        for rows in doc.values():
+            for row in rows if isinstance(rows, list) else [rows]:
+                for key in ("created_at", "updated_at", "at"):
+                    if isinstance(row, dict):
+                        row.pop(key, None)
+    assert seen == expected
+
+
+class FailingObservations(LockProbingStore):
+    """A real local registry that refuses observed.json.gz: a verdict reaches state.json, its observations
+    do not (yet)."""
+
+    def put(self, key, data, version):
+        if key.endswith("/observed.json.gz"):
+            raise RegistryError(f"registry {self.url} unreachable")
+        return super().put(key, data, version)
+
+    def create_if_absent(self, key, data):
+        if key.endswith("/observed.json.gz"):
+            raise RegistryError(f"registry {self.url} unreachable")
+        return super().create_if_absent(key, data)
+
+
+def test_a_machine_that_has_not_seen_a_verdicts_observations_does_not_overwrite_its_counts(
+        tmp_path, local_registry, sample):
+    """Machine A's verdict is in state.json but its observations are not published yet when machine B, which
+    never saw them, refreshes state.json; A publishes them meanwhile. B must not put its stale counts over A's."""
+    from jobledger.registry.mirror import Mirror
+    from jobledger.validation import validate_job
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    register(a, local_registry, sample)
+    with mirrored(a, local_registry) as ledger:
+        ledger.transition(SAMPLE_JOB, states.RUNNING, "running")
+    cli(b, local_registry, "pull")                                    # B knows the job as running
+    with mirrored(a, local_registry) as ledger:
+        ledger.transition(SAMPLE_JOB, states.VALIDATING, "complete")
+    with Ledger(a, mirror=Mirror(FailingObservations(local_registry, a))) as ledger:
+        with pytest.raises(RegistryError, match="unreachable"):
+            validate_job(ledger, SAMPLE_JOB)                          # the verdict is swapped in, 9 verified
+    assert json.loads(open_versioned_store(local_registry).get(state_key(SAMPLE_JOB))[0])[
+        "metadata"]["jobledger"]["counts"]["verified"] == 9
+
+    def a_publishes_now():  # after B read what it merges, before B writes state.json
+        with mirrored(a, local_registry) as ledger:
+            ledger.notify_changed(SAMPLE_JOB)
+
+    hooked = HookedStore(local_registry, b, state_key(SAMPLE_JOB), a_publishes_now)
+    with Ledger(b, mirror=Mirror(hooked)) as ledger:
+        ledger.notify_changed(SAMPLE_JOB)
+    doc = json.loads(open_versioned_store(local_registry).get(state_key(SAMPLE_JOB))[0])
+    assert (doc["status"], doc["tasks_verified"], doc["metadata"]["jobledger"]["counts"]["verified"]) == \
+        ("partial", 9, 9)
+    a_publishes_now()                                                 # (if B's write did not call on A)
+    cli(b, local_registry, "pull")                                    # and B catches up from A's observations
+    assert json.loads(cli(b, None, "status", SAMPLE_JOB, "--json").stdout)["verified"] == 9

@@ -122,19 +122,17 @@ def check_observed(doc: dict, rows: int, key: str) -> None:
 
 # ------------------------------------------------------------------ manifest
 
-def build_manifest(ledger: Ledger, job: dict) -> bytes:
-    """The manifest of a job the ledger holds: its constants, spec and every expected output in order."""
+def build_manifest(job: dict, spec, rows: Iterable[tuple]) -> bytes:
+    """The manifest of a job: its constants (``job``: its row), spec and every expected output in ledger
+    order, from ``rows`` of (kind, task_id, param_id, params_json, bundle_ref, entrypoint, outputs,
+    task_seed, run_seed, path): see manifest_rows (a job in the ledger) and staging.manifest_rows (a job
+    being registered)."""
     params: dict[str, int] = {}
     param_json: dict[str, str] = {}
     templates: dict[tuple, int] = {}
     lines = []
-    cursor = ledger.conn.execute(
-        "SELECT o.kind, o.task_id, p.param_id, p.params_json, t.bundle_ref, t.entrypoint, t.outputs, "
-        "o.task_seed, o.run_seed, o.path FROM outputs o JOIN params p ON p.param_key = o.param_key "
-        "JOIN task_templates t ON t.template_id = o.template_id WHERE o.job_id = ? ORDER BY o.output_id",
-        (job["job_id"],))
     for kind, task_id, param_id, params_json, bundle_ref, entrypoint, outputs, task_seed, run_seed, path \
-            in cursor:
+            in rows:
         p = params.setdefault(param_id, len(params))
         param_json.setdefault(param_id, params_json)
         t = templates.setdefault((bundle_ref, entrypoint, outputs), len(templates))
@@ -142,10 +140,19 @@ def build_manifest(ledger: Ledger, job: dict) -> bytes:
                                 separators=(",", ":")))
     header = {"format": MANIFEST_FORMAT, "job_id": job["job_id"],
               "job": {c: job[c] for c in MANIFEST_COLUMNS},
-              "spec": ledger.spec_of(job["job_id"]), "params": [[pid, param_json[pid]] for pid in params],
+              "spec": spec, "params": [[pid, param_json[pid]] for pid in params],
               "templates": [list(t) for t in templates], "outputs": len(lines)}
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False) + "\n" + "\n".join(lines)
     return gzip.compress(text.encode(), 6)
+
+
+def manifest_rows(ledger: Ledger, job_id: str) -> Iterable[tuple]:
+    """The rows build_manifest takes, for a job in the ledger."""
+    return ledger.conn.execute(
+        "SELECT o.kind, o.task_id, p.param_id, p.params_json, t.bundle_ref, t.entrypoint, t.outputs, "
+        "o.task_seed, o.run_seed, o.path FROM outputs o JOIN params p ON p.param_key = o.param_key "
+        "JOIN task_templates t ON t.template_id = o.template_id WHERE o.job_id = ? ORDER BY o.output_id",
+        (job_id,))
 
 
 def parse_manifest(data: bytes, key: str) -> tuple[dict, list[list]]:

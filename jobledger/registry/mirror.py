@@ -14,9 +14,9 @@ import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .. import states
+from .. import staging, states
 from ..contracts import ContractError, check_job_id
-from ..ledger import Ledger, SpecNeeded
+from ..ledger import Ledger, SpecNeeded, spec_document
 from ..timeutil import parse_since, utcnow
 from .base import MovedElsewhere, RegistryError, VersionedStore
 from .blobs import (
@@ -24,6 +24,7 @@ from .blobs import (
     dump_observed,
     encode_observed,
     manifest_outputs,
+    manifest_rows,
     merge_observed,
     parse_manifest,
     parse_observed,
@@ -50,6 +51,7 @@ from .state import (
     reported_paths,
     state_columns,
     state_key,
+    with_progress_of,
 )
 
 
@@ -98,6 +100,18 @@ def read_progress(ledger: Ledger, job_id: str) -> Progress:
                                    (job_id,)).fetchone()
     return make_progress(ledger.summary(job_id), paths("state <> 'verified'"), paths("state = 'verified'"),
                          observed=observed is not None)
+
+
+def _staged_progress(ledger: Ledger, job: dict) -> Progress:
+    """What a job about to be registered will show: every staged output not looked at yet."""
+    n = job["expected_total"]
+    counts = {"expected": n, "verified": 0, "missing": 0, "errored": 0, "incomplete": 0, "stale": 0}
+    return make_progress(counts, staging.paths(ledger.conn), iter(()), observed=False)
+
+
+def ledger_spec(job: dict):
+    """The spec a job row holds (gzip JSON), as the manifest carries it."""
+    return spec_document(job["spec_gz"], job["job_id"])
 
 
 def _state_doc(ledger: Ledger, job: dict, history: list[list], base: dict | None,
@@ -188,10 +202,14 @@ class Mirror:
             if remote is None:
                 return encode_state(doc), None
             if counts_of(doc) != counts_of(remote) and job["spec_format"] is not None:
-                # Writers publish observations before state.json: fold in what was published since our
-                # last merge, so that our counts are never older than the ones we would overwrite.
+                # Fold in the observations published since our last merge, so that our counts are never
+                # older than the ones we would overwrite.
                 self.sync_observed(ledger, job_id)
                 doc = self._refreshed_doc(ledger, job_id, remote)
+                if counts_of(doc) != counts_of(remote) and not _knows_validation_of(ledger, remote):
+                    # A verdict is swapped into state.json before its machine publishes the observations
+                    # behind it: until they arrive, its progress fields stand.
+                    doc = with_progress_of(doc, remote)
             return (None if comparable(doc) == comparable(remote) else encode_state(doc)), None
 
         cas(self.store, key, modify)
@@ -222,15 +240,61 @@ class Mirror:
         manifest fixes (its rows are the result paths ModelOps reported, in whatever order it listed
         them); its verdict travels in state.json's path lists."""
         if job["spec_format"] is not None:
-            key = manifest_key(job["job_id"])
-            if not self.store.create_if_absent(key, build_manifest(ledger, job)):
-                got = self.store.get(key)
-                if got is not None:
-                    header, _ = parse_manifest(got[0], key)
-                    if header["job"].get("spec_sha256") != job["spec_sha256"]:
-                        raise RegistryError(f"{key}: the registry holds a different job {job['job_id']} "
-                                            f"(spec differs from the local one)")
+            self._create_manifest(job, build_manifest(job, ledger.spec_of(job["job_id"]),
+                                                      manifest_rows(ledger, job["job_id"])))
             self.sync_observed(ledger, job["job_id"])
+
+    def _create_manifest(self, job: dict, data: bytes) -> None:
+        """Create the job's manifest once; one already there must be of the same spec (an earlier attempt)."""
+        key = manifest_key(job["job_id"])
+        if not self.store.create_if_absent(key, data):
+            got = self.store.get(key)
+            if got is not None:
+                header, _ = parse_manifest(got[0], key)
+                if header["job"].get("spec_sha256") != job["spec_sha256"]:
+                    raise RegistryError(f"{key}: the registry holds a different job {job['job_id']} "
+                                        f"(spec differs from the local one)")
+
+    # -------------------------------------------------------- registration (outputs staged, not committed)
+
+    def publish_new(self, ledger: Ledger, job: dict, history: list[list]) -> bool:
+        """Publish a job about to be registered, before the ledger commits it: the manifest (create-once)
+        from the outputs staged on the ledger's connection, then state.json. ``job`` is the row about to
+        be inserted, ``history`` its first move. False, with state.json untouched, when state.json exists
+        already: the job was created in the registry meanwhile (another machine, ModelOps, or an earlier
+        attempt whose local commit failed), and the caller imports it from there."""
+        self._create_manifest(job, build_manifest(job, ledger_spec(job), staging.manifest_rows(ledger.conn)))
+        doc = build_state(job, _staged_progress(ledger, job), [move + [self.by] for move in history])
+        return self.store.create_if_absent(state_key(job["job_id"]), encode_state(doc))
+
+    def swap_adoption(self, ledger: Ledger, job_id: str, adopted: dict) -> Swapped:
+        """Publish the spec of a job known only from ModelOps's state.json, before the ledger adopts it: the
+        manifest from the staged outputs, then state.json by compare-and-swap with jobledger's part added
+        (ModelOps's fields, status and history kept). The caller writes the result in one transaction."""
+        local = ledger.job(job_id)
+        job = {**local, **adopted}
+        self._create_manifest(job, build_manifest(job, ledger_spec(job), staging.manifest_rows(ledger.conn)))
+        progress = _staged_progress(ledger, job)
+        key = state_key(job_id)
+
+        def modify(current: bytes | None) -> tuple[bytes | None, Swapped]:
+            mine = local_history(ledger, job_id, self.by)
+            if current is None:  # gone from the registry since it was pulled: publish it whole
+                row, base, history = job, None, mine
+            else:
+                base = parse_state(current, key)
+                self._check_same_job(job, base, key)
+                theirs = registry_history(base, mine)
+                where = relation(mine, theirs)
+                if where == "diverged":
+                    raise RegistryError(f"job {job_id}: the registry's history differs from this ledger's "
+                                        f"({moved_message(base)}); run `jobledger pull {job_id}`")
+                row = {**job, **state_columns(base), **adopted} if where == "remote-ahead" else job
+                history = merged_history(mine, theirs)
+            doc = build_state(row, progress, history, base)
+            return encode_state(doc), Swapped(history, state_columns(doc))
+
+        return cas(self.store, key, modify)
 
     @staticmethod
     def _check_same_job(job: dict, remote: dict, key: str) -> None:
@@ -334,6 +398,15 @@ class Mirror:
             except RegistryError:
                 pass  # imported unlinked; the parent is not in the registry
         return manifest
+
+
+def _knows_validation_of(ledger: Ledger, remote: dict) -> bool:
+    """Whether this ledger holds the run behind the registry's last validation (runs are shared with all
+    their columns, so the run of a validation started at ``validation_started_at`` has that start)."""
+    started = remote.get("validation_started_at")
+    return not started or ledger.conn.execute(
+        "SELECT 1 FROM validation_runs WHERE job_id = ? AND started_at >= ? LIMIT 1",
+        (remote["job_id"], started)).fetchone() is not None
 
 
 def _registry_newer(where: str, remote: dict, job: dict) -> bool:

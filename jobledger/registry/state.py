@@ -214,6 +214,20 @@ def build_state(job: dict, progress: Progress, history: list[list], base: dict |
     return {key: doc[key] for key in MODELOPS_KEYS} | {k: v for k, v in doc.items() if k not in MODELOPS_KEYS}
 
 
+# The fields that say what a validation found (see build_state).
+PROGRESS_KEYS = ("tasks_total", "tasks_verified", "tasks_completed", "verified_outputs", "missing_outputs")
+OWN_PROGRESS_KEYS = ("counts", "missing_outputs", "verified_outputs")
+
+
+def with_progress_of(doc: dict, other: dict) -> dict:
+    """``doc`` with the progress fields (ModelOps's and jobledger's counts) of ``other``."""
+    ours = {**(jobledger_part(doc) or {}),
+            **{k: v for k, v in (jobledger_part(other) or {}).items() if k in OWN_PROGRESS_KEYS}}
+    out = {**doc, **{k: other.get(k) for k in PROGRESS_KEYS if k in other}}
+    out["metadata"] = {**(doc.get("metadata") or {}), "jobledger": ours}
+    return out
+
+
 def encode_state(doc: dict) -> bytes:
     return json.dumps(doc, indent=1, ensure_ascii=False, default=str).encode()
 
