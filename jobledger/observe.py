@@ -47,7 +47,10 @@ def directory_row_with_outputs(directory: str, names: list[str]) -> tuple:
 def _run_threads(producers: list[Callable[[Callable[[list], None]], None]], threads: int,
                  consume: Callable[[list], None]) -> None:
     """Run producers in threads; each hands batches of rows to ``consume`` on this thread
-    (the SQLite connection stays on one thread). The first error stops everything."""
+    (the SQLite connection stays on one thread). The first error stops everything: producers not
+    started are cancelled, running ones stop before their next request (``emit.stopped``), and the
+    error is raised without waiting for requests in flight, so a dead store is one error within
+    seconds, not every thread's retries in turn."""
     batches: queue.Queue = queue.Queue(maxsize=64)
     stop = threading.Event()
     done = object()
@@ -61,6 +64,12 @@ def _run_threads(producers: list[Callable[[Callable[[list], None]], None]], thre
                 continue
         raise _Stopped()
 
+    def stopped() -> None:
+        if stop.is_set():
+            raise _Stopped()
+
+    emit.stopped = stopped  # type: ignore[attr-defined]
+
     def run(producer) -> None:
         try:
             producer(emit)
@@ -70,26 +79,29 @@ def _run_threads(producers: list[Callable[[Callable[[list], None]], None]], thre
         except BaseException as exc:  # handed to the consumer thread, which re-raises it
             batches.put(exc)
 
-    with ThreadPoolExecutor(max(1, min(threads, len(producers)))) as pool:
-        for producer in producers:
-            pool.submit(run, producer)
-        remaining = len(producers)
-        try:
-            while remaining:
-                item = batches.get()
-                if item is done:
-                    remaining -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    consume(item)
-        finally:
-            stop.set()
-            while True:  # unblock producers waiting on a full queue
-                try:
-                    batches.get_nowait()
-                except queue.Empty:
-                    break
+    pool = ThreadPoolExecutor(max(1, min(threads, len(producers))))
+    for producer in producers:
+        pool.submit(run, producer)
+    remaining = len(producers)
+    failed = True
+    try:
+        while remaining:
+            item = batches.get()
+            if item is done:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                consume(item)
+        failed = False
+    finally:
+        stop.set()
+        while True:  # unblock producers waiting on a full queue
+            try:
+                batches.get_nowait()
+            except queue.Empty:
+                break
+        pool.shutdown(wait=not failed, cancel_futures=True)
 
 
 class _Stopped(Exception):
@@ -113,6 +125,7 @@ def _probe_producer(store: ProvenanceStore, paths: list[str], row=directory_row)
     def produce(emit) -> None:
         batch = []
         for path in paths:
+            emit.stopped()  # another thread failed: no further request
             names = store.names_in(path)
             if names:
                 batch.append(row(path, names))

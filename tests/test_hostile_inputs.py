@@ -511,3 +511,39 @@ def test_push_of_a_damaged_spec_is_one_line(registered, tmp_path):
     before = dump(registered)
     result = cli("--registry", tmp_path / "registry", "push", ok=None)
     assert_refused(result, registered, before)
+
+
+def test_a_store_that_dies_during_head_validation_is_one_error_within_seconds(tmp_path, db_path, monkeypatch):
+    """Azurite stopped while 16 threads probe 20,000 outputs: the first failure stops the others (it took
+    348 s when every thread went through its own retries)."""
+    import threading
+    import time
+
+    from azurite import Azurite
+    service = Azurite().start()
+    (tmp_path / "empty").mkdir()
+    try:
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", service.connection_string)
+        from jobledger.stores import open_store
+        open_store("az://prov/x").upload_tree(tmp_path / "empty")  # creates the container
+        study = {"model": "models.seir.SEIR", "scenario": "baseline", "n_replicates": 5,
+                 "parameter_sets": [{"beta": i} for i in range(4000)]}
+        cli("register", write_spec(tmp_path, study), "--bundle", f"sha256:{HEX}", "--job-id", "job-0000ffff",
+            "--store", "az://prov/x")
+        to_validating(db_path, "job-0000ffff")
+        before = dump(db_path)
+        stopped_at: list[float] = []
+
+        def stop_soon() -> None:
+            time.sleep(1.0)
+            stopped_at.append(time.monotonic())
+            service.stop()
+
+        threading.Thread(target=stop_soon, daemon=True).start()
+        result = cli("validate", "job-0000ffff", "--strategy", "head", ok=None)
+        ended = time.monotonic()
+        assert stopped_at, "validation ended before the store was stopped"
+        assert ended - stopped_at[0] < 15
+        assert_refused(result, db_path, before)
+    finally:
+        service.cleanup()
