@@ -30,6 +30,8 @@ from .registration import (
 from .registry import open_mirror
 from .registry.mirror import pull as pull_jobs
 from .registry.mirror import push as push_jobs
+from .report import ReportWritten, write_job_report, write_ledger_report
+from .report.datasette import serve_ledger
 from .resume import MAX_ATTEMPTS, RESUME_REASONS, Pruned, Resumed, ResumePlan, plan_resume, prune_spec, resume
 from .resume import check_reasons as check_resume_reasons
 from .runtimes.kubernetes import spec_bytes
@@ -278,4 +280,5 @@ __all__ = ["ledger_path", "open_ledger", "read_spec", "register", "forget", "cre
            "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs", "cancel_job", "Registered",
            "Forgotten", "JobStatus", "Rows", "ValidationResult", "Plan", "SyncChange", "Submitted",
            "Cancelled", "ResumePlan", "Resumed", "Pruned", "JobledgerError", "MISSING_REASONS",
-           "SUBMIT_TIMEOUT", "MAX_ATTEMPTS", "RESUME_REASONS", "check_resume_reasons"]
+           "SUBMIT_TIMEOUT", "MAX_ATTEMPTS", "RESUME_REASONS", "check_resume_reasons", "ReportWritten",
+           "write_job_report", "write_ledger_report", "serve_ledger"]

@@ -1,4 +1,5 @@
-"""A non-editable `pip install .` into a fresh virtualenv ships schema.sql and a working console script.
+"""A non-editable `pip install .` into a fresh virtualenv ships schema.sql, the report
+templates and a working console script.
 
 The nested venv must build on whatever interpreter runs the suite, including a fresh venv that has
 only what `pip install -e ".[test]"` put there: it reaches the running environment's packages
@@ -64,3 +65,6 @@ def test_non_editable_install_carries_the_schema(tmp_path, spec_dir):
     assert "12 expected outputs" in done.stdout
     status = run([python, "-m", "jobledger", "status", "job-5a11e0c3"], cwd=tmp_path, env=env)
     assert "scheduled" in status.stdout
+    report = run([exe, "report", "job-5a11e0c3", "-o", "r.html"], cwd=tmp_path, env=env)
+    assert report.stdout.startswith("wrote r.html (")
+    assert (tmp_path / "r.html").read_text().count('<td data-state="missing"') == 12

@@ -2,7 +2,14 @@
 
 Importing the command modules registers their commands on the group defined in ``app``.
 """
-from . import ledger_cmds, registry_cmds, runtime_cmds, validate_cmds, watch_cmds  # noqa: F401  (registers)
+from . import (  # noqa: F401  (registers the commands)
+    ledger_cmds,
+    registry_cmds,
+    report_cmds,
+    runtime_cmds,
+    validate_cmds,
+    watch_cmds,
+)
 from .app import App, app_of, main
 
 __all__ = ["main", "App", "app_of"]

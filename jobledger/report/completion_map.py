@@ -1,0 +1,251 @@
+"""The completion map: param sets (rows) × replicates and aggregation targets (columns), one cell per output.
+
+Built from two passes over the ``expected_outputs`` view: the first (grouped) gives the shape, the
+second streams every output in registration order. A job whose map would exceed ``MAX_CELLS``
+cells is binned: consecutive param sets share a row (and, past ``MAX_REPLICATE_COLUMNS``
+replicates, consecutive replicates share a column); a binned cell lists its outputs per state
+and is coloured by the worst state among them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import dataclass, field
+
+MAX_CELLS = 50_000
+MAX_REPLICATE_COLUMNS = 100
+
+# The states the report knows, in legend order; any other state is shown as it is, after these.
+KNOWN_STATES = ("verified", "missing", "errored", "incomplete", "unchecked", "stale")
+# Which state colours a binned cell: the most alarming one present (unknown states rank next to verified).
+_SEVERITY = {"errored": 0, "stale": 1, "incomplete": 2, "missing": 3, "unchecked": 4, "verified": 9}
+_UNKNOWN_SEVERITY = 8
+
+_SHAPE_SQL = """
+SELECT param_id, output_type, entrypoint, count(*) AS n, min(output_id) AS first,
+       sum(state = 'verified') AS verified
+FROM expected_outputs WHERE job_id = ? GROUP BY param_id, output_type, entrypoint
+"""
+_STATE_COUNTS_SQL = "SELECT state, count(*) FROM expected_outputs WHERE job_id = ? GROUP BY state"
+_DETAIL_SQL = """
+SELECT param_id, output_type, entrypoint, state, path, run_seed, task_id, detail
+FROM expected_outputs WHERE job_id = ? ORDER BY output_id
+"""
+_STATE_SQL = ("SELECT param_id, output_type, entrypoint, state FROM expected_outputs WHERE job_id = ? "
+              "ORDER BY output_id")
+
+
+@dataclass
+class MapColumn:
+    label: str
+    title: str
+    kind: str            # 'replicate' or 'aggregation'
+
+
+@dataclass
+class MapCell:
+    state: str
+    title: str | None = None     # one output: path, seed, task id, detail
+    outputs: int = 1             # a binned cell: how many outputs it stands for
+    counts: str | None = None    # a binned cell holding several states: "missing:1 verified:3"
+
+
+@dataclass
+class MapRow:
+    label: str
+    title: str                   # param_id, values and counts ('' for a binned row: the page composes it)
+    values: list[str]            # shown per parameter (a range when binned)
+    sort_keys: list[str]         # per parameter: the value (the mean of a numeric range when binned)
+    completion: float            # verified / expected of the row
+    cells: list[MapCell | None]
+
+
+@dataclass
+class CompletionMap:
+    columns: list[MapColumn]
+    rows: list[MapRow]
+    parameters: list[str]
+    rows_per_bin: int = 1
+    replicates_per_column: int = 1
+    param_sets: int = 0
+    state_counts: dict[str, int] = field(default_factory=dict)
+    # param_id -> [verified, expected], for the parameter view
+    per_param_set: dict[str, list[int]] = field(default_factory=dict)
+    param_values: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def binned(self) -> bool:
+        return self.rows_per_bin > 1 or self.replicates_per_column > 1
+
+    @property
+    def cell_count(self) -> int:
+        return sum(1 for row in self.rows for cell in row.cells if cell is not None)
+
+    def states(self) -> list[str]:
+        """Legend order: the known states, then any other state the ledger holds."""
+        return [*KNOWN_STATES, *sorted(s for s in self.state_counts if s not in KNOWN_STATES)]
+
+
+def severity(state: str) -> int:
+    return _SEVERITY.get(state, _UNKNOWN_SEVERITY)
+
+
+def build_map(conn: sqlite3.Connection, job_id: str, param_values: dict[str, dict]) -> CompletionMap:
+    """The map of ``job_id``; ``param_values`` maps each param_id to its parameter dict."""
+    first_seen: dict[str, int] = {}
+    replicates: dict[str, int] = {}
+    target_width: dict[str, int] = {}
+    done: dict[str, list[int]] = {}
+    for param_id, kind, entrypoint, n, first, verified in conn.execute(_SHAPE_SQL, (job_id,)):
+        first_seen[param_id] = min(first, first_seen.get(param_id, first))
+        tally = done.setdefault(param_id, [0, 0])
+        tally[0] += verified
+        tally[1] += n
+        if kind == "aggregation":
+            target_width[entrypoint] = max(n, target_width.get(entrypoint, 0))
+        else:
+            replicates[param_id] = replicates.get(param_id, 0) + n
+    order = sorted(first_seen, key=first_seen.__getitem__)
+    max_reps = max(replicates.values(), default=0)
+    per_column = math.ceil(max_reps / MAX_REPLICATE_COLUMNS) if max_reps > MAX_REPLICATE_COLUMNS else 1
+    rep_columns = math.ceil(max_reps / per_column) if max_reps else 0
+    targets = sorted(target_width)
+    target_offset, width = {}, rep_columns
+    for target in targets:
+        target_offset[target] = width
+        width += target_width[target]
+    per_row = max(1, math.ceil(len(order) * width / MAX_CELLS)) if width else 1
+    cmap = CompletionMap(_columns(rep_columns, per_column, max_reps, targets, target_width), [],
+                         _parameter_names(param_values, order), per_row, per_column, len(order),
+                         dict(conn.execute(_STATE_COUNTS_SQL, (job_id,)).fetchall()), done, param_values)
+
+    # Cells are numbered row * width + column. Per param set: its row's first cell, its next replicate.
+    slots = {pid: [(i // per_row) * width, 0] for i, pid in enumerate(order)}
+    aggregates: dict[tuple[str, str], int] = {}
+
+    def cell_of(pid: str, kind: str, entrypoint: str) -> int:
+        slot = slots[pid]
+        if kind == "aggregation":
+            k = aggregates.get((pid, entrypoint), 0)
+            aggregates[(pid, entrypoint)] = k + 1
+            return slot[0] + target_offset[entrypoint] + k
+        slot[1] += 1
+        return slot[0] + (slot[1] - 1) // per_column
+
+    cells: dict[int, MapCell] = {}
+    if not cmap.binned:
+        for row in conn.execute(_DETAIL_SQL, (job_id,)):
+            cells[cell_of(row[0], row[1], row[2])] = MapCell(row[3], _cell_title(row))
+    else:
+        # One counter array per state keeps the loop over a million outputs to two lookups each.
+        n_cells = math.ceil(len(order) / per_row) * width
+        per_state: dict[str, list[int]] = {}
+        for pid, kind, entrypoint, state in conn.execute(_STATE_SQL, (job_id,)):
+            counter = per_state.get(state)
+            if counter is None:
+                counter = per_state[state] = [0] * n_cells
+            if kind == "aggregation":
+                counter[cell_of(pid, kind, entrypoint)] += 1
+            else:  # cell_of inlined: this line runs once per output
+                slot = slots[pid]
+                counter[slot[0] + slot[1] // per_column] += 1
+                slot[1] += 1
+        for cell in range(n_cells):
+            bucket = {state: counter[cell] for state, counter in per_state.items() if counter[cell]}
+            if bucket:
+                cells[cell] = _binned_cell(bucket)
+    cmap.rows = _rows(cmap, order, cells, width)
+    return cmap
+
+
+def _columns(rep_columns: int, per_column: int, max_reps: int, targets: list[str],
+             target_width: dict[str, int]) -> list[MapColumn]:
+    columns = []
+    for c in range(rep_columns):
+        first, last = c * per_column, min(max_reps, (c + 1) * per_column) - 1
+        label = f"{first}" if first == last else f"{first}–{last}"
+        columns.append(MapColumn(label, f"replicate {label}", "replicate"))
+    for target in targets:
+        for k in range(target_width[target]):
+            columns.append(MapColumn(target + (f" #{k + 1}" if target_width[target] > 1 else ""),
+                                     f"aggregation by target {target}", "aggregation"))
+    return columns
+
+
+def _cell_title(row) -> str:
+    _, _, _, state, path, seed, task_id, detail = row
+    return f"{path}\nseed {seed}\ntask {task_id}\n{state}" + (f": {detail}" if detail else "")
+
+
+def _rows(cmap: CompletionMap, order: list[str], cells: dict[int, MapCell], width: int) -> list[MapRow]:
+    per_row = cmap.rows_per_bin
+    rows = []
+    for start in range(0, len(order), per_row):
+        members = order[start:start + per_row]
+        r = start // per_row
+        row_cells: list[MapCell | None] = [cells.get(r * width + c) for c in range(width)]
+        verified = sum(cmap.per_param_set[p][0] for p in members)
+        expected = sum(cmap.per_param_set[p][1] for p in members)
+        completion = verified / expected if expected else 0.0
+        if per_row == 1:
+            pid = members[0]
+            values = cmap.param_values.get(pid, {})
+            shown = [display_value(values[name]) if name in values else "" for name in cmap.parameters]
+            keys = [sort_key(values[name]) if name in values else "" for name in cmap.parameters]
+            title = f"{pid}\n{json.dumps(values, sort_keys=True)}\n{verified}/{expected} verified"
+            rows.append(MapRow(pid[:12], title, shown, keys, completion, row_cells))
+        else:
+            shown, keys = _ranges(cmap, members)
+            label = f"#{start + 1}–{start + len(members)}"
+            rows.append(MapRow(label, "", shown, keys, completion, row_cells))
+    return rows
+
+
+def _binned_cell(bucket: dict[str, int]) -> MapCell:
+    worst = min(bucket, key=severity)
+    if len(bucket) == 1:
+        return MapCell(worst, None, bucket[worst])
+    counts = " ".join(f"{s}:{bucket[s]}" for s in sorted(bucket, key=lambda s: (severity(s), s)))
+    return MapCell(worst, None, sum(bucket.values()), counts)
+
+
+def _ranges(cmap: CompletionMap, members: list[str]) -> tuple[list[str], list[str]]:
+    shown, keys = [], []
+    for name in cmap.parameters:
+        values = [cmap.param_values.get(p, {}).get(name) for p in members]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if numbers and len(numbers) == len(values):
+            low, high = min(numbers), max(numbers)
+            shown.append(display_value(low) if low == high else f"{display_value(low)}–{display_value(high)}")
+            keys.append(f"{sum(numbers) / len(numbers):.7g}")
+        else:
+            distinct = sorted({display_value(v) for v in values})
+            shown.append(distinct[0] if len(distinct) == 1 else f"{len(distinct)} values")
+            keys.append(distinct[0] if distinct else "")
+    return shown, keys
+
+
+def _parameter_names(param_values: dict[str, dict], order: list[str]) -> list[str]:
+    names: dict[str, None] = {}
+    for pid in order:
+        for name in param_values.get(pid, {}):
+            names.setdefault(name, None)
+    return list(names)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def sort_key(value) -> str:
+    """What the page sorts a row by: a number as its full repr, anything else as its shown text."""
+    return repr(value) if is_number(value) else display_value(value)
+
+
+def display_value(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return json.dumps(value, sort_keys=True)
