@@ -48,7 +48,7 @@ class Chromium:
         self.events: list[dict] = []
         self._ids = itertools.count(1)
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         self.profile = tempfile.mkdtemp(prefix="jobledger-chromium-")
         self.downloads = Path(self.profile) / "downloads"
         self.downloads.mkdir()
@@ -126,7 +126,7 @@ class Chromium:
                 raise CDPError(f"timed out waiting for {method}")
             self._receive()
 
-    def open(self, url: str) -> "Page":
+    def open(self, url: str) -> Page:
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         page = Page(self, target, session)

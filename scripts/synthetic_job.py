@@ -19,7 +19,8 @@ RUN_TIMES = ("2026-03-01T10:00:00.000Z", "2026-03-01T11:00:00.000Z", "2026-03-01
 
 def study_spec(n_sets: int, replicates: int) -> dict:
     return {"model": "models.sir", "scenario": "baseline", "sampling_method": "grid",
-            "n_replicates": replicates, "outputs": ["incidence", "prevalence"], "targets": ["targets.prev/loss"],
+            "n_replicates": replicates, "outputs": ["incidence", "prevalence"],
+            "targets": ["targets.prev/loss"],
             "parameter_sets": [{"beta": i / n_sets, "gamma": 0.05 * (1 + i % 5)} for i in range(n_sets)]}
 
 

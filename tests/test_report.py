@@ -15,15 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-
-from jobledger import api
-from jobledger.ledger import Ledger
-from jobledger.registry import open_mirror
-
 from chromium_cdp import Chromium, chromium_binary
 from helpers import cli
 from synthetic_job import make_job
 from test_local_runtime import submit_local, wait_for_exit
+
+from jobledger import api
+from jobledger.ledger import Ledger
+from jobledger.registry import open_mirror
 
 SAMPLE_JOB = "job-5a11e0c3"
 WORKER_JOB = "job-c400000a"

@@ -16,10 +16,9 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from helpers import cli
 
 from jobledger.ledger import Ledger
-
-from helpers import cli
 
 SAMPLE_JOB = "job-5a11e0c3"
 

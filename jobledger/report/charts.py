@@ -134,7 +134,7 @@ def timeline(runs: list[dict], width: float = 600, height: float = 120) -> LineC
     y_max = max(max(r["expected"] or 0, r["verified"] or 0) for r in runs) or 1
     left, right, top, bottom = TIMELINE_LEFT, 10, 10, 20
     dots = []
-    for i, (run, t) in enumerate(zip(runs, times)):
+    for i, (run, t) in enumerate(zip(runs, times, strict=True)):
         if span and t is not None:
             frac = (t - start) / span
         else:
@@ -158,7 +158,7 @@ def sparkline(verified: list[int], expected: int, width: float = 100, height: fl
     step = width / (len(verified) - 1) if len(verified) > 1 else 0
     xs = [round(i * step if step else width / 2, 1) for i in range(len(verified))]
     ys = [round(height - 1 - v / top * (height - 2), 1) for v in verified]
-    return " ".join(f"{x},{y}" for x, y in zip(xs, ys))
+    return " ".join(f"{x},{y}" for x, y in zip(xs, ys, strict=True))
 
 
 def seconds_of(stamp: str | None) -> float | None:

@@ -32,7 +32,7 @@ class TreeNode:
     not_verified: int
     overcompute: int | None        # None for the root
     current: bool
-    children: list["TreeNode"] = field(default_factory=list)
+    children: list[TreeNode] = field(default_factory=list)
 
 
 @dataclass
@@ -122,7 +122,7 @@ def _with_duration(run: dict) -> dict:
 def _listing(conn, sql: str, args: dict) -> Listing:
     cursor = conn.execute(sql, args)
     names = [d[0] for d in cursor.description]
-    rows = [dict(zip(names, r)) for r in cursor.fetchmany(LIST_LIMIT)]
+    rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchmany(LIST_LIMIT)]
     total = len(rows)
     while batch := cursor.fetchmany(10_000):
         total += len(batch)
@@ -140,7 +140,7 @@ def _not_verified(conn, job_id: str) -> tuple[Listing, str]:
     while batch := cursor.fetchmany(10_000):
         writer.writerows(tuple(r) for r in batch)
         if len(shown) < LIST_LIMIT:
-            shown.extend(dict(zip(CSV_COLUMNS, r)) for r in batch[:LIST_LIMIT - len(shown)])
+            shown.extend(dict(zip(CSV_COLUMNS, r, strict=True)) for r in batch[:LIST_LIMIT - len(shown)])
         total += len(batch)
     blob = gzip.compress(text.getvalue().encode("utf-8"), compresslevel=9, mtime=0)
     return Listing(shown, total), base64.b64encode(blob).decode("ascii")

@@ -43,6 +43,7 @@ TABLES = {
     "unverified_outputs": ("Not-verified outputs", (
         "View: every expected output that is not verified, with the reason, param_id, seed and task id.")),
     "job_lineage": ("Resume lineage", "View: every job in a resume tree with its root and depth."),
+    "_migrations": ("Schema migrations", "The named schema steps applied to this ledger file, and when."),
 }
 
 
