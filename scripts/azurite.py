@@ -9,6 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from processes import stop
+
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
 # Azurite's published development account key (not a secret).
@@ -65,13 +67,8 @@ class Azurite:
         raise RuntimeError("azurite did not start in time")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop(self.process)
         self.process = None
 
     def cleanup(self) -> None:

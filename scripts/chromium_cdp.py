@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import websocket
+from processes import stop
 
 # Requests a self-contained page may make: itself, data:/blob: URLs, about:blank.
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
@@ -79,13 +80,7 @@ class Chromium:
         ws = getattr(self, "ws", None)
         if ws is not None:
             ws.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
         self.log.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 

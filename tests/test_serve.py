@@ -17,6 +17,7 @@ import urllib.request
 
 import pytest
 from helpers import cli
+from processes import stop
 
 from jobledger.ledger import Ledger
 
@@ -63,12 +64,7 @@ def served(validated_sample):
                 pytest.fail(f"datasette did not start: {proc.stdout.read().decode(errors='replace')}")
             time.sleep(0.2)
     yield base
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop(proc)
 
 
 def test_canned_queries_answer_like_jobledger_sql(served, validated_sample):
