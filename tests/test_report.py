@@ -403,7 +403,7 @@ def test_a_state_this_version_does_not_know_is_shown_as_it_is(browser, db_path, 
     conn.commit()
     conn.close()
     page, facts = load(browser, write_report(SAMPLE_JOB, tmp_path / "unknown.html"))
-    assert facts["perState"] == {"missing": 10, "quarantined": 2}
+    assert facts["perState"] == {"unchecked": 10, "quarantined": 2}
     assert facts["legend"]["quarantined"] == "quarantined 2"
     assert_map_matches_ledger(facts, db_path, SAMPLE_JOB)
     page.close()
