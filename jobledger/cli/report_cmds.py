@@ -13,7 +13,7 @@ from .ledger_cmds import example
 
 @main.command(epilog=example("jobledger report job-5a11e0c3                  # writes job-5a11e0c3.html",
                              "jobledger report job-5a11e0c3 -o audit.html --open",
-                             "jobledger report --ledger -o site/index.html   # and one page per job beside it"))
+                             "jobledger report --ledger -o site/index.html   # one page per job beside it"))
 @click.argument("job_id", required=False, shell_complete=complete_job_ids)
 @option("--ledger", "whole_ledger", is_flag=True,
         help="One page over every job, with each job's report written beside it.")
@@ -23,7 +23,12 @@ from .ledger_cmds import example
 @option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.pass_context
 def report(ctx, job_id, whole_ledger, output, open_it, as_json):
-    """Write a self-contained HTML completion report of JOB_ID (or of the whole ledger)."""
+    """Write a self-contained HTML report of a job or the ledger.
+
+    The page reads the ledger alone (it works after `pull`), needs no network, and shows the
+    completion map, the parameter view, the resume tree, the validation timeline and the lists of
+    vanished, unexpected and not-verified outputs (all of them as CSV inside the file).
+    """
     if bool(job_id) == whole_ledger:
         raise click.UsageError("give a JOB_ID or --ledger (not both)")
     ledger = app_of(ctx).ledger(readonly=True)
@@ -44,11 +49,17 @@ def report(ctx, job_id, whole_ledger, output, open_it, as_json):
 @main.command(epilog=example("jobledger serve                 # http://127.0.0.1:8001/",
                              "jobledger serve -p 0 --open     # any free port, in the browser"))
 @option("--host", default="127.0.0.1", help="Address to listen on.")
-@option("-p", "--port", type=click.IntRange(0, 65535), default=8001, help="Port to listen on (0: any free port).")
+@option("-p", "--port", type=click.IntRange(0, 65535), default=8001,
+        help="Port to listen on (0: any free port).")
 @option("--open", "open_it", is_flag=True, help="Open Datasette in a browser.")
 @click.pass_context
 def serve(ctx, host, port, open_it):
-    """Browse the ledger read-only in Datasette (pip install 'jobledger[serve]')."""
+    """Browse the ledger read-only in Datasette.
+
+    Needs the `serve` extra: pip install 'jobledger[serve]'. Every table and view is described,
+    and the report's questions are canned queries (missing_outputs, vanished_outputs,
+    param_set_completion).
+    """
     ledger = app_of(ctx).ledger(readonly=True)  # refuses a missing or unusable ledger with one line
     path = ledger.path
     ledger.close()
