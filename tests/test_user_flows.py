@@ -10,11 +10,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from helpers import cli
+from test_local_runtime import wait_for_exit
 
 SAMPLE_JOB = "job-5a11e0c3"
 BUNDLE = "sha256:" + "5e" * 32
@@ -50,14 +50,16 @@ def run_dir_of(db: Path, job_id: str) -> Path:
     return Path(json.loads(run_dir_ref(db, job_id))["run_dir"])
 
 
-def wait_for_exit(db: Path, job_id: str, timeout: float = 90.0) -> dict:
-    run_dir = run_dir_of(db, job_id)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (run_dir / "exit.json").exists():
-            return json.loads((run_dir / "exit.json").read_text())
-        time.sleep(0.05)
-    raise AssertionError(f"worker of {job_id} did not finish: {(run_dir / 'worker.log').read_text()}")
+def make_bundle(directory: Path, module: str, source: str) -> Path:
+    """A bundle directory holding the dotted ``module`` (its packages get empty __init__.py files)."""
+    *packages, name = module.split(".")
+    here = directory
+    for package in packages:
+        here = here / package
+        here.mkdir(parents=True, exist_ok=True)
+        (here / "__init__.py").write_text("")
+    (here / f"{name}.py").write_text(source)
+    return directory
 
 
 def study(path: Path, model: str, scenario: str, parameter_sets: list[dict], n_replicates: int = 1) -> Path:
@@ -76,18 +78,14 @@ def submit_local(db: Path, spec: Path, store: Path, bundle_path: Path, *extra,
 @pytest.fixture
 def seir_bundle(tmp_path) -> Path:
     """A bundle directory whose entrypoint is the sample job's `models.seir.StochasticSEIR/baseline`."""
-    bundle = tmp_path / "seir-bundle"
-    (bundle / "models").mkdir(parents=True)
-    (bundle / "models" / "__init__.py").write_text("")
-    (bundle / "models" / "seir.py").write_text(
+    return make_bundle(tmp_path / "seir-bundle", "models.seir", (
         "import json\n\n"
         "class StochasticSEIR:\n"
         "    @staticmethod\n"
         "    def baseline(params, seed):\n"
         "        days = int(params['n_days'])\n"
         "        return {'incidence': json.dumps([seed % 7] * days).encode(),\n"
-        "                'prevalence': json.dumps([seed % 5] * days).encode()}\n")
-    return bundle
+        "                'prevalence': json.dumps([seed % 5] * days).encode()}\n"))
 
 
 @pytest.fixture
@@ -159,17 +157,13 @@ def test_1_cancel_of_a_job_without_runtime_only_records_it(tmp_path, sample_spec
 @pytest.fixture
 def gated_bundle(tmp_path) -> Path:
     """A model that waits until the file named by params['gate'] exists."""
-    bundle = tmp_path / "gated"
-    (bundle / "gated").mkdir(parents=True)
-    (bundle / "gated" / "__init__.py").write_text("")
-    (bundle / "gated" / "model.py").write_text(
+    return make_bundle(tmp_path / "gated", "gated.model", (
         "import os, time\n\n"
         "def wait(params, seed):\n"
         "    deadline = time.time() + 120\n"
         "    while not os.path.exists(params['gate']) and time.time() < deadline:\n"
         "        time.sleep(0.05)\n"
-        "    return {'incidence': b'[1]', 'prevalence': b'[2]'}\n")
-    return bundle
+        "    return {'incidence': b'[1]', 'prevalence': b'[2]'}\n"))
 
 
 def test_2_only_the_host_running_a_local_worker_decides_it(tmp_path, gated_bundle, monkeypatch):
@@ -240,16 +234,12 @@ def test_2_a_worker_from_before_a_reboot_is_gone(tmp_path, gated_bundle, monkeyp
 @pytest.fixture
 def failing_bundle(tmp_path) -> Path:
     """``flaky.model/run``: raises, except for params['x'] == 5 once the file params['ok'] exists."""
-    bundle = tmp_path / "flaky"
-    (bundle / "flaky").mkdir(parents=True)
-    (bundle / "flaky" / "__init__.py").write_text("")
-    (bundle / "flaky" / "model.py").write_text(
+    return make_bundle(tmp_path / "flaky", "flaky.model", (
         "import os\n\n"
         "def run(params, seed):\n"
         "    if params['x'] == 5 and os.path.exists(params['ok']):\n"
         "        return {'incidence': b'[1]', 'prevalence': b'[1]'}\n"
-        "    raise RuntimeError(f\"boom {params['x']}\")\n")
-    return bundle
+        "    raise RuntimeError(f\"boom {params['x']}\")\n"))
 
 
 def test_3_resume_gives_up_after_max_attempts_per_output(tmp_path, failing_bundle):
