@@ -106,7 +106,7 @@ def output_rows(rows: Iterable[Sequence | dict], columns: Sequence[str], fmt: st
                 empty: str = "(no rows)") -> int:
     """Write ``rows`` (tuples in ``columns`` order, or dicts) in ``fmt`` as they come; returns how
     many were written. ``colour(column, text)`` may decorate table cells (after padding)."""
-    out = out or click.get_text_stream("stdout")
+    out = out or sys.stdout
     columns = list(columns)
     tuples = (tuple(r.get(c) for c in columns) if isinstance(r, dict) else tuple(r) for r in rows)
     if fmt == "json":

@@ -1,6 +1,7 @@
 """Ledger commands: path, register, status, list, missing, history, sql, spec."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -175,7 +176,7 @@ def missing(ctx, job_id, format_alias, reason, limit, output, table_style):
                    f"missing (`jobledger validate {job_id}` checks them)", err=True)
     fmt = render.chosen(output or format_alias, table_style)
     if fmt == "paths":
-        out = click.get_text_stream("stdout")
+        out = sys.stdout
         for row in rows:
             out.write(row[0] + "\n")
         return

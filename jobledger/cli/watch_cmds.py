@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -159,7 +160,7 @@ def logs(ctx, job_id, follow, tail, context, kubeconfig):
     """The log of a job's worker (local) or runner pod (Kubernetes)."""
     chunks = api.logs(app_of(ctx).ledger(readonly=True), job_id, follow=follow, tail=tail,
                       runtime_options=dict(context=context, kubeconfig=kubeconfig))
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     for chunk in chunks:
         out.write(chunk)
         out.flush()
