@@ -18,6 +18,7 @@ from typing import Protocol
 
 from .layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, returned_outputs
 from .ledger import Ledger
+from .staging import temp_transaction
 from .stores import ProvenanceStore
 
 LIST_THREADS = 16
@@ -157,28 +158,17 @@ def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: ListingPl
         producers = [_probe_producer(store, paths[i:i + size], row) for i in range(0, len(paths), size)]
         # An aggregation's directory is not known in advance: its target directory is listed.
         producers += [_list_producer(store, target_dir + "/", row) for target_dir in plan.target_dirs]
-    own = not conn.in_transaction
-    if own:
-        conn.execute("BEGIN")  # only temp tables are written: no lock on the ledger itself
-
     def consume(batch: list) -> None:
         conn.executemany("INSERT INTO listing VALUES (?,?,?,?,?,?)", batch)
         if progress is not None:
             progress.advance(len(batch))
 
-    try:
+    with temp_transaction(conn):  # only temp tables are written: no lock on the ledger itself
         if store_walks:
             for batch in store.walk_parts(plan.parts, row):
                 consume(batch)
         else:
             _run_threads(producers, LIST_THREADS if plan.strategy == "list" else PROBE_THREADS, consume)
         conn.execute("CREATE INDEX temp.listing_dir ON listing(dir)")
-    except BaseException:
-        if own:
-            conn.execute("ROLLBACK")
-        raise
-    if own:
-        conn.execute("COMMIT")
-
 
 __all__ = ["observe", "directory_row", "directory_row_with_outputs", "LISTING_FLAGS", "ListingPlan"]

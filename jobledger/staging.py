@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from .manifest import ExpectedOutput, outputs_json
 
@@ -31,6 +32,22 @@ MANIFEST_ROWS_SQL = (
     "SELECT s.kind, s.task_id, p.param_id, p.params_json, t.bundle_ref, t.entrypoint, t.outputs, "
     "s.task_seed, s.run_seed, s.path FROM temp.staged_outputs s JOIN temp.staged_params p ON p.idx = s.p "
     "JOIN temp.staged_templates t ON t.idx = s.t ORDER BY s.idx")
+
+
+@contextmanager
+def temp_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A transaction for writes to TEMP tables only (staged rows, a store listing): a deferred BEGIN, which
+    takes no lock on the ledger (nothing when a transaction is open already); rolled back on any exception."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def db_seed(seed: int | None):
@@ -65,10 +82,7 @@ def stage(conn: sqlite3.Connection, rows: Iterable[ExpectedOutput], params: Mapp
             yield (row.kind, row.task_id, param_index[row.param_id], t, db_seed(row.task_seed),
                    db_seed(row.run_seed), row.path)
 
-    own = not conn.in_transaction
-    if own:
-        conn.execute("BEGIN")  # only TEMP tables are written: no lock on the ledger itself
-    try:
+    with temp_transaction(conn):
         conn.executemany("INSERT INTO temp.staged_outputs (kind, task_id, p, t, task_seed, run_seed, path) "
                          "VALUES (?,?,?,?,?,?,?)", values())
         conn.executemany("INSERT INTO temp.staged_params (idx, param_id, params_json) VALUES (?,?,?)",
@@ -77,12 +91,6 @@ def stage(conn: sqlite3.Connection, rows: Iterable[ExpectedOutput], params: Mapp
                          "VALUES (?,?,?,?)",
                          ((i, bundle, entrypoint, outputs_json(names))
                           for (bundle, entrypoint, names), i in templates.items()))
-    except BaseException:
-        if own:
-            conn.execute("ROLLBACK")
-        raise
-    if own:
-        conn.execute("COMMIT")
     if progress is not None:
         progress(count % PROGRESS_EVERY)
     return count

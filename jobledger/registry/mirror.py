@@ -156,11 +156,7 @@ class Mirror:
             else:
                 remote = parse_state(current, key)
                 self._check_same_job(local, remote, key)
-                theirs = registry_history(remote, mine)
-                where = relation(mine, theirs)
-                if where == "diverged":
-                    raise RegistryError(f"job {job_id}: the registry's history differs from this ledger's "
-                                        f"({moved_message(remote)}); run `jobledger pull {job_id}`")
+                theirs, where = _histories(job_id, mine, remote)
                 if where == "remote-ahead":
                     if remote["status"] == to_status:  # another machine made this very move
                         return None, Swapped(theirs, state_columns(remote))
@@ -221,11 +217,7 @@ class Mirror:
         mine = local_history(ledger, job_id, self.by)
         if remote is None:
             return _state_doc(ledger, ledger.job(job_id), mine, None)
-        theirs = registry_history(remote, mine)
-        where = relation(mine, theirs)
-        if where == "diverged":
-            raise RegistryError(f"job {job_id}: the registry's history differs from this ledger's "
-                                f"({moved_message(remote)}); run `jobledger pull {job_id}`")
+        theirs, where = _histories(job_id, mine, remote)
         job = ledger.job(job_id)
         if _registry_newer(where, remote, job):
             with ledger.transaction():
@@ -284,11 +276,7 @@ class Mirror:
             else:
                 base = parse_state(current, key)
                 self._check_same_job(job, base, key)
-                theirs = registry_history(base, mine)
-                where = relation(mine, theirs)
-                if where == "diverged":
-                    raise RegistryError(f"job {job_id}: the registry's history differs from this ledger's "
-                                        f"({moved_message(base)}); run `jobledger pull {job_id}`")
+                theirs, where = _histories(job_id, mine, base)
                 row = {**job, **state_columns(base), **adopted} if where == "remote-ahead" else job
                 history = merged_history(mine, theirs)
             doc = build_state(row, progress, history, base)
@@ -398,6 +386,17 @@ class Mirror:
             except RegistryError:
                 pass  # imported unlinked; the parent is not in the registry
         return manifest
+
+
+def _histories(job_id: str, mine: list[list], remote: dict) -> tuple[list[list], str]:
+    """The registry's history of a job beside this ledger's, and whose is ahead (see state.relation); a
+    writer refuses to go on from histories that diverged."""
+    theirs = registry_history(remote, mine)
+    where = relation(mine, theirs)
+    if where == "diverged":
+        raise RegistryError(f"job {job_id}: the registry's history differs from this ledger's "
+                            f"({moved_message(remote)}); run `jobledger pull {job_id}`")
+    return theirs, where
 
 
 def _knows_validation_of(ledger: Ledger, remote: dict) -> bool:
