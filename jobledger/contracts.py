@@ -10,8 +10,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .errors import JobledgerError
 from .hashing import blake2b_hex
@@ -175,7 +176,7 @@ class UniqueParameterSet:
     params: dict
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "UniqueParameterSet":
+    def from_params(cls, params: Mapping[str, Any]) -> UniqueParameterSet:
         values = _check_params_values(params, "params")
         return cls(param_id_of(values), values)
 
@@ -223,8 +224,9 @@ class SimJob:
 
     def to_json(self) -> dict:
         """Spec JSON in the key order ModelOps uploads it."""
-        out: dict[str, Any] = {"job_type": self.job_type, "job_id": self.job_id, "bundle_ref": self.bundle_ref,
-                               "priority": self.priority, "metadata": self.metadata}
+        out: dict[str, Any] = {"job_type": self.job_type, "job_id": self.job_id,
+                               "bundle_ref": self.bundle_ref, "priority": self.priority,
+                               "metadata": self.metadata}
         if self.target_spec is not None:
             out["target_spec"] = self.target_spec
         out["tasks"] = [t.to_json() for t in self.tasks]
@@ -239,7 +241,8 @@ def simjob_from_json(doc: Any, *, job_id: str | None = None) -> SimJob:
         raise ContractError("spec: top level must be a JSON object")
     job_type = doc.get("job_type", "simulation")
     if job_type != "simulation":
-        raise ContractError(f"job_type: {job_type!r} is not supported (only 'simulation' jobs have outputs to check)")
+        raise ContractError(f"job_type: {job_type!r} is not supported "
+                            "(only 'simulation' jobs have outputs to check)")
     bundle_ref = check_bundle_ref(doc.get("bundle_ref"))
     jid = check_job_id(job_id or doc.get("job_id"))
     raw_tasks = doc.get("tasks")
@@ -260,7 +263,8 @@ def simjob_from_json(doc: Any, *, job_id: str | None = None) -> SimJob:
         data = target_spec.get("data")
         if isinstance(data, Mapping) and data.get("target_entrypoints") is not None:
             check_target_entrypoints(data["target_entrypoints"], "target_spec.data.target_entrypoints")
-    return SimJob(jid, bundle_ref, tasks, priority, dict(metadata), dict(target_spec) if target_spec else None)
+    return SimJob(jid, bundle_ref, tasks, priority, dict(metadata),
+                  dict(target_spec) if target_spec else None)
 
 
 def _task_from_json(doc: Any, index: int) -> SimTask:
@@ -320,9 +324,11 @@ def study_to_simjob(doc: Any, bundle_ref: str | None, *, job_id: str | None = No
     for i, entry in enumerate(sets):
         where = f"parameter_sets[{i}]"
         if isinstance(entry, Mapping) and "params" in entry and isinstance(entry["params"], Mapping):
-            ups = UniqueParameterSet(param_id_of(_check_params_values(entry["params"], where)), dict(entry["params"]))
+            ups = UniqueParameterSet(param_id_of(_check_params_values(entry["params"], where)),
+                                     dict(entry["params"]))
             if "seed" in entry:
-                tasks.append(SimTask(bundle_ref, entrypoint, ups, check_seed(entry["seed"], f"{where}.seed"), outputs))
+                seed = check_seed(entry["seed"], f"{where}.seed")
+                tasks.append(SimTask(bundle_ref, entrypoint, ups, seed, outputs))
                 continue
         elif isinstance(entry, Mapping):
             values = _check_params_values(entry, where)
@@ -371,7 +377,8 @@ def from_contracts_object(job: Any) -> SimJob:
                              tuple(sorted(outputs)) if outputs is not None else None))
     target_spec = getattr(job, "target_spec", None)
     if target_spec is not None and not isinstance(target_spec, Mapping):
-        target_spec = {k: getattr(target_spec, k, None) for k in ("data", "loss_function", "weights", "metadata")}
+        target_spec = {k: getattr(target_spec, k, None)
+                       for k in ("data", "loss_function", "weights", "metadata")}
     doc = SimJob(job.job_id, job.bundle_ref, tuple(tasks), getattr(job, "priority", 0),
                  dict(getattr(job, "metadata", None) or {}), target_spec)
     return simjob_from_json(doc.to_json())  # re-check every id as for a JSON spec

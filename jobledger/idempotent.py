@@ -58,7 +58,8 @@ class IdempotentSimulationService:
         try:
             return sim_return_from_store(self.store, path, result=doc, cached=True)
         except (StoreNotFound, UnreadableFile, UnsafePath):
-            return None  # an artifact result.json names is gone, unreadable or no file name: run the task again
+            # an artifact result.json names is gone, unreadable or no file name: run the task again
+            return None
 
     def submit(self, task: SimTask) -> Future:
         stored = self.stored_result(task)

@@ -103,13 +103,15 @@ def _compile_expr(expr: str, template: str):
     if m := _SHARD.fullmatch(expr):
         name, depth, width = m.group(1), int(m.group(2)), int(m.group(3))
         _known(name, template)
-        return name, lambda ctx: "/".join(blake2b_hex(str(ctx[name]))[i * width:(i + 1) * width] for i in range(depth))
+        return name, lambda ctx: "/".join(blake2b_hex(str(ctx[name]))[i * width:(i + 1) * width]
+                                          for i in range(depth))
     raise LayoutError(f"layout: invalid expression {{{expr}}} in {template!r}")
 
 
 def _known(name: str, template: str) -> None:
     if name not in KNOWN_VARS:
-        raise LayoutError(f"layout: unknown variable {name!r} in {template!r} (known: {', '.join(sorted(KNOWN_VARS))})")
+        raise LayoutError(f"layout: unknown variable {name!r} in {template!r} "
+                          f"(known: {', '.join(sorted(KNOWN_VARS))})")
 
 
 def render(template: str, context: dict) -> str:
@@ -124,7 +126,7 @@ class Layout:
     agg_template: str | None
 
     @classmethod
-    def parse(cls, spec: str | None) -> "Layout":
+    def parse(cls, spec: str | None) -> Layout:
         spec = spec or "token"
         if spec in ("token", "bundle"):
             return cls(spec, f"{spec}/v1/{SIM_TEMPLATE}", f"{spec}/v1/{AGG_TEMPLATE}")

@@ -85,15 +85,17 @@ class Ledger:
                 if not self.path.exists():
                     raise LedgerError(f"no ledger at {self.path}")
                 # quote(): a '?' or '#' in the path must not end the file name inside the URI
-                self.conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True, isolation_level=None,
-                                            timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+                self.conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True,
+                                            isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                                            check_same_thread=False)
                 self.conn.execute("PRAGMA query_only = ON")
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
                                             check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
-            raise LedgerError(f"cannot open the ledger {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
+            reason = getattr(exc, "strerror", None) or exc
+            raise LedgerError(f"cannot open the ledger {self.path}: {reason}") from None
         self.conn.row_factory = sqlite3.Row
         try:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -216,7 +218,8 @@ class Ledger:
         return self.query("SELECT from_status, to_status, at, reason FROM transitions WHERE job_id = ? "
                           "ORDER BY transition_id", (job_id,))
 
-    def list_jobs(self, status: str | None = None, since: str | None = None, limit: int | None = None) -> list[dict]:
+    def list_jobs(self, status: str | None = None, since: str | None = None,
+                  limit: int | None = None) -> list[dict]:
         where, args = [], []
         if status:
             where.append("j.status = ?")

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from .contracts import ContractError, SimJob, SimTask, aggregation_id, canonical_task_id, sim_return_task_id
 from .layout import Layout
@@ -55,7 +56,7 @@ def expected_outputs(job: SimJob, layout: Layout, seed_policy: str = "runner") -
     seen: set[str] = set()
     by_param: dict[str, list[tuple[SimTask, int]]] = {}
     path_of: dict[tuple[str, str], object] = {}
-    for task, seed in zip(job.tasks, seeds):
+    for task, seed in zip(job.tasks, seeds, strict=True):
         pid = task.params.param_id
         key = (task.bundle_ref, pid)
         render = path_of.get(key)
@@ -70,8 +71,9 @@ def expected_outputs(job: SimJob, layout: Layout, seed_policy: str = "runner") -
                 continue
             seen.add(path)
         by_param.setdefault(pid, []).append((task, seed))
-        yield ExpectedOutput("simulation", canonical_task_id(task.bundle_ref, task.entrypoint, pid, task.seed),
-                             pid, task.bundle_ref, task.entrypoint, task.outputs, task.seed, seed, path)
+        task_id = canonical_task_id(task.bundle_ref, task.entrypoint, pid, task.seed)
+        yield ExpectedOutput("simulation", task_id, pid, task.bundle_ref, task.entrypoint, task.outputs,
+                             task.seed, seed, path)
     targets = job.target_entrypoints
     if not targets:
         return

@@ -70,11 +70,13 @@ def migrate(conn: sqlite3.Connection, schema_statements: list[str]) -> list[str]
     conn.execute(MIGRATIONS_TABLE)
     applied = {name for (name,) in conn.execute("SELECT name FROM _migrations")}
     if not applied:
-        conn.execute("INSERT INTO _migrations (name) VALUES (?)", (BASELINE,))  # made before migrations existed
+        # made before migrations existed
+        conn.execute("INSERT INTO _migrations (name) VALUES (?)", (BASELINE,))
         applied = {BASELINE}
     unknown = applied - set(names())
     if unknown:
-        raise MigrationError(f"it has schema steps this jobledger does not know ({', '.join(sorted(unknown))})")
+        raise MigrationError("it has schema steps this jobledger does not know "
+                             f"({', '.join(sorted(unknown))})")
     pending = [(name, step) for name, step in MIGRATIONS if name not in applied]
     # Views name the tables a step may rebuild; schema.sql re-creates them below.
     for (view,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'").fetchall():
@@ -127,7 +129,8 @@ def m0002_output_states_unchecked_stale(conn: sqlite3.Connection) -> None:
             run_seed,
             path               TEXT NOT NULL,
             state              TEXT NOT NULL DEFAULT 'missing'
-                                   CHECK (state IN ('missing','verified','errored','incomplete','unchecked','stale')),
+                                   CHECK (state IN ('missing','verified','errored','incomplete',
+                                                    'unchecked','stale')),
             detail             TEXT,
             first_verified_run INTEGER REFERENCES validation_runs(run_id),
             last_seen_run      INTEGER REFERENCES validation_runs(run_id),

@@ -24,7 +24,8 @@ BATCH = 1000
 PROGRESS_STEPS = 10_000
 # PRAGMAs that only read. The first group takes no value; the second takes the name of a table or index.
 READ_PRAGMAS = {"application_id", "auto_vacuum", "busy_timeout", "cache_size", "collation_list",
-                "compile_options", "data_version", "database_list", "encoding", "foreign_keys", "freelist_count",
+                "compile_options", "data_version", "database_list", "encoding", "foreign_keys",
+                "freelist_count",
                 "function_list", "journal_mode", "module_list", "page_count", "page_size", "pragma_list",
                 "query_only", "schema_version", "synchronous", "table_list", "user_version"}
 READ_PRAGMAS_ON = {"foreign_key_check", "foreign_key_list", "index_info", "index_list", "index_xinfo",
@@ -35,7 +36,8 @@ class QueryDenied(LedgerError):
     """The query would write, attach a file or change a setting."""
 
 
-def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None,
+                _trigger: str | None) -> int:
     if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
         return sqlite3.SQLITE_DENY
     if action == sqlite3.SQLITE_PRAGMA:

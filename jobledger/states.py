@@ -4,7 +4,8 @@ from __future__ import annotations
 from .errors import JobledgerError
 
 PENDING, SUBMITTING, SCHEDULED, RUNNING = "pending", "submitting", "scheduled", "running"
-VALIDATING, SUCCEEDED, PARTIAL, FAILED, CANCELLED = "validating", "succeeded", "partial", "failed", "cancelled"
+VALIDATING, SUCCEEDED, PARTIAL, FAILED = "validating", "succeeded", "partial", "failed"
+CANCELLED = "cancelled"
 
 STATUSES = (PENDING, SUBMITTING, SCHEDULED, RUNNING, VALIDATING, SUCCEEDED, PARTIAL, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, PARTIAL, FAILED, CANCELLED})
@@ -57,7 +58,9 @@ def check_transition(current: str, target: str, *, revalidate: bool = False, res
         return
     if resubmit and current == FAILED and target == SUBMITTING:
         return
-    hint = " (use an explicit re-validation, e.g. validate --force)" if current in REVALIDATABLE and target == VALIDATING else ""
+    hint = ""
+    if current in REVALIDATABLE and target == VALIDATING:
+        hint = " (use an explicit re-validation, e.g. validate --force)"
     raise IllegalTransition(f"illegal transition {current} → {target}{hint}")
 
 

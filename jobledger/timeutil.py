@@ -17,19 +17,19 @@ class BadDuration(JobledgerError):
 
 
 def utcnow() -> str:
-    return _iso(_dt.datetime.now(_dt.timezone.utc))
+    return _iso(_dt.datetime.now(_dt.UTC))
 
 
 def seconds_since(stamp: str) -> float:
     """How long ago a timestamp the ledger wrote was, in seconds."""
     moment = _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return (_dt.datetime.now(_dt.timezone.utc) - moment).total_seconds()
+        moment = moment.replace(tzinfo=_dt.UTC)
+    return (_dt.datetime.now(_dt.UTC) - moment).total_seconds()
 
 
 def _iso(moment: _dt.datetime) -> str:
-    return moment.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_since(text: str) -> str:
@@ -38,7 +38,7 @@ def parse_since(text: str) -> str:
     if m:
         try:
             delta = _dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
-            return _iso(_dt.datetime.now(_dt.timezone.utc) - delta)
+            return _iso(_dt.datetime.now(_dt.UTC) - delta)
         except (OverflowError, ValueError):
             raise BadDuration(f"--since: {text!r} reaches back before year 1") from None
     try:
@@ -46,5 +46,5 @@ def parse_since(text: str) -> str:
     except ValueError:
         raise BadDuration(f"--since: {text!r} is not a duration like 24h/7d or an ISO date") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
+        moment = moment.replace(tzinfo=_dt.UTC)
     return _iso(moment)

@@ -479,6 +479,5 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         validated=True, deep=deep, checksums=checksums, store=plan.store, prefixes=plan.prefixes, note=note)
 
 
-__all__ = ["validate_job", "ValidationResult", "exit_status", "explain", "make_plan", "observe", "classify", "deep_check",
-           "Plan",
-           "ValidationError", "STRATEGIES"]
+__all__ = ["validate_job", "ValidationResult", "exit_status", "explain", "make_plan", "observe", "classify",
+           "deep_check", "Plan", "ValidationError", "STRATEGIES"]

@@ -74,8 +74,9 @@ def check_manifest(header: dict, rows: list, key: str) -> None:
     _shape(parent is None or isinstance(parent, str) and unsafe_reason(parent) is None and "/" not in parent,
            key, "header", f"parent_job_id {str(parent)[:40]!r} is not a job id")
     params, templates = header.get("params"), header.get("templates")
-    _shape(isinstance(params, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
-                                            for p in params), key, "header", "'params' is not a list of [id, json]")
+    _shape(isinstance(params, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in params),
+        key, "header", "'params' is not a list of [id, json]")
     _shape(isinstance(templates, list) and all(
         isinstance(t, list) and len(t) == 3 and all(isinstance(x, str) for x in t) for t in templates),
         key, "header", "'templates' is not a list of [bundle, entrypoint, outputs]")
@@ -85,7 +86,8 @@ def check_manifest(header: dict, rows: list, key: str) -> None:
         _shape(isinstance(row, list) and len(row) == 7, key, where, "not a list of 7 fields")
         kind, task_id, p, t, task_seed, run_seed, path = row
         _shape(kind in KINDS and isinstance(task_id, str), key, where, "bad kind or task id")
-        _shape(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < n_params, key, where, "bad param index")
+        _shape(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < n_params, key, where,
+               "bad param index")
         _shape(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < n_templates, key, where,
                "bad template index")
         _shape(_is_seed(task_seed) and _is_seed(run_seed), key, where, "a seed is not an integer")
@@ -102,7 +104,8 @@ def check_observed(doc: dict, rows: int, key: str) -> None:
     _shape(all(isinstance(r[0], str) for r in runs), key, "runs", "started_at is not text")
 
     def ref(value: object) -> bool:
-        return value is None or isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(runs)
+        return value is None or (isinstance(value, int) and not isinstance(value, bool)
+                                 and 0 <= value < len(runs))
 
     def idx(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < rows

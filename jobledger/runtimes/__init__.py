@@ -49,7 +49,8 @@ class Runtime:
     ``check`` (nothing to refuse) and ``withdraw`` (cancel) have defaults."""
 
     name: str = ""
-    namespace: str | None = None  # where the runtime places jobs (a Kubernetes namespace), if it has such a thing
+    # where the runtime places jobs (a Kubernetes namespace), if it has such a thing
+    namespace: str | None = None
 
     def check(self, job: SimJob, job_row: dict) -> None:
         """Refuse, before anything is recorded, a submission that cannot work (bad store, no credentials)."""

@@ -131,8 +131,9 @@ def job_status(job: dict) -> RuntimeStatus:
 class KubernetesRuntime(Runtime):
     name = "k8s"
 
-    def __init__(self, namespace: str | None = None, context: str | None = None, kubeconfig: str | None = None,
-                 image: str | None = None, bundle_registry: str | None = None, connection_string: str | None = None,
+    def __init__(self, namespace: str | None = None, context: str | None = None,
+                 kubeconfig: str | None = None, image: str | None = None, bundle_registry: str | None = None,
+                 connection_string: str | None = None,
                  service_account: str | None = None, postgres_secret: str | None = None,
                  api_client: Any = None):
         self.namespace: str = namespace or DEFAULT_NAMESPACE

@@ -73,7 +73,8 @@ def process_alive(pid: int, start_time: int | None) -> bool:
         pass
     if Path("/proc/self/stat").exists():
         stat = _proc_stat(pid)
-        return stat is not None and stat[0] not in ("Z", "X") and (start_time is None or stat[1] == start_time)
+        return (stat is not None and stat[0] not in ("Z", "X")
+                and (start_time is None or stat[1] == start_time))
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -86,8 +87,8 @@ def process_alive(pid: int, start_time: int | None) -> bool:
 class LocalRuntime(Runtime):
     name = "local"
 
-    def __init__(self, runs_dir: str | os.PathLike | None = None, bundle_path: str | os.PathLike | None = None,
-                 python: str | None = None):
+    def __init__(self, runs_dir: str | os.PathLike | None = None,
+                 bundle_path: str | os.PathLike | None = None, python: str | None = None):
         self.runs_dir = Path(runs_dir) if runs_dir else None
         self.bundle_path = str(Path(bundle_path).resolve()) if bundle_path else None
         self.python = python or sys.executable
@@ -119,8 +120,9 @@ class LocalRuntime(Runtime):
         plan = {"job_id": job.job_id, "store_url": job_row["store_url"], "store_root": str(store_root),
                 "layout": job_row["layout"], "bundle_path": self.bundle_path, "bundle_ref": job.bundle_ref,
                 "targets": job.target_entrypoints,
-                "tasks": [{"bundle_ref": r["bundle_ref"], "entrypoint": r["entrypoint"], "param_id": r["param_id"],
-                           "params": json.loads(r["params_json"]), "seed": int(r["run_seed"]),
+                "tasks": [{"bundle_ref": r["bundle_ref"], "entrypoint": r["entrypoint"],
+                           "param_id": r["param_id"], "params": json.loads(r["params_json"]),
+                           "seed": int(r["run_seed"]),
                            "outputs": json.loads(r["outputs"]), "path": r["path"]} for r in expected]}
         process = None
         try:
@@ -175,10 +177,12 @@ class LocalRuntime(Runtime):
         if exit_file.exists():
             record = json.loads(exit_file.read_text())
             if record.get("returncode") == 0:
-                return RuntimeStatus(SUCCEEDED, None, f"{record.get('ran', 0)} ran, {record.get('reused', 0)} "
-                                                      f"reused, {record.get('errored', 0)} errored")
-            return RuntimeStatus(FAILED, "WorkerError", f"{record.get('error_type')}: {record.get('message')} "
-                                                        f"(see {run_dir / LOG_FILE})")
+                return RuntimeStatus(SUCCEEDED, None,
+                                     f"{record.get('ran', 0)} ran, {record.get('reused', 0)} "
+                                     f"reused, {record.get('errored', 0)} errored")
+            return RuntimeStatus(FAILED, "WorkerError",
+                                 f"{record.get('error_type')}: {record.get('message')} "
+                                 f"(see {run_dir / LOG_FILE})")
         if ref.get("boot_id") and boot_id and ref["boot_id"] != boot_id:
             # The machine rebooted since: the worker died with it, and its pid may name another process now.
             return RuntimeStatus(GONE, "HostRebooted", f"{host} rebooted since worker {ref['pid']} started "

@@ -30,9 +30,10 @@ import os
 import sys
 import traceback
 from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..contracts import SimTask, UniqueParameterSet, aggregation_id
 from ..fileio import write_atomic
@@ -131,7 +132,8 @@ class LocalSimulationService:
     def _call(self, task: SimTask) -> dict[str, bytes]:
         produced = self.resolve(task.entrypoint)(dict(task.params.params), task.seed)
         if not isinstance(produced, Mapping):
-            raise TypeError(f"{task.entrypoint} returned {type(produced).__name__}, not a mapping of name → bytes")
+            raise TypeError(f"{task.entrypoint} returned {type(produced).__name__}, "
+                            "not a mapping of name → bytes")
         for name, data in produced.items():
             if not isinstance(name, str) or not name or not isinstance(data, (bytes, bytearray)):
                 raise TypeError(f"{task.entrypoint} returned output {name!r} of type {type(data).__name__}; "
@@ -145,8 +147,9 @@ class LocalSimulationService:
 
 
 def tasks_of(plan: dict) -> list[SimTask]:
-    return [SimTask(t["bundle_ref"], t["entrypoint"], UniqueParameterSet(t["param_id"], t["params"]), int(t["seed"]),
-                    tuple(t["outputs"]) if t["outputs"] is not None else None) for t in plan["tasks"]]
+    return [SimTask(t["bundle_ref"], t["entrypoint"], UniqueParameterSet(t["param_id"], t["params"]),
+                    int(t["seed"]), tuple(t["outputs"]) if t["outputs"] is not None else None)
+            for t in plan["tasks"]]
 
 
 def aggregate(service: LocalSimulationService, bundle_ref: str, target: str, sim_returns: list) -> str:
@@ -177,7 +180,8 @@ def aggregate(service: LocalSimulationService, bundle_ref: str, target: str, sim
 def run(run_dir: Path) -> dict:
     plan = json.loads((run_dir / PLAN_FILE).read_text())
     layout = Layout.parse(plan["layout"])
-    local = LocalSimulationService(Path(plan["store_root"]), layout, EntrypointResolver(plan.get("bundle_path")))
+    local = LocalSimulationService(Path(plan["store_root"]), layout,
+                                   EntrypointResolver(plan.get("bundle_path")))
     service = IdempotentSimulationService(local, open_store(plan["store_url"]), layout=layout)
     tasks = tasks_of(plan)
     targets = plan.get("targets") or []
@@ -203,7 +207,7 @@ def run(run_dir: Path) -> dict:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # record why the worker itself failed, then fail
         record.update(returncode=1, error_type=type(exc).__name__, message=str(exc) or type(exc).__name__)
         traceback.print_exc()
-    record["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    record["finished_at"] = _dt.datetime.now(_dt.UTC).isoformat()
     write_atomic(run_dir / EXIT_FILE, json.dumps(record, indent=2).encode())
     return record["returncode"]
 

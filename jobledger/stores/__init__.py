@@ -11,7 +11,14 @@ import re
 from pathlib import Path
 
 from ..redact import redact_url, refuse_sas
-from .base import MAX_ARTIFACT_BYTES, MAX_RESULT_BYTES, ProvenanceStore, StoreError, StoreNotFound, UnreadableFile
+from .base import (
+    MAX_ARTIFACT_BYTES,
+    MAX_RESULT_BYTES,
+    ProvenanceStore,
+    StoreError,
+    StoreNotFound,
+    UnreadableFile,
+)
 
 DEFAULT_STORE = "/tmp/modelops/provenance"
 
@@ -55,5 +62,6 @@ def open_store(url: str | None) -> ProvenanceStore:
     return store_class.from_url(normalize_store_url(url))
 
 
-__all__ = ["MAX_RESULT_BYTES", "MAX_ARTIFACT_BYTES", "ProvenanceStore", "StoreError", "StoreNotFound", "UnreadableFile", "KNOWN_IMPLEMENTATIONS", "open_store",
-           "normalize_store_url", "default_store_url", "DEFAULT_STORE"]
+__all__ = ["MAX_RESULT_BYTES", "MAX_ARTIFACT_BYTES", "ProvenanceStore", "StoreError", "StoreNotFound",
+           "UnreadableFile", "KNOWN_IMPLEMENTATIONS", "open_store", "normalize_store_url",
+           "default_store_url", "DEFAULT_STORE"]

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
 from ..azure_client import AzureSetupError, container_client, describe, error_code
-from ..redact import CONNECTION_ENV, refuse_sas
 from ..hashing import blake2b_256
 from ..paths import check_relative
+from ..redact import CONNECTION_ENV, refuse_sas
 from .base import ProvenanceStore, StoreError, StoreNotFound, UnreadableFile
 
 PAGE_SIZE = 5000  # the most names one Azure list request returns
@@ -76,7 +76,8 @@ class AzureStore(ProvenanceStore):
                 raise StoreError(f"{url}: set {CONNECTION_ENV} to reach an az:// store")
             credential = self._default_credential(url)
         try:
-            self.container = container_client(self.container_name, account_url=account_url, credential=credential)
+            self.container = container_client(self.container_name, account_url=account_url,
+                                              credential=credential)
         except AzureSetupError as exc:
             raise StoreError(f"{exc} (cannot open {url})") from None
 
@@ -158,7 +159,8 @@ class AzureStore(ProvenanceStore):
         before the rest is downloaded."""
         self.count()
         try:
-            downloader = self.container.get_blob_client(check_relative(self.prefix + path, "blob")).download_blob()
+            blob = self.container.get_blob_client(check_relative(self.prefix + path, "blob"))
+            downloader = blob.download_blob()
             if limit is not None and downloader.size > limit:
                 raise UnreadableFile(f"{path} is {downloader.size} bytes, over the {limit}-byte limit")
             yield from downloader.chunks()

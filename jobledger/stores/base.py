@@ -24,7 +24,8 @@ T = TypeVar("T")
 # The most jobledger reads of one JSON file a worker wrote (result.json, metadata.json): a bigger, sparse or
 # endless one is unreadable (an errored output), never a MemoryError.
 MAX_RESULT_BYTES = int(os.environ.get("JOBLEDGER_MAX_RESULT_BYTES", 16 << 20))
-# --checksums streams artifacts; one bigger than this is not hashed (an errored output) rather than read for hours.
+# --checksums streams artifacts; one bigger than this is not hashed (an errored output) rather than read
+# for hours.
 MAX_ARTIFACT_BYTES = int(os.environ.get("JOBLEDGER_MAX_ARTIFACT_BYTES", 4 << 30))
 
 

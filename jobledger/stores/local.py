@@ -7,15 +7,16 @@ import json
 import multiprocessing
 import os
 import stat
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, TypeVar
+from typing import TypeVar
 
 from ..contracts import sim_return_task_id
-from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, artifact_file
 from ..fileio import write_atomic
 from ..hashing import blake2b_256, blake2b_hex
+from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, artifact_file
 from ..paths import check_relative, inside
 from .base import ProvenanceStore, StoreError, StoreNotFound, UnreadableFile
 
@@ -135,7 +136,8 @@ class LocalStore(ProvenanceStore):
     # ------------------------------------------------------------ single paths
 
     def head(self, path: str) -> int | None:
-        """The size of a regular file at ``path`` inside the store; links and special files are not results."""
+        """The size of a regular file at ``path`` inside the store; links and special files are not
+        results."""
         self.count()
         full = self._full(path)
         try:
@@ -224,7 +226,8 @@ def write_result_dir(directory: str | os.PathLike, *, bundle_ref: str, entrypoin
     metadata = {"bundle_ref": bundle_ref, "entrypoint": entrypoint, "params": dict(params), "seed": seed,
                 "outputs": names, "param_id": param_id, "timestamp": timestamp}
     write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2).encode())
-    result: dict = {"task_id": sim_return_task_id(param_id, seed, names, error=error is not None), "outputs": {}}
+    task_id = sim_return_task_id(param_id, seed, names, error=error is not None)
+    result: dict = {"task_id": task_id, "outputs": {}}
     if error is None:
         for name in names:
             data = outputs[name]
@@ -234,7 +237,8 @@ def write_result_dir(directory: str | os.PathLike, *, bundle_ref: str, entrypoin
         details = json.dumps(dict(error)).encode()
         write_atomic(out / ERROR_FILE, details)
         result["error"] = {"error_type": error.get("error_type", "RuntimeError"),
-                           "message": error.get("message", ""), "retryable": bool(error.get("retryable", False))}
+                           "message": error.get("message", ""),
+                           "retryable": bool(error.get("retryable", False))}
         result["error_details"] = {"size": len(details), "checksum": blake2b_hex(details)}
     if complete:
         write_atomic(out / RESULT_FILE, json.dumps(result, indent=2).encode())
