@@ -380,5 +380,6 @@ def from_contracts_object(job: Any) -> SimJob:
         target_spec = {k: getattr(target_spec, k, None)
                        for k in ("data", "loss_function", "weights", "metadata")}
     doc = SimJob(job.job_id, job.bundle_ref, tuple(tasks), getattr(job, "priority", 0),
-                 dict(getattr(job, "metadata", None) or {}), target_spec)
+                 dict(getattr(job, "metadata", None) or {}),
+                 dict(target_spec) if target_spec is not None else None)
     return simjob_from_json(doc.to_json())  # re-check every id as for a JSON spec

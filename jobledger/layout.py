@@ -8,6 +8,7 @@ hex) and ``{shard(var,depth,width)}``. Variables: ``bundle_digest`` (text after 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -146,14 +147,14 @@ class Layout:
                               f"output paths must stay inside the store")
         return layout
 
-    def sim_context(self, bundle_ref: str, param_id: str, seed: int) -> dict:
+    def sim_context(self, bundle_ref: str, param_id: str, seed: int | None) -> dict:
         digest = bundle_digest(bundle_ref)
         return {"bundle_digest": digest, "model_digest": digest, "param_id": param_id, "seed": seed}
 
     def sim_path(self, bundle_ref: str, param_id: str, seed: int) -> str:
         return render(self.sim_template, self.sim_context(bundle_ref, param_id, seed))
 
-    def sim_path_for_param(self, bundle_ref: str, param_id: str):
+    def sim_path_for_param(self, bundle_ref: str, param_id: str) -> Callable[[int], str]:
         """A function seed -> path with everything that does not depend on the seed rendered once.
 
         Registration renders one path per replicate; hashing the param_id once per param

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from .contracts import ContractError, SimJob, SimTask, aggregation_id, canonical_task_id, sim_return_task_id
@@ -55,7 +55,7 @@ def expected_outputs(job: SimJob, layout: Layout, seed_policy: str = "runner") -
     seeds = runner_seeds(job.tasks) if seed_policy == "runner" else [t.seed for t in job.tasks]
     seen: set[str] = set()
     by_param: dict[str, list[tuple[SimTask, int]]] = {}
-    path_of: dict[tuple[str, str], object] = {}
+    path_of: dict[tuple[str, str], Callable[[int], str]] = {}
     for task, seed in zip(job.tasks, seeds, strict=True):
         pid = task.params.param_id
         key = (task.bundle_ref, pid)

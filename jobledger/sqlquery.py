@@ -14,8 +14,10 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from .ledger import Ledger, LedgerError
 
@@ -56,7 +58,7 @@ class _Guard:
         self.deadline = time.monotonic() + timeout if timeout else None
         self.interrupted = False
         self.timed_out = False
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None  # SIGINT's handler before
 
     def __enter__(self) -> _Guard:
         self.conn.set_progress_handler(self._check, PROGRESS_STEPS)

@@ -16,6 +16,7 @@ import json
 import os
 import zlib
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ..ledger import Ledger
 from ..manifest import ExpectedOutput
@@ -68,12 +69,14 @@ def _is_seed(value: object) -> bool:
 def check_manifest(header: dict, rows: list, key: str) -> None:
     """Every field of a pulled manifest has the type the ledger needs, every index points at an entry,
     every output path stays inside the store: a hand-made manifest is refused in one line."""
-    job = header.get("job")
+    # Any: a pulled header is untyped JSON; _shape checks each field before it is used.
+    job: Any = header.get("job")
     _shape(isinstance(job, dict), key, "header", "'job' is not an object")
     parent = job.get("parent_job_id")
     _shape(parent is None or isinstance(parent, str) and unsafe_reason(parent) is None and "/" not in parent,
            key, "header", f"parent_job_id {str(parent)[:40]!r} is not a job id")
-    params, templates = header.get("params"), header.get("templates")
+    params: Any = header.get("params")
+    templates: Any = header.get("templates")
     _shape(isinstance(params, list) and all(
         isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in params),
         key, "header", "'params' is not a list of [id, json]")
