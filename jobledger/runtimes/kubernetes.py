@@ -17,7 +17,7 @@ from typing import Any
 
 from ..contracts import SimJob
 from ..redact import CONNECTION_ENV, scrub
-from . import ACTIVE, FAILED, GONE, PENDING, SUCCEEDED, Runtime, RuntimeFailure, RuntimeStatus, Submission
+from .base import ACTIVE, FAILED, GONE, PENDING, SUCCEEDED, Runtime, RuntimeFailure, RuntimeStatus, Submission
 
 DEFAULT_NAMESPACE = "modelops-dask-dev"
 RUNNER_IMAGE = "ghcr.io/institutefordiseasemodeling/modelops-dask-runner"

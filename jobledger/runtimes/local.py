@@ -24,7 +24,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..contracts import SimJob
-from . import ACTIVE, ELSEWHERE, FAILED, GONE, SUCCEEDED, Runtime, RuntimeFailure, RuntimeStatus, Submission
+from .base import (
+    ACTIVE,
+    ELSEWHERE,
+    FAILED,
+    GONE,
+    SUCCEEDED,
+    Runtime,
+    RuntimeFailure,
+    RuntimeStatus,
+    Submission,
+)
 from .worker import EXIT_FILE, LOG_FILE, PID_FILE, PLAN_FILE
 
 HOST_ENV = "JOBLEDGER_HOST"  # overrides the host name (containers with random names; tests of two hosts)
