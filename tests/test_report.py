@@ -349,6 +349,26 @@ def test_synthetic_job_of_100000_outputs_is_binned(browser, db_path, tmp_path):
     page.close()
 
 
+def test_a_ragged_job_of_few_outputs_is_binned_by_its_cells(browser, db_path, tmp_path):
+    """700 outputs, but one param set of 100 replicates beside 600 of one: 60,100 cells, so binned."""
+    from jobledger.contracts import param_id_of
+    bundle = "sha256:" + "ab" * 32
+
+    def task(values: dict, seed: int) -> dict:
+        return {"entrypoint": "models.sir/baseline", "bundle_ref": bundle, "seed": seed, "outputs": ["incidence"],
+                "params": {"param_id": param_id_of(values), "values": values}}
+    spec = tmp_path / "ragged.json"
+    spec.write_text(json.dumps({"job_type": "simulation", "job_id": "job-0000aaaa", "bundle_ref": bundle,
+                                "priority": 0, "metadata": {},
+                                "tasks": [task({"x": 0}, s) for s in range(1, 101)]
+                                + [task({"x": i}, 7) for i in range(1, 601)]}))
+    cli("register", spec)
+    page, facts = load(browser, write_report("job-0000aaaa", tmp_path / "ragged.html"))
+    assert facts["binned"] and facts["rows"] == 301 and facts["cells"] == 400  # row 1: 100 cells, others 1
+    assert_map_matches_ledger(facts, db_path, "job-0000aaaa")
+    page.close()
+
+
 # ------------------------------------------------------------------ offline, after pull
 
 def test_report_after_pull_on_a_machine_that_never_saw_the_store(browser, tmp_path, sample_tree, spec_dir,

@@ -4,11 +4,12 @@ Each query takes ``:job_id``; Datasette shows them as forms, the report binds th
 """
 from __future__ import annotations
 
-# Expected outputs that are not verified, with why (the full list the report embeds as CSV).
+# Expected outputs that are not verified, with why (the full list the report embeds as CSV). By path:
+# a parameter set's rows are then adjacent, and the gzipped CSV in the report is 13 % smaller.
 MISSING_OUTPUTS = """
 SELECT path, reason, param_id, seed, task_id, detail
 FROM unverified_outputs WHERE job_id = :job_id
-ORDER BY reason, path
+ORDER BY path
 """.strip()
 
 # Outputs a validation once saw verified and a later one did not find (or found broken).
