@@ -293,6 +293,16 @@ def _sync_one(ledger: Ledger, row: dict, observed: RuntimeStatus | None, error: 
             steps.path.append(current)
             steps.reason = f"already moved to {moved.remote_status} by another machine"
             steps.counts = ledger.summary(job_id)
+        except states.IllegalTransition:
+            # Another process on this ledger moved the job between our read and our write: its move
+            # stands, and this sync reports it instead of failing.
+            now = ledger.job(job_id)["status"]
+            if now == current:
+                raise
+            current = now
+            steps.path.append(now)
+            steps.reason = f"already moved to {now} by another process"
+            steps.counts = ledger.summary(job_id)
         if row["runtime"] is None and current in OBSERVED:
             steps.note = f"no runtime to ask: `jobledger validate {job_id}` decides it from the artifacts"
     return _change(ledger, row, steps, current, observed, dry_run)

@@ -423,8 +423,10 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
                "requests": store.requests}
         current = ledger.job(job_id)
         if current["status"] != status and current["status"] in states.TERMINAL and not force:
-            raise ValidationError(f"{job_id} became {current['status']} while it was being validated; "
-                                  f"nothing was recorded")
+            # Another process decided it while this one listed the store: its verdict stands and is reported.
+            return _stored_result(ledger, current, f"{job_id} became {current['status']} while it was being "
+                                                   f"validated (another process decided it); this run was not "
+                                                   f"recorded", time.monotonic() - clock)
         if current["status"] != status:
             opening = _opening_reason(ledger, current, force, reason)
         if opening is not None and current["status"] != states.VALIDATING:
@@ -460,10 +462,16 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
                     with_writes=lambda: recorded.update(_record(ledger, job_id, run_id,
                                                                 unexpected_known=unexpected_known)),
                     progress=_progress(ledger, counts), **fields)
-            except BaseException:
+            except BaseException as exc:
                 # The registry refused or failed (or the move became illegal): keep nothing of this run.
                 with ledger.transaction():
                     ledger.conn.execute("DELETE FROM validation_runs WHERE run_id = ?", (run_id,))
+                now = ledger.job(job_id)
+                if isinstance(exc, states.IllegalTransition) and now["status"] != current["status"]:
+                    # Another process on this ledger decided the job first: report its verdict.
+                    return _stored_result(ledger, now, f"{job_id} was decided by another process meanwhile "
+                                                       f"({now['status']}); this run was not recorded",
+                                          time.monotonic() - clock)
                 raise
         outcome = OUTCOMES.get(final["status"], "in-progress")
     finally:

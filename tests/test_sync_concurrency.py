@@ -73,3 +73,38 @@ def test_a_machine_that_syncs_late_takes_the_verdict_already_made(tmp_path, spec
     history = json.loads(cli(tmp_path / "b.db", None, "history", job_id, "--json").stdout)
     assert [(h["from_status"], h["to_status"]) for h in history] == [
         (None, "scheduled"), ("scheduled", "validating"), ("validating", "partial")]
+
+
+@pytest.mark.parametrize("command", ["sync", "validate"])
+def test_eight_processes_on_one_ledger_the_losers_report_the_winners_verdict(tmp_path, spec_dir, standin, command,
+                                                                           monkeypatch):
+    """No registry, one ledger file, eight processes at once: each move is made once, and a process that
+    lost the race reports the verdict the winner made (exit 0 for sync; validate exits by the verdict)."""
+    db = tmp_path / "one.db"
+    kubeconfig = standin.write_kubeconfig(tmp_path / "kubeconfig")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    spec = spec_dir / "sample" / "job-5a11e0c3.json"
+    store = spec_dir / "sample" / "provenance"
+    for job_id in JOBS:
+        cli(db, None, "register", str(spec), "--job-id", job_id, "--store", str(store), "--namespace", NS)
+        labels = {"app": "modelops", "component": "job-runner", "job-id": job_id}
+        standin.add_job(NS, {"metadata": {"name": job_id, "labels": labels}, "spec": {}})
+        standin.set_status(NS, job_id, {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+    if command == "validate":
+        cli(db, None, "sync", "--no-validate")  # every job waits in 'validating'
+        argv = ["validate", JOBS[0]]
+    else:
+        argv = ["sync"]
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    procs = [subprocess.Popen([sys.executable, "-m", "jobledger", "--db", str(db), *argv], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    for proc, (out, err) in zip(procs, outs):
+        assert proc.returncode == (0 if command == "sync" else 3), (proc.returncode, out, err)
+        assert "Traceback" not in err and "illegal transition" not in err and "locked" not in err, err
+    rows = json.loads(cli(db, None, "sql", "--json", "SELECT job_id, to_status, count(*) AS n FROM transitions "
+                                                  "GROUP BY job_id, to_status ORDER BY job_id, to_status").stdout)
+    assert all(r["n"] == 1 for r in rows), rows  # no move made twice
+    assert {r["to_status"] for r in rows if r["job_id"] == JOBS[0]} == {"scheduled", "validating", "partial"}
+    runs = json.loads(cli(db, None, "sql", "--json", "SELECT count(*) AS n FROM validation_runs").stdout)
+    assert runs[0]["n"] >= 1
