@@ -1,6 +1,8 @@
 """What every registry part shares: its errors, the VersionedStore protocol and key rules."""
 from __future__ import annotations
 
+import json
+
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
@@ -48,3 +50,15 @@ def check_key(key: str) -> str:
     if not key or any(p in ("", ".", "..") for p in parts) or "\\" in key:
         raise RegistryError(f"invalid registry key {key!r}")
     return key
+
+
+def check_text(doc: object, raw: str | bytes, key: str) -> None:
+    """Refuse a parsed blob holding text that is not Unicode (a lone surrogate from a \\udXXX escape): it
+    could be neither stored in SQLite nor printed. Only text with escapes needs the full check."""
+    if (b"\\u" if isinstance(raw, bytes) else "\\u") not in raw:
+        return
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RegistryError(f"{key}: holds text that is not valid Unicode (a lone surrogate escape)") from None
+

@@ -19,10 +19,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..ledger import Ledger
-from ..manifest import ExpectedOutput
+from ..errors import JobledgerError
+from ..layout import Layout
+from ..manifest import SEED_POLICIES, ExpectedOutput
+from ..redact import refuse_sas
 from ..paths import unsafe_reason
 from ..states import OUTPUT_STATES
-from .base import RegistryError
+from .base import RegistryError, check_text
 
 MANIFEST_FORMAT = "jobledger-manifest/1"
 OBSERVED_FORMAT = "jobledger-observed/1"
@@ -72,6 +75,17 @@ def check_manifest(header: dict, rows: list, key: str) -> None:
     # Any: a pulled header is untyped JSON; _shape checks each field before it is used.
     job: Any = header.get("job")
     _shape(isinstance(job, dict), key, "header", "'job' is not an object")
+    _shape("spec" in header, key, "header", "'spec' is missing")
+    _shape(all(k in job and (job[k] is None or isinstance(job[k], (str, int, float))) for k in MANIFEST_COLUMNS),
+           key, "header", f"'job' must hold {', '.join(MANIFEST_COLUMNS)} as plain values")
+    _shape(job["seed_policy"] in SEED_POLICIES, key, "header", "unknown seed_policy")
+    _shape(isinstance(job["layout"], str), key, "header", "layout is not text")
+    try:
+        Layout.parse(job["layout"])
+        if isinstance(job["store_url"], str):
+            refuse_sas(job["store_url"], "store", RegistryError)
+    except JobledgerError as exc:
+        raise RegistryError(f"{key}: header: {exc}") from None
     parent = job.get("parent_job_id")
     _shape(parent is None or isinstance(parent, str) and unsafe_reason(parent) is None and "/" not in parent,
            key, "header", f"parent_job_id {str(parent)[:40]!r} is not a job id")
@@ -88,7 +102,8 @@ def check_manifest(header: dict, rows: list, key: str) -> None:
         where = f"output {i}"
         _shape(isinstance(row, list) and len(row) == 7, key, where, "not a list of 7 fields")
         kind, task_id, p, t, task_seed, run_seed, path = row
-        _shape(kind in KINDS and isinstance(task_id, str), key, where, "bad kind or task id")
+        _shape(isinstance(kind, str) and kind in KINDS and isinstance(task_id, str), key, where,
+               "bad kind or task id")
         _shape(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < n_params, key, where,
                "bad param index")
         _shape(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < n_templates, key, where,
@@ -173,6 +188,7 @@ def parse_manifest(data: bytes, key: str) -> tuple[dict, list[list]]:
         raise RegistryError(f"{key}: key 'format' is not {MANIFEST_FORMAT}")
     if header.get("outputs") != len(rows):
         raise RegistryError(f"{key}: truncated ({len(rows)} of {header.get('outputs')} outputs)")
+    check_text([header, rows], text, key)
     check_manifest(header, rows, key)
     return header, rows
 
@@ -234,9 +250,11 @@ def encode_observed(doc: dict) -> bytes:
 
 def parse_observed(data: bytes, key: str) -> dict:
     try:
-        doc = json.loads(gunzip(data, key))
+        raw = gunzip(data, key)
+        doc = json.loads(raw)
     except (OSError, EOFError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise RegistryError(f"{key}: not gzip JSON ({exc})") from None
+    check_text(doc, raw, key)
     if not isinstance(doc, dict) or doc.get("format") != OBSERVED_FORMAT:
         raise RegistryError(f"{key}: key 'format' is not {OBSERVED_FORMAT}")
     for name in ("runs", "outputs", "events", "unexpected"):

@@ -16,7 +16,7 @@ from typing import Any
 from .. import states
 from ..paths import unsafe_reason
 from ..timeutil import utcnow
-from .base import RegistryError
+from .base import RegistryError, check_text
 
 STATE_FORMAT = "jobledger-state/1"
 MOVED_BY_MODELOPS = "moved by ModelOps"
@@ -59,6 +59,7 @@ def parse_state(data: bytes, key: str) -> dict:
         raise RegistryError(f"{key}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise RegistryError(f"{key}: not a JobState object (got {type(doc).__name__})")
+    check_text(doc, data, key)
     for name in ("job_id", "status"):
         if not isinstance(doc.get(name), str):
             raise RegistryError(f"{key}: key {name!r} is missing or not a string")

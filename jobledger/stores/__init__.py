@@ -31,6 +31,8 @@ def normalize_store_url(url: str | None) -> str:
     """A stable form to record in the ledger: local paths become absolute; URLs are kept. Every store
     URL passes here before it is used or recorded, so this is where a SAS token is refused."""
     url = refuse_sas(url or default_store_url(), "store", StoreError)
+    if not url.isprintable():
+        raise StoreError(f"store {url!r} contains control characters")
     if url.startswith(("az://", "https://", "http://")):
         return url
     if url.startswith("file://"):
