@@ -103,7 +103,9 @@ spec_text = st.one_of(
 layout = st.one_of(st.sampled_from(["token", "bundle", None]),
                    st.lists(st.sampled_from(NASTY_TEXT + ["a", "seed_", "params_"]), min_size=1, max_size=6)
                    .map("/".join))
-store_url = st.one_of(st.none(), st.sampled_from(["az://c/p?sig=SECRET", "https://a.blob.core.windows.net/c?sv=1&sig=S",
+# URL secrets are spelled apart from the specs' hostile text, so that echoing a spec value is not taken for a leak.
+store_url = st.one_of(st.none(), st.sampled_from(["az://c/p?sig=URLSECRET",
+                                                  "https://a.blob.core.windows.net/c?sv=1&sig=URLSECRET",
                                                   "ftp://x/y", "file://", "", "relative/dir"]), nasty_string)
 
 
@@ -169,7 +171,7 @@ class Tally:
             problem = f"exit status {result.exit_code}"
         elif result.stderr.count("error:") > 1 or (result.exit_code == 1 and not result.stderr.startswith("error: ")):
             problem = f"not a one-line error: {result.stderr[:200]!r}"
-        elif "SECRET" in result.output and any("sig=SECRET" in a for a in args[-2:]):
+        elif "URLSECRET" in result.output:
             problem = "a secret in a URL was echoed"
         elif box.outside() != before:
             problem = "a file outside the sandbox changed"
