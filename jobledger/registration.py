@@ -25,7 +25,12 @@ def read_spec(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ContractError(f"cannot read spec {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        return json.loads(text)
+        doc = json.loads(text)
+        if "\\u" in text:  # an escape can make a lone surrogate, text that can be neither hashed nor stored
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        return doc
+    except UnicodeEncodeError:
+        raise ContractError(f"spec {path}: holds text that is not valid Unicode (a lone surrogate escape)") from None
     except json.JSONDecodeError as exc:
         raise ContractError(f"spec {path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
                             f"{exc.msg}") from None
