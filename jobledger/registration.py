@@ -30,7 +30,8 @@ def read_spec(path: str | Path) -> Any:
             json.dumps(doc, ensure_ascii=False).encode("utf-8")
         return doc
     except UnicodeEncodeError:
-        raise ContractError(f"spec {path}: holds text that is not valid Unicode (a lone surrogate escape)") from None
+        raise ContractError(f"spec {path}: holds text that is not valid Unicode "
+                            "(a lone surrogate escape)") from None
     except json.JSONDecodeError as exc:
         raise ContractError(f"spec {path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
                             f"{exc.msg}") from None

@@ -424,9 +424,10 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         current = ledger.job(job_id)
         if current["status"] != status and current["status"] in states.TERMINAL and not force:
             # Another process decided it while this one listed the store: its verdict stands and is reported.
-            return _stored_result(ledger, current, f"{job_id} became {current['status']} while it was being "
-                                                   f"validated (another process decided it); this run was not "
-                                                   f"recorded", time.monotonic() - clock)
+            return _stored_result(ledger, current,
+                                  f"{job_id} became {current['status']} while it was being validated "
+                                  "(another process decided it); this run was not recorded",
+                                  time.monotonic() - clock)
         if current["status"] != status:
             opening = _opening_reason(ledger, current, force, reason)
         if opening is not None and current["status"] != states.VALIDATING:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
@@ -55,10 +54,12 @@ def check_key(key: str) -> str:
 def check_text(doc: object, raw: str | bytes, key: str) -> None:
     """Refuse a parsed blob holding text that is not Unicode (a lone surrogate from a \\udXXX escape): it
     could be neither stored in SQLite nor printed. Only text with escapes needs the full check."""
-    if (b"\\u" if isinstance(raw, bytes) else "\\u") not in raw:
+    # Checked per type: mypy cannot pair a bytes needle with a bytes haystack through one expression.
+    if (b"\\u" not in raw) if isinstance(raw, bytes) else ("\\u" not in raw):
         return
     try:
         json.dumps(doc, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise RegistryError(f"{key}: holds text that is not valid Unicode (a lone surrogate escape)") from None
+        raise RegistryError(f"{key}: holds text that is not valid Unicode "
+                            "(a lone surrogate escape)") from None
 

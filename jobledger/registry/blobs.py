@@ -18,12 +18,12 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..ledger import Ledger
 from ..errors import JobledgerError
 from ..layout import Layout
+from ..ledger import Ledger
 from ..manifest import SEED_POLICIES, ExpectedOutput
-from ..redact import refuse_sas
 from ..paths import unsafe_reason
+from ..redact import refuse_sas
 from ..states import OUTPUT_STATES
 from .base import RegistryError, check_text
 
@@ -76,7 +76,8 @@ def check_manifest(header: dict, rows: list, key: str) -> None:
     job: Any = header.get("job")
     _shape(isinstance(job, dict), key, "header", "'job' is not an object")
     _shape("spec" in header, key, "header", "'spec' is missing")
-    _shape(all(k in job and (job[k] is None or isinstance(job[k], (str, int, float))) for k in MANIFEST_COLUMNS),
+    _shape(all(k in job and (job[k] is None or isinstance(job[k], (str, int, float)))
+               for k in MANIFEST_COLUMNS),
            key, "header", f"'job' must hold {', '.join(MANIFEST_COLUMNS)} as plain values")
     _shape(job["seed_policy"] in SEED_POLICIES, key, "header", "unknown seed_policy")
     _shape(isinstance(job["layout"], str), key, "header", "layout is not text")
