@@ -6,6 +6,7 @@ and exit status 1 (or the error's own code).
 """
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 import sys
@@ -151,6 +152,9 @@ def main(ctx: click.Context, db: str | None, registry: str | None) -> None:
     (zsh_source / fish_source for zsh and fish).
     """
     warnings.showwarning = show_warning
+    for stream in (sys.stdout, sys.stderr):  # text (from a ledger, a registry) it cannot encode is escaped
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     app = App(db, registry)
     ctx.obj = app
     ctx.call_on_close(app.close)

@@ -98,6 +98,13 @@ def check_manifest(header: dict, rows: list, key: str) -> None:
     _shape(isinstance(templates, list) and all(
         isinstance(t, list) and len(t) == 3 and all(isinstance(x, str) for x in t) for t in templates),
         key, "header", "'templates' is not a list of [bundle, entrypoint, outputs]")
+    for i, template in enumerate(templates):
+        try:
+            names = json.loads(template[2])
+        except ValueError:
+            names = False
+        _shape(names is None or isinstance(names, list) and all(isinstance(n, str) for n in names), key,
+               f"templates[{i}]", "outputs is not a JSON list of names or null")
     n_params, n_templates = len(params), len(templates)
     for i, row in enumerate(rows):
         where = f"output {i}"
