@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
 from ..azure_client import AzureSetupError, container_client, describe, error_code
-from ..hashing import blake2b_256
 from ..paths import check_relative
 from ..redact import CONNECTION_ENV, refuse_sas
 from .base import ProvenanceStore, StoreError, StoreNotFound, UnreadableFile
@@ -146,15 +145,10 @@ class AzureStore(ProvenanceStore):
             raise self._error(exc, f"reading {path}") from None
 
     def read(self, path: str, limit: int | None = None) -> bytes:
-        return b"".join(self._chunks(path, limit))
+        return b"".join(self.chunks(path, limit))
 
-    def checksum(self, path: str, limit: int | None = None) -> str:
-        hasher = blake2b_256()
-        for chunk in self._chunks(path, limit):
-            hasher.update(chunk)
-        return hasher.hexdigest()
 
-    def _chunks(self, path: str, limit: int | None) -> Iterator[bytes]:
+    def chunks(self, path: str, limit: int | None = None) -> Iterator[bytes]:
         """The blob in chunks; its size (known from the first response) is checked against ``limit``
         before the rest is downloaded."""
         self.count()

@@ -17,7 +17,7 @@ from itertools import groupby
 from typing import TypeVar
 
 from ..errors import JobledgerError
-from ..hashing import blake2b_hex
+from ..hashing import blake2b_256
 
 T = TypeVar("T")
 
@@ -81,9 +81,16 @@ class ProvenanceStore:
 
     # ------------------------------------------------------------ defaults a backend may improve on
 
+    def chunks(self, path: str, limit: int | None = None) -> Iterator[bytes]:
+        """The bytes of ``path`` in pieces (``read``'s rules); backends stream them."""
+        yield self.read(path, limit)
+
     def checksum(self, path: str, limit: int | None = None) -> str:
-        """BLAKE2b-256 hex of ``path`` (as workers write into result.json); backends stream it."""
-        return blake2b_hex(self.read(path, limit))
+        """BLAKE2b-256 hex of ``path`` (as workers write into result.json), hashed as it streams."""
+        hasher = blake2b_256()
+        for chunk in self.chunks(path, limit):
+            hasher.update(chunk)
+        return hasher.hexdigest()
 
     def list_names(self, prefix: str = "") -> Iterator[str]:
         for name, _size in self.list(prefix):

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from ..contracts import sim_return_task_id
 from ..fileio import write_atomic
-from ..hashing import blake2b_256, blake2b_hex
+from ..hashing import blake2b_hex
 from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, artifact_file
 from ..paths import check_relative, inside
 from .base import ProvenanceStore, StoreError, StoreNotFound, UnreadableFile
@@ -176,7 +176,7 @@ class LocalStore(ProvenanceStore):
             raise UnreadableFile(f"{path} is {st.st_size} bytes, over the {limit}-byte limit")
         return fd, st.st_size
 
-    def _chunks(self, path: str, limit: int | None) -> Iterator[bytes]:
+    def chunks(self, path: str, limit: int | None = None) -> Iterator[bytes]:
         fd, _size = self._open(path, limit)
         total = 0
         try:
@@ -190,13 +190,8 @@ class LocalStore(ProvenanceStore):
             raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
 
     def read(self, path: str, limit: int | None = None) -> bytes:
-        return b"".join(self._chunks(path, limit))
+        return b"".join(self.chunks(path, limit))
 
-    def checksum(self, path: str, limit: int | None = None) -> str:
-        hasher = blake2b_256()
-        for chunk in self._chunks(path, limit):
-            hasher.update(chunk)
-        return hasher.hexdigest()
 
 
 def _walk_part(root: str, part: str, summarize: Callable[[str, list[str]], T]) -> tuple[list[T], int]:
