@@ -218,8 +218,8 @@ def submit(ledger: Ledger, spec: Any, *, runtime: str, bundle: str | None = None
            store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
            runtime_options: dict | None = None) -> Submitted:
     """Register a spec (a path, '-' or a document) and start it on ``runtime``."""
-    job, doc, fmt = _prepared(spec, bundle, job_id, runtime_options)
-    return submit_job(ledger, job, doc, fmt, runtime=runtime, store=store, layout=layout,
+    job, stored, fmt = _prepared(spec, bundle, job_id, runtime_options)
+    return submit_job(ledger, job, stored, fmt, runtime=runtime, store=store, layout=layout,
                       seed_policy=seed_policy, runtime_options=runtime_options,
                       reason=f"submitted with {runtime}")
 

@@ -56,14 +56,22 @@ def _check_scalar(value: Any, where: str) -> None:
     raise ContractError(f"{where}: value of type {type(value).__name__} is not allowed")
 
 
+# One encoder, built once: json.dumps with options builds a new one on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical_json(params: Mapping[str, Any]) -> str:
     """The contracts' canonical JSON: sorted keys, compact, floats as repr, -0.0 kept."""
     _check_scalar(dict(params), "params")
-    return json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(params)
 
 
 def param_id_of(params: Mapping[str, Any]) -> str:
-    return blake2b_hex("contracts:param:v1|" + canonical_json(params))
+    return _param_id_of_canonical(canonical_json(params))
+
+
+def _param_id_of_canonical(text: str) -> str:
+    return blake2b_hex("contracts:param:v1|" + text)
 
 
 def canonical_task_id(bundle_ref: str, entrypoint: str, param_id: str, seed: int) -> str:
@@ -154,10 +162,16 @@ def _is_resume_id(job_id: str) -> bool:
     return bool(_RESUME_ID_RE.fullmatch(job_id)) and len(job_id) <= 63
 
 
+_PLAIN_SCALARS = frozenset((str, int, bool))  # exact types: checking them needs no isinstance walk
+
+
 def _check_params_values(values: Any, where: str) -> dict:
-    if not isinstance(values, Mapping):
+    if type(values) is not dict and not isinstance(values, Mapping):
         raise ContractError(f"{where}: params must be an object")
     for key, value in values.items():
+        kind = type(value)
+        if type(key) is str and (kind in _PLAIN_SCALARS or (kind is float and math.isfinite(value))):
+            continue  # the usual case, decided without the checks below
         if not isinstance(key, str):
             raise ContractError(f"{where}: key {key!r} is not a string")
         if isinstance(value, float) and not math.isfinite(value):
@@ -201,7 +215,8 @@ class SimTask:
         return {
             "entrypoint": self.entrypoint,
             "bundle_ref": self.bundle_ref,
-            "params": {"param_id": self.params.param_id, "values": self.params.params},
+            # a copy: replicates share one parameter set, a document is a tree
+            "params": {"param_id": self.params.param_id, "values": dict(self.params.params)},
             "seed": self.seed,
             "outputs": sorted(self.outputs) if self.outputs is not None else None,
         }
@@ -235,21 +250,22 @@ class SimJob:
 
 # ---------------------------------------------------------------- reading specs
 
-def simjob_from_json(doc: Any, *, job_id: str | None = None) -> SimJob:
-    """Parse and check a SimJob spec; every param_id is recomputed and must match."""
-    if not isinstance(doc, Mapping):
-        raise ContractError("spec: top level must be a JSON object")
-    job_type = doc.get("job_type", "simulation")
-    if job_type != "simulation":
-        raise ContractError(f"job_type: {job_type!r} is not supported "
-                            "(only 'simulation' jobs have outputs to check)")
-    bundle_ref = check_bundle_ref(doc.get("bundle_ref"))
-    jid = check_job_id(job_id or doc.get("job_id"))
-    raw_tasks = doc.get("tasks")
-    if not isinstance(raw_tasks, list) or not raw_tasks:
+def simjob_from_json(doc: Any, *, job_id: str | None = None,
+                     tasks: tuple[SimTask, ...] | None = None) -> SimJob:
+    """Parse and check a SimJob spec; every param_id is recomputed and must match.
+
+    ``tasks``: the spec's tasks, already read and checked one by one (a streamed spec file);
+    ``doc`` then holds the other keys."""
+    check_job_header(doc, job_id)
+    if tasks is None:
+        raw_tasks = doc.get("tasks")
+        if not isinstance(raw_tasks, list) or not raw_tasks:
+            raise ContractError("tasks: must be a non-empty list")
+        check_task_count(len(raw_tasks))
+        reader = TaskReader()
+        tasks = tuple(reader.task(t, i) for i, t in enumerate(raw_tasks))
+    elif not tasks:
         raise ContractError("tasks: must be a non-empty list")
-    check_task_count(len(raw_tasks))
-    tasks = tuple(_task_from_json(t, i) for i, t in enumerate(raw_tasks))
     priority = doc.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ContractError(f"priority: {priority!r} is not an integer")
@@ -263,31 +279,76 @@ def simjob_from_json(doc: Any, *, job_id: str | None = None) -> SimJob:
         data = target_spec.get("data")
         if isinstance(data, Mapping) and data.get("target_entrypoints") is not None:
             check_target_entrypoints(data["target_entrypoints"], "target_spec.data.target_entrypoints")
+    jid, bundle_ref = check_job_id(job_id or doc.get("job_id")), check_bundle_ref(doc.get("bundle_ref"))
     return SimJob(jid, bundle_ref, tasks, priority, dict(metadata),
                   dict(target_spec) if target_spec else None)
 
 
-def _task_from_json(doc: Any, index: int) -> SimTask:
-    where = f"tasks[{index}]"
+def check_job_header(doc: Any, job_id: str | None = None, *, partial: bool = False) -> None:
+    """The checks on a SimJob spec that come before its tasks. ``partial``: check only the keys
+    present (a streamed spec checks those it has read when its tasks begin)."""
     if not isinstance(doc, Mapping):
-        raise ContractError(f"{where}: must be an object")
-    bundle_ref = check_bundle_ref(doc.get("bundle_ref"), f"{where}.bundle_ref")
-    entrypoint = check_entrypoint(doc.get("entrypoint"), f"{where}.entrypoint")
-    params = doc.get("params")
-    if not isinstance(params, Mapping) or "values" not in params:
-        raise ContractError(f"{where}.params: must be an object with 'param_id' and 'values'")
-    values = _check_params_values(params["values"], f"{where}.params.values")
-    computed = param_id_of(values)
-    if params.get("param_id") != computed:
-        raise ContractError(f"{where}.params.param_id: {params.get('param_id')!r} does not match the values "
-                            f"(recomputed {computed})")
-    seed = check_seed(doc.get("seed"), f"{where}.seed")
-    outputs = doc.get("outputs")
-    if outputs is not None:
-        if not isinstance(outputs, list) or not all(isinstance(o, str) and o for o in outputs):
-            raise ContractError(f"{where}.outputs: must be a list of names or null")
-        outputs = tuple(sorted(outputs))
-    return SimTask(bundle_ref, entrypoint, UniqueParameterSet(computed, values), seed, outputs)
+        raise ContractError("spec: top level must be a JSON object")
+    job_type = doc.get("job_type", "simulation")
+    if job_type != "simulation":
+        raise ContractError(f"job_type: {job_type!r} is not supported (only 'simulation' jobs have outputs "
+                            f"to check)")
+    if not partial or "bundle_ref" in doc:
+        check_bundle_ref(doc.get("bundle_ref"))
+    if not partial or job_id or "job_id" in doc:
+        check_job_id(job_id or doc.get("job_id"))
+
+
+class TaskReader:
+    """Reads the tasks of one SimJob spec with every rule checked, keeping each task small: what
+    repeats across tasks is checked once and shared (bundle refs, entrypoints, output lists, and
+    one UniqueParameterSet per parameter set, which its replicates share), so a job of 400,000
+    tasks holds 400,000 small objects rather than 400,000 parsed dictionaries."""
+
+    def __init__(self) -> None:
+        self._bundle_refs: dict[str, str] = {}                # checked values, also shared by later tasks
+        self._entrypoints: dict[str, str] = {}
+        self._param_sets: dict[str, UniqueParameterSet] = {}  # canonical values JSON → its set
+        self._outputs: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._limit = max_tasks()  # a streamed spec is refused at the first task over it
+
+    def task(self, doc: Any, index: int) -> SimTask:
+        if index >= self._limit:
+            check_task_count(index + 1)
+        where = f"tasks[{index}]"
+        if type(doc) is not dict and not isinstance(doc, Mapping):
+            raise ContractError(f"{where}: must be an object")
+        ref, entrypoint = doc.get("bundle_ref"), doc.get("entrypoint")
+        bundle_ref = self._bundle_refs.get(ref) if isinstance(ref, str) else None
+        if bundle_ref is None:  # checked values come back as they were given
+            bundle_ref = check_bundle_ref(ref, f"{where}.bundle_ref")
+            self._bundle_refs[bundle_ref] = bundle_ref
+        checked = self._entrypoints.get(entrypoint) if isinstance(entrypoint, str) else None
+        if checked is None:
+            checked = check_entrypoint(entrypoint, f"{where}.entrypoint")
+            self._entrypoints[checked] = checked
+        entrypoint = checked
+        params = doc.get("params")
+        if (type(params) is not dict and not isinstance(params, Mapping)) or "values" not in params:
+            raise ContractError(f"{where}.params: must be an object with 'param_id' and 'values'")
+        values = _check_params_values(params["values"], f"{where}.params.values")
+        # The values were checked flat and finite just above, so they encode without _check_scalar.
+        text = _CANONICAL.encode(values)
+        param_set = self._param_sets.get(text)
+        if param_set is None:
+            param_set = self._param_sets[text] = UniqueParameterSet(_param_id_of_canonical(text), values)
+        if params.get("param_id") != param_set.param_id:
+            raise ContractError(f"{where}.params.param_id: {params.get('param_id')!r} does not match the "
+                                f"values "
+                                f"(recomputed {param_set.param_id})")
+        seed = check_seed(doc.get("seed"), f"{where}.seed")
+        outputs = doc.get("outputs")
+        if outputs is not None:
+            if not isinstance(outputs, list) or not all(isinstance(o, str) and o for o in outputs):
+                raise ContractError(f"{where}.outputs: must be a list of names or null")
+            names = tuple(sorted(outputs))
+            outputs = self._outputs.setdefault(names, names)
+        return SimTask(bundle_ref, entrypoint, param_set, seed, outputs)
 
 
 def study_to_simjob(doc: Any, bundle_ref: str | None, *, job_id: str | None = None) -> SimJob:

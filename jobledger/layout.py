@@ -33,7 +33,7 @@ ERROR_FILE = "error_details.arrow"
 # What an output's result directory says about it, from the names of the files in it. The
 # worker writes result.json last (temp file + rename); an error result also writes
 # error_details.arrow. This is the one definition of an output's state: the validation SQL
-# is generated from OUTPUT_STATE_RULES (validation.state_case_sql) and the idempotent runner
+# is generated from OUTPUT_STATE_RULES (observe.state_case_sql) and the idempotent runner
 # calls output_state; a test checks both agree on the sample tree.
 MISSING, VERIFIED, ERRORED, INCOMPLETE = "missing", "verified", "errored", "incomplete"
 OUTPUT_STATE_RULES = ((ERROR_FILE, ERRORED), (RESULT_FILE, VERIFIED))  # first file present decides
@@ -104,9 +104,30 @@ def _compile_expr(expr: str, template: str):
     if m := _SHARD.fullmatch(expr):
         name, depth, width = m.group(1), int(m.group(2)), int(m.group(3))
         _known(name, template)
-        return name, lambda ctx: "/".join(blake2b_hex(str(ctx[name]))[i * width:(i + 1) * width]
-                                          for i in range(depth))
+        def shard(ctx) -> str:
+            digest = blake2b_hex(str(ctx[name]))
+            return "/".join(digest[i * width:(i + 1) * width] for i in range(depth))
+        return name, shard
     raise LayoutError(f"layout: invalid expression {{{expr}}} in {template!r}")
+
+
+@lru_cache(maxsize=256)
+def _bundle_parts(template: str, bundle_ref: str) -> tuple:
+    """The template's parts with what depends only on the bundle already rendered: a manifest
+    renders one path per output, and only the param and seed parts differ between them."""
+    digest = bundle_digest(bundle_ref)
+    ctx = {"bundle_digest": digest, "model_digest": digest}
+    parts: list = []
+    for part in _compile(template):
+        if isinstance(part, str) or part[0] in ctx:
+            text = part if isinstance(part, str) else part[1](ctx)
+            if parts and isinstance(parts[-1], str):
+                parts[-1] += text
+            else:
+                parts.append(text)
+        else:
+            parts.append(part)
+    return tuple(parts)
 
 
 def _known(name: str, template: str) -> None:
@@ -160,9 +181,9 @@ class Layout:
         Registration renders one path per replicate; hashing the param_id once per param
         set instead of once per output is most of the cost of a large manifest.
         """
-        ctx = self.sim_context(bundle_ref, param_id, None)
+        ctx = {"param_id": param_id}
         fixed: list = []
-        for part in _compile(self.sim_template):
+        for part in _bundle_parts(self.sim_template, bundle_ref):
             if isinstance(part, str) or part[0] != "seed":
                 text = part if isinstance(part, str) else part[1](ctx)
                 if fixed and isinstance(fixed[-1], str):

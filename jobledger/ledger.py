@@ -18,6 +18,7 @@ import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -200,10 +201,9 @@ class Ledger:
             (len(prefix), prefix, limit))]
 
     def spec_of(self, job_id: str) -> Any:
-        row = self.conn.execute("SELECT spec_gz FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise UnknownJob(job_id)
-        return spec_document(row[0], job_id)
+        self.job(job_id)
+        row = self.conn.execute("SELECT spec_gz FROM job_specs WHERE job_id = ?", (job_id,)).fetchone()
+        return spec_document(row[0] if row else None, job_id)
 
     def summary(self, job_id: str) -> dict:
         """Output counts of one job, from the ``job_summary`` view."""
@@ -279,7 +279,8 @@ class Ledger:
                    outputs: Iterable[ExpectedOutput], history: list[list]) -> int:
         """Insert a job another machine (or ModelOps) created, exactly as the registry holds it: its columns,
         spec, expected outputs and status history (see import_history). Call inside transaction()."""
-        self._insert_job_row({**columns, "spec_gz": _spec_gz(spec_doc) if spec_doc is not None else None})
+        spec_gz = StoredSpec.of(spec_doc).gz if spec_doc is not None else None
+        self._insert_job_row({**columns, "spec_gz": spec_gz})
         count = self.insert_outputs(columns["job_id"], outputs, params)
         self.import_history(columns["job_id"], history, {c: columns[c] for c in ("status", "updated_at")})
         return count
@@ -289,11 +290,13 @@ class Ledger:
         connection replace the result paths ModelOps reported, ``columns`` (see adoption_columns) are set;
         status, history and created_at stay. Call inside transaction(). Returns the number of outputs."""
         self.job(job_id)
-        self.conn.execute("DELETE FROM outputs WHERE job_id = ?", (job_id,))
+        self.conn.execute("DELETE FROM manifest WHERE job_id = ?", (job_id,))
         count = staging.copy(self.conn, job_id)
         columns = {**columns, "expected_total": count}
+        spec_gz = columns.pop("spec_gz")
         self.conn.execute(f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in columns)} WHERE job_id = ?",
                           (*columns.values(), job_id))
+        self._store_spec(job_id, spec_gz)
         return count
 
     def set_reported_outputs(self, job_id: str, verified: list[str], unverified: list[str]) -> None:
@@ -302,18 +305,28 @@ class Ledger:
         Call inside transaction()."""
         if self.job(job_id)["spec_format"] is not None:
             raise ValueError(f"{job_id} has a spec: its expected outputs come from the manifest")
-        self.conn.execute("DELETE FROM outputs WHERE job_id = ?", (job_id,))
+        self.conn.execute("DELETE FROM manifest WHERE job_id = ?", (job_id,))
         rows = [ExpectedOutput("aggregation" if "/aggs/" in path else "simulation", "", "", "", "", None,
                                None, _seed_in(path), path) for path in verified + unverified]
         self.insert_outputs(job_id, rows, {"": "null"})
         reported = {**dict.fromkeys(unverified, "missing"), **dict.fromkeys(verified, "verified")}
-        self.conn.executemany("UPDATE outputs SET state = ? WHERE job_id = ? AND path = ?",
+        self.conn.executemany("INSERT INTO output_states (output_id, state) "
+                              "SELECT output_id, ? FROM manifest WHERE job_id = ? AND path = ?",
                               ((state, job_id, path) for path, state in reported.items()))
 
     def _insert_job_row(self, columns: dict) -> None:
+        """The jobs row, and the spec (``spec_gz``, when there is one) in job_specs."""
+        columns = dict(columns)
+        spec_gz = columns.pop("spec_gz", None)
         _check_columns(columns)
         self.conn.execute(f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                           tuple(columns.values()))
+        if spec_gz is not None:
+            self._store_spec(columns["job_id"], spec_gz)
+
+    def _store_spec(self, job_id: str, spec_gz: bytes) -> None:
+        self.conn.execute("INSERT INTO job_specs (job_id, spec_gz) VALUES (?, ?) "
+                          "ON CONFLICT (job_id) DO UPDATE SET spec_gz = excluded.spec_gz", (job_id, spec_gz))
 
     def insert_outputs(self, job_id: str, rows: Iterable[ExpectedOutput], params: Mapping[str, str]) -> int:
         """Insert expected outputs; ``params`` maps each param_id to its canonical params JSON.
@@ -426,15 +439,16 @@ def _check_columns(columns: Mapping[str, Any]) -> None:
             raise ValueError(f"bad column name {name!r}")
 
 
-def job_columns(job: SimJob, *, status: str, store_url: str, layout: Layout, seed_policy: str, spec_doc: Any,
-                spec_format: str, runtime: str | None, k8s_name: str | None, k8s_namespace: str | None,
-                parent_job_id: str | None, expected_total: int) -> dict:
-    """The row of a job about to be registered (created now)."""
+def job_columns(job: SimJob, *, status: str, store_url: str, layout: Layout, seed_policy: str,
+                spec: StoredSpec, spec_format: str, runtime: str | None, k8s_name: str | None,
+                k8s_namespace: str | None, parent_job_id: str | None, expected_total: int) -> dict:
+    """The row of a job about to be registered (created now), with its spec (``spec_gz``, which
+    Ledger keeps in job_specs)."""
     now = utcnow()
     return dict(job_id=job.job_id, job_type=job.job_type, status=status, bundle_ref=job.bundle_ref,
                 runtime=runtime, k8s_name=k8s_name, k8s_namespace=k8s_namespace, parent_job_id=parent_job_id,
                 store_url=store_url, layout=layout.name, seed_policy=seed_policy, spec_format=spec_format,
-                spec_sha256=spec_hash(spec_doc), spec_gz=_spec_gz(spec_doc), tasks_total=len(job.tasks),
+                spec_sha256=spec.sha256, spec_gz=spec.gz, tasks_total=len(job.tasks),
                 expected_total=expected_total, created_at=now, updated_at=now,
                 metadata=json.dumps(job.metadata))
 
@@ -473,17 +487,35 @@ def spec_document(spec_gz: bytes | None, job_id: str) -> Any:
     try:
         return json.loads(gzip.decompress(spec_gz))
     except (OSError, EOFError, ValueError, zlib.error) as exc:  # damaged by hand or by a disk
-        raise LedgerError(f"job {job_id}: the stored spec (jobs.spec_gz) is damaged: {exc}") from None
+        raise LedgerError(f"job {job_id}: the stored spec (job_specs.spec_gz) is damaged: {exc}") from None
 
 
-def _spec_gz(spec_doc: Any) -> bytes:
-    """The spec as submitted, key order kept (``jobledger spec`` gives it back as it was); its
-    identity is ``spec_hash``, which sorts keys."""
-    return gzip.compress(json.dumps(spec_doc, separators=(",", ":"), ensure_ascii=False).encode(), 6)
+@dataclass(frozen=True)
+class StoredSpec:
+    """A spec as the ledger keeps it: ``gz``, the spec as submitted, gzip-compressed JSON (key order
+    kept, so that ``jobledger spec`` gives it back as it was; specfile keeps a file's very text), and
+    ``sha256`` of its canonical JSON (``spec_hash``: sorted keys), which decides whether a
+    re-registration is identical."""
+    sha256: str
+    gz: bytes
+
+    @classmethod
+    def of(cls, doc: Any) -> StoredSpec:
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        return cls(spec_hash(doc), gzip.compress(text, SPEC_GZIP_LEVEL))
+
+    def document(self) -> Any:
+        return json.loads(gzip.decompress(self.gz))
+
+
+# The canonical form a spec's hash is taken over (spec_hash): sorted keys, compact, ASCII.
+CANONICAL_SPEC = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+SPEC_GZIP_LEVEL = 6
 
 
 def spec_hash(spec_doc: Any) -> str:
-    return hashlib.sha256(json.dumps(spec_doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """A spec's identity: SHA-256 of json.dumps(doc, sort_keys=True, separators=(",", ":"))."""
+    return hashlib.sha256(CANONICAL_SPEC.encode(spec_doc).encode()).hexdigest()
 
 
 def _split_sql(script: str) -> list[str]:

@@ -54,7 +54,8 @@ def expected_outputs(job: SimJob, layout: Layout, seed_policy: str = "runner") -
     seed_policy = check_seed_policy(seed_policy)
     seeds = runner_seeds(job.tasks) if seed_policy == "runner" else [t.seed for t in job.tasks]
     seen: set[str] = set()
-    by_param: dict[str, list[tuple[SimTask, int]]] = {}
+    targets = job.target_entrypoints
+    by_param: dict[str, list[tuple[SimTask, int]]] = {}  # only aggregations need it
     path_of: dict[tuple[str, str], Callable[[int], str]] = {}
     for task, seed in zip(job.tasks, seeds, strict=True):
         pid = task.params.param_id
@@ -70,11 +71,11 @@ def expected_outputs(job: SimJob, layout: Layout, seed_policy: str = "runner") -
             if path in seen:
                 continue
             seen.add(path)
-        by_param.setdefault(pid, []).append((task, seed))
+        if targets:
+            by_param.setdefault(pid, []).append((task, seed))
         task_id = canonical_task_id(task.bundle_ref, task.entrypoint, pid, task.seed)
         yield ExpectedOutput("simulation", task_id, pid, task.bundle_ref, task.entrypoint, task.outputs,
                              task.seed, seed, path)
-    targets = job.target_entrypoints
     if not targets:
         return
     for pid, group in by_param.items():

@@ -95,10 +95,10 @@ def migrate(conn: sqlite3.Connection, schema_statements: list[str]) -> list[str]
 
 
 def rebuild_table(conn: sqlite3.Connection, table: str, create_sql: str, indexes: list[str]) -> None:
-    """Replace ``table`` by one made with ``create_sql`` (which must create ``<table>_new`` with the
-    same columns, possibly more), keeping every row: SQLite's documented way to change a constraint.
-    Columns the new table adds take their defaults. The caller
-    runs inside a transaction with foreign keys OFF and views dropped, and checks foreign keys after."""
+    """Replace ``table`` by one made with ``create_sql`` (which must create ``<table>_new``), keeping every
+    row: SQLite's documented way to change a constraint or drop a column. Columns the new table adds
+    take their defaults; columns it lacks are dropped. The caller runs inside a transaction with
+    foreign keys OFF and views dropped, and checks foreign keys after."""
     conn.execute(create_sql)
     new_columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table}_new)")}
     columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA table_info({table})")
@@ -179,3 +179,54 @@ def m0005_outputs_unchecked_until_observed(conn: sqlite3.Connection) -> None:
         )""", ["CREATE INDEX IF NOT EXISTS outputs_job_state ON outputs(job_id, state)"])
     conn.execute("UPDATE outputs SET state = 'unchecked' WHERE state = 'missing' AND state_run IS NULL "
                  "AND job_id NOT IN (SELECT job_id FROM validation_runs)")
+
+
+@migration
+def m0006_manifest_and_output_states(conn: sqlite3.Connection) -> None:
+    """What validation observes moves out of the wide expected-output rows into the narrow
+    ``output_states`` (a row once a validation has looked at the output: no row is 'unchecked'), so
+    that recording a validation writes only the states that changed instead of rewriting every row's
+    page. The rows become ``manifest``; ``outputs`` becomes a view with the table's columns."""
+    conn.execute("ALTER TABLE outputs RENAME TO manifest")  # output_events' foreign key follows the rename
+    conn.execute("""
+        CREATE TABLE output_states (
+            output_id          INTEGER PRIMARY KEY REFERENCES manifest(output_id) ON DELETE CASCADE,
+            state              TEXT NOT NULL CHECK (state IN
+                                   ('missing','verified','errored','incomplete','unchecked','stale')),
+            detail             TEXT,
+            first_verified_run INTEGER REFERENCES validation_runs(run_id),
+            last_seen_run      INTEGER REFERENCES validation_runs(run_id),
+            state_run          INTEGER REFERENCES validation_runs(run_id)
+        )""")
+    conn.execute("""
+        INSERT INTO output_states (output_id, state, detail, first_verified_run, last_seen_run, state_run)
+        SELECT output_id, state, detail, first_verified_run, last_seen_run, state_run FROM manifest
+        WHERE state <> 'unchecked' ORDER BY output_id""")
+    rebuild_table(conn, "manifest", """
+        CREATE TABLE manifest_new (
+            output_id          INTEGER PRIMARY KEY,
+            job_id             TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+            kind               TEXT NOT NULL CHECK (kind IN ('simulation','aggregation')),
+            task_id            TEXT NOT NULL,
+            param_key          INTEGER NOT NULL REFERENCES params(param_key),
+            template_id        INTEGER NOT NULL REFERENCES task_templates(template_id),
+            task_seed,
+            run_seed,
+            path               TEXT NOT NULL,
+            given_up_after     INTEGER
+        )""", ["CREATE INDEX IF NOT EXISTS manifest_job ON manifest(job_id)",
+               "CREATE INDEX IF NOT EXISTS manifest_plan ON manifest(job_id, template_id, param_key)"])
+
+
+@migration
+def m0007_job_specs(conn: sqlite3.Connection) -> None:
+    """The spec moves from the jobs row, which every status change and validation rewrites whole, to
+    ``job_specs``: a big job's compressed spec is megabytes."""
+    conn.execute("""
+        CREATE TABLE job_specs (
+            job_id  TEXT PRIMARY KEY REFERENCES jobs(job_id) ON DELETE CASCADE,
+            spec_gz BLOB NOT NULL
+        )""")
+    conn.execute("INSERT INTO job_specs (job_id, spec_gz) SELECT job_id, spec_gz FROM jobs "
+                 "WHERE spec_gz IS NOT NULL")
+    conn.execute("ALTER TABLE jobs DROP COLUMN spec_gz")

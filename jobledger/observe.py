@@ -1,4 +1,5 @@
-"""Observation: what a validation strategy sees in the store, streamed into ``temp.listing``.
+"""The listing strategies (``list``, ``head``): what the store shows, streamed into ``temp.listing``,
+then classified into ``temp.observed`` with one set-based join (see recording).
 
 One row per directory holding files: ``has result.json``, ``has error_details.arrow``, ``has
 metadata.json``, the number of files and, for a job with targets, the output names the worker
@@ -16,8 +17,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from .layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, returned_outputs
+from .layout import (
+    ERROR_FILE,
+    ERRORED,
+    INCOMPLETE,
+    METADATA_FILE,
+    MISSING,
+    OUTPUT_STATE_RULES,
+    RESULT_FILE,
+    returned_outputs,
+)
 from .ledger import Ledger
+from .recording import new_observation
 from .staging import temp_transaction
 from .stores import ProvenanceStore
 
@@ -171,4 +182,63 @@ def observe(ledger: Ledger, job_id: str, store: ProvenanceStore, plan: ListingPl
             _run_threads(producers, LIST_THREADS if plan.strategy == "list" else PROBE_THREADS, consume)
         conn.execute("CREATE INDEX temp.listing_dir ON listing(dir)")
 
-__all__ = ["observe", "directory_row", "directory_row_with_outputs", "LISTING_FLAGS", "ListingPlan"]
+# ------------------------------------------------------------ classify (deep.py, aggregations.py refine it)
+
+def state_case_sql(listing: str = "l") -> str:
+    """layout.output_state as a SQL expression over a ``listing`` row (no row: nothing there)."""
+    rules = " ".join(f"WHEN {listing}.{LISTING_FLAGS[name]} THEN '{state}'" for name,
+                     state in OUTPUT_STATE_RULES)
+    return f"CASE WHEN {listing}.dir IS NULL THEN '{MISSING}' {rules} ELSE '{INCOMPLETE}' END"
+
+
+CLASSIFY_SQL = f"""
+INSERT INTO observed (output_id, state, detail, listing_row)
+SELECT output_id, state,
+       CASE state WHEN '{ERRORED}' THEN 'the worker wrote {ERROR_FILE}'
+                  WHEN '{INCOMPLETE}' THEN 'no {RESULT_FILE} (' || files || ' file'
+                       || CASE files WHEN 1 THEN '' ELSE 's' END || ' written)' END,
+       listing_row
+FROM (SELECT o.output_id, {state_case_sql("l")} AS state, l.files, l.rowid AS listing_row
+      FROM manifest o LEFT JOIN listing l ON l.dir = o.path
+      WHERE o.job_id = ?)
+"""
+
+
+def classify(ledger: Ledger, job_id: str) -> None:
+    """One set-based pass: every expected output of the job gets a state in ``temp.observed``."""
+    new_observation(ledger)
+    ledger.conn.execute(CLASSIFY_SQL, (job_id,))
+
+
+# ---------------------------------------------------------------- unexpected directories
+
+_STRAY = ("(l.has_result OR l.has_metadata OR l.has_error) "
+          # listing rows no expected output matched: an anti-join on integers, not on paths
+          "AND l.rowid NOT IN (SELECT listing_row FROM observed WHERE listing_row IS NOT NULL) "
+          # nor those another output claims: older aggregations of a param set, other jobs' outputs
+          "AND l.rowid NOT IN (SELECT listing_row FROM claimed)")
+
+
+def _claim_what_other_jobs_expect(ledger: Ledger, job: dict) -> None:
+    """A result directory another job of the same store expects is that job's, not unexpected here
+    (jobs share a store). Looked up only when the listing has directories this job does not
+    expect: one pass over the other jobs' outputs, probing the listing's index."""
+    conn = ledger.conn
+    if conn.execute(f"SELECT 1 FROM listing l WHERE {_STRAY} LIMIT 1").fetchone() is None:
+        return
+    conn.execute("INSERT OR IGNORE INTO claimed SELECT l.rowid FROM manifest o "
+                 "JOIN listing l ON l.dir = o.path "
+                 "WHERE o.job_id IN (SELECT job_id FROM jobs WHERE store_url IS ? AND job_id <> ?)",
+                 (job["store_url"], job["job_id"]))
+
+
+def unexpected_from_listing(ledger: Ledger, job: dict) -> None:
+    """The listed result directories no output of this job (nor of another job of the store) claims, into
+    ``temp.unexpected``."""
+    _claim_what_other_jobs_expect(ledger, job)
+    ledger.conn.execute(f"INSERT OR IGNORE INTO temp.unexpected (path) SELECT l.dir FROM listing l "
+                        f"WHERE {_STRAY}")
+
+
+__all__ = ["observe", "classify", "state_case_sql", "unexpected_from_listing", "directory_row",
+           "directory_row_with_outputs", "LISTING_FLAGS", "ListingPlan"]

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from . import staging, states
-from .contracts import ContractError, SimJob, from_contracts_object, is_study, load_spec
+from .contracts import ContractError, SimJob, from_contracts_object
 from .layout import Layout, warn_for_bundle
-from .ledger import Ledger, LedgerError, adoption_columns, job_columns, params_of, spec_hash
+from .ledger import Ledger, LedgerError, StoredSpec, adoption_columns, job_columns, params_of
 from .manifest import check_seed_policy, expected_outputs
+from .specfile import load_document, load_spec_file
 from .stores import normalize_store_url
 
 
@@ -54,20 +55,22 @@ class Registered:
         return asdict(self)
 
 
-def prepare_job(spec: Any, *, bundle: str | None = None, job_id: str | None = None) -> tuple[SimJob, Any,
-                                                                                             str]:
-    """(SimJob, the document to keep, its format) from a spec document or a contracts object."""
-    if isinstance(spec, (dict, list)):
-        fmt = "study" if is_study(spec) else "simjob"
-        job = load_spec(spec, bundle_ref=bundle, job_id=job_id)
-        doc = {"study": spec, "bundle_ref": job.bundle_ref} if fmt == "study" else spec
-        return job, doc, fmt
-    if isinstance(spec, SimJob):
-        return spec, spec.to_json(), "simjob"
-    if hasattr(spec, "tasks") and hasattr(spec, "job_type"):
+def prepare_job(spec: Any, *, bundle: str | None = None,
+                job_id: str | None = None) -> tuple[SimJob, StoredSpec, str]:
+    """(SimJob, the spec as the ledger keeps it, its format) from a spec file (a path, or '-' for stdin:
+    read streaming, see specfile), a spec document or a contracts object."""
+    if isinstance(spec, (str, Path)):
+        loaded = load_spec_file(spec, bundle=bundle, job_id=job_id)
+    elif isinstance(spec, (dict, list)):
+        loaded = load_document(spec, bundle=bundle, job_id=job_id)
+    elif isinstance(spec, SimJob):
+        return spec, StoredSpec.of(spec.to_json()), "simjob"
+    elif hasattr(spec, "tasks") and hasattr(spec, "job_type"):
         job = from_contracts_object(spec)
-        return job, job.to_json(), "simjob"
-    raise ContractError(f"spec: expected a JSON document or a SimJob, got {type(spec).__name__}")
+        return job, StoredSpec.of(job.to_json()), "simjob"
+    else:
+        raise ContractError(f"spec: expected a JSON document or a SimJob, got {type(spec).__name__}")
+    return loaded.job, loaded.stored, loaded.format
 
 
 def directory_bundle_ref(directory: str | Path) -> str:
@@ -96,7 +99,7 @@ def bundle_warnings(job: SimJob) -> list[str]:
     return [w for w in (warn_for_bundle(ref) for ref in refs) if w]
 
 
-def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, status: str, reason: str,
+def create_job(ledger: Ledger, job: SimJob, spec: StoredSpec, spec_format: str, *, status: str, reason: str,
                store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
                runtime: str | None = None, namespace: str | None = None, k8s_name: str | None = None,
                parent_job_id: str | None = None, progress: Callable[[int], None] | None = None,
@@ -114,7 +117,7 @@ def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
     policy = check_seed_policy(seed_policy)
     store_url = normalize_store_url(store)
     notes = bundle_warnings(job)
-    wanted = {"spec_sha256": spec_hash(spec_doc), "store_url": store_url, "layout": layout_obj.name,
+    wanted = {"spec_sha256": spec.sha256, "store_url": store_url, "layout": layout_obj.name,
               "seed_policy": policy}
     if ledger.mirror is not None and not ledger.job_exists(job.job_id):
         ledger.mirror.pull_job(ledger, job.job_id, missing_ok=True)  # created by ModelOps or another machine?
@@ -126,7 +129,7 @@ def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
                           progress=progress)
     try:
         columns = job_columns(job, status=status, store_url=store_url, layout=layout_obj, seed_policy=policy,
-                              spec_doc=spec_doc, spec_format=spec_format, runtime=runtime, k8s_name=k8s_name,
+                              spec=spec, spec_format=spec_format, runtime=runtime, k8s_name=k8s_name,
                               k8s_namespace=namespace, parent_job_id=parent_job_id, expected_total=count)
         if ledger.job_exists(job.job_id):
             # Known only from ModelOps's state.json: adopt it (its status, created_at, metadata stay).
@@ -142,7 +145,7 @@ def create_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
                     return Registered(job.job_id, count, True, status, notes)
     finally:
         staging.drop(ledger.conn)
-    return create_job(ledger, job, spec_doc, spec_format, status=status, reason=reason, store=store,
+    return create_job(ledger, job, spec, spec_format, status=status, reason=reason, store=store,
                       layout=layout, seed_policy=seed_policy, runtime=runtime, namespace=namespace,
                       k8s_name=k8s_name, parent_job_id=parent_job_id, progress=progress,
                       on_total=on_total)  # it exists now: the same registration, or one to adopt
@@ -206,11 +209,9 @@ def register(ledger: Ledger, spec: Any, *, bundle: str | None = None, job_id: st
              on_total: Callable[[int], None] | None = None) -> Registered:
     """Record a job that was submitted elsewhere: it starts in ``scheduled``. ``progress(n)`` is
     told as expected outputs are written."""
-    if isinstance(spec, (str, Path)):
-        spec = read_spec(spec)
-    job, doc, fmt = prepare_job(spec, bundle=bundle, job_id=job_id)
+    job, stored, fmt = prepare_job(spec, bundle=bundle, job_id=job_id)
     runtime = "k8s" if (namespace or k8s_name) else None
-    return create_job(ledger, job, doc, fmt, status=states.SCHEDULED,
+    return create_job(ledger, job, stored, fmt, status=states.SCHEDULED,
                       reason="registered (submitted elsewhere)",
                       store=store, layout=layout, seed_policy=seed_policy, runtime=runtime,
                       namespace=namespace, k8s_name=k8s_name or (job.job_id if runtime else None),

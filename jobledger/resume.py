@@ -28,7 +28,7 @@ from .contracts import (
 )
 from .idempotent import verified_paths
 from .layout import Layout
-from .ledger import Ledger, LedgerError, SpecNeeded
+from .ledger import Ledger, LedgerError, SpecNeeded, StoredSpec
 from .manifest import ExpectedOutput, check_seed_policy, expected_outputs
 from .sync import Submitted, submit_job
 
@@ -374,7 +374,7 @@ def resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: s
         options["bundle_path"] = json.loads(parent["runtime_ref"] or "{}").get("bundle_path")
     results = []
     for child in plan.jobs:
-        results.append(submit_job(ledger, child, child.to_json(), "simjob", runtime=runtime,
+        results.append(submit_job(ledger, child, StoredSpec.of(child.to_json()), "simjob", runtime=runtime,
                                   store=parent["store_url"],
                                   layout=parent["layout"], seed_policy=parent["seed_policy"],
                                   parent_job_id=job_id, runtime_options=options,
@@ -392,8 +392,9 @@ def _record_given_up(ledger: Ledger, plan: ResumePlan) -> None:
         marks = [(p, plan.max_attempts) for p in plan.given_up] + [(p, None) for p in plan.retried]
         ledger.conn.executemany("INSERT OR REPLACE INTO temp.resume_paths VALUES (?, ?)", marks)
         ledger.conn.execute(
-            "UPDATE outputs SET given_up_after = r.given_up FROM temp.resume_paths r "
-            "WHERE outputs.path = r.path AND outputs.given_up_after IS NOT r.given_up AND outputs.job_id IN "
+            "UPDATE manifest SET given_up_after = r.given_up FROM temp.resume_paths r "
+            "WHERE manifest.path = r.path AND manifest.given_up_after IS NOT r.given_up "
+            "AND manifest.job_id IN "
             "(SELECT l.job_id FROM job_lineage l WHERE l.root_job_id = "
             " (SELECT root_job_id FROM job_lineage WHERE job_id = ?))", (plan.parent,))
         ledger.conn.execute("DELETE FROM temp.resume_paths")

@@ -19,8 +19,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     layout                  TEXT NOT NULL DEFAULT 'token',
     seed_policy             TEXT NOT NULL DEFAULT 'runner' CHECK (seed_policy IN ('runner','task')),
     spec_format             TEXT,            -- 'simjob' | 'study' | NULL (imported without a manifest)
-    spec_sha256             TEXT,
-    spec_gz                 BLOB,            -- the submitted spec, gzip-compressed JSON
+    spec_sha256             TEXT,            -- of its canonical JSON; the spec itself is in job_specs
     tasks_total             INTEGER NOT NULL DEFAULT 0,
     expected_total          INTEGER NOT NULL DEFAULT 0,
     created_at              TEXT NOT NULL,
@@ -35,6 +34,13 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent_job_id);
+
+-- The submitted spec of each job, gzip-compressed canonical JSON (ledger.StoredSpec). Apart from the
+-- jobs row, which every status change and validation rewrites whole: a big job's spec is megabytes.
+CREATE TABLE IF NOT EXISTS job_specs (
+    job_id  TEXT PRIMARY KEY REFERENCES jobs(job_id) ON DELETE CASCADE,
+    spec_gz BLOB NOT NULL
+);
 
 -- One row per distinct parameter set, shared by its replicates and by every job using it.
 CREATE TABLE IF NOT EXISTS params (
@@ -52,8 +58,9 @@ CREATE TABLE IF NOT EXISTS task_templates (
     UNIQUE (bundle_ref, entrypoint, outputs)
 );
 
--- One row per expected output. Seeds have no declared type: values >= 2**63 are kept as text.
-CREATE TABLE IF NOT EXISTS outputs (
+-- One row per expected output, written at registration (resume marks the outputs it gave up on). Seeds have no declared
+-- type: values >= 2**63 are kept as text. The view `outputs` adds each output's observed state.
+CREATE TABLE IF NOT EXISTS manifest (
     output_id          INTEGER PRIMARY KEY,
     job_id             TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
     kind               TEXT NOT NULL CHECK (kind IN ('simulation','aggregation')),
@@ -63,15 +70,23 @@ CREATE TABLE IF NOT EXISTS outputs (
     task_seed,
     run_seed,
     path               TEXT NOT NULL,   -- relative to the job's store
-    state              TEXT NOT NULL DEFAULT 'unchecked'   -- until a validation observes it
+    given_up_after     INTEGER          -- resume stopped retrying it after this many errored attempts
+);
+CREATE INDEX IF NOT EXISTS manifest_job ON manifest(job_id);  -- a job's outputs in output_id order
+CREATE INDEX IF NOT EXISTS manifest_plan ON manifest(job_id, template_id, param_key);  -- all planning reads
+
+-- What validation last observed of each output; no row until a validation has looked at it ('unchecked').
+-- Kept apart from the wide manifest rows so that recording a validation writes ~30 bytes per output
+-- whose state changed (and nothing for the others), instead of rewriting every manifest page.
+CREATE TABLE IF NOT EXISTS output_states (
+    output_id          INTEGER PRIMARY KEY REFERENCES manifest(output_id) ON DELETE CASCADE,
+    state              TEXT NOT NULL
                            CHECK (state IN ('missing','verified','errored','incomplete','unchecked','stale')),
     detail             TEXT,            -- why an output is errored/incomplete, when known
     first_verified_run INTEGER REFERENCES validation_runs(run_id),
     last_seen_run      INTEGER REFERENCES validation_runs(run_id),
-    state_run          INTEGER REFERENCES validation_runs(run_id),
-    given_up_after     INTEGER          -- resume stopped retrying it after this many errored attempts
+    state_run          INTEGER REFERENCES validation_runs(run_id)
 );
-CREATE INDEX IF NOT EXISTS outputs_job_state ON outputs(job_id, state);
 
 -- Status history, written in the same transaction as the status change.
 CREATE TABLE IF NOT EXISTS transitions (
@@ -108,7 +123,7 @@ CREATE INDEX IF NOT EXISTS validation_runs_job ON validation_runs(job_id, run_id
 
 -- Changes of an output's observed state only: the ledger grows with changes, not runs x outputs.
 CREATE TABLE IF NOT EXISTS output_events (
-    output_id  INTEGER NOT NULL REFERENCES outputs(output_id) ON DELETE CASCADE,
+    output_id  INTEGER NOT NULL REFERENCES manifest(output_id) ON DELETE CASCADE,
     run_id     INTEGER NOT NULL REFERENCES validation_runs(run_id) ON DELETE CASCADE,
     from_state TEXT NOT NULL,
     to_state   TEXT NOT NULL,
@@ -128,6 +143,15 @@ CREATE TABLE IF NOT EXISTS unexpected_paths (
 -- ---------------------------------------------------------------- views for analysts
 -- Views are dropped and re-created on every upgrade, so they always match this file.
 
+-- Every expected output with its observed state (the columns of the table `outputs` once was): an
+-- output no validation has looked at yet is 'unchecked'.
+DROP VIEW IF EXISTS outputs;
+CREATE VIEW outputs AS
+SELECT m.output_id, m.job_id, m.kind, m.task_id, m.param_key, m.template_id, m.task_seed, m.run_seed, m.path,
+       coalesce(s.state, 'unchecked') AS state, s.detail, s.first_verified_run, s.last_seen_run, s.state_run,
+       m.given_up_after
+FROM manifest m LEFT JOIN output_states s ON s.output_id = m.output_id;
+
 DROP VIEW IF EXISTS expected_outputs;
 CREATE VIEW expected_outputs AS
 SELECT o.output_id, o.job_id, o.kind AS output_type, o.task_id, p.param_id, o.task_seed, o.run_seed,
@@ -143,16 +167,17 @@ LEFT JOIN validation_runs sc ON sc.run_id = o.state_run;
 DROP VIEW IF EXISTS job_summary;
 CREATE VIEW job_summary AS
 SELECT j.job_id, j.status, j.parent_job_id, j.created_at, j.updated_at,
-       count(o.output_id) AS expected,
-       coalesce(sum(o.state = 'verified'), 0) AS verified,
-       coalesce(sum(o.state = 'missing'), 0) AS missing,
-       coalesce(sum(o.state = 'errored'), 0) AS errored,
-       coalesce(sum(o.state = 'incomplete'), 0) AS incomplete,
-       coalesce(sum(o.state = 'stale'), 0) AS stale,
-       coalesce(sum(o.state = 'unchecked'), 0) AS unchecked,
-       coalesce(sum(o.given_up_after IS NOT NULL AND o.state <> 'verified'), 0) AS given_up,
-       round(100.0 * coalesce(sum(o.state = 'verified'), 0) / nullif(count(o.output_id), 0), 1) AS pct_verified
-FROM jobs j LEFT JOIN outputs o ON o.job_id = j.job_id
+       count(m.output_id) AS expected,
+       coalesce(sum(s.state = 'verified'), 0) AS verified,
+       coalesce(sum(s.state = 'missing'), 0) AS missing,
+       coalesce(sum(s.state = 'errored'), 0) AS errored,
+       coalesce(sum(s.state = 'incomplete'), 0) AS incomplete,
+       coalesce(sum(s.state = 'stale'), 0) AS stale,
+       -- (the outputs view's state, written out: a view inside this one would be materialized whole)
+       coalesce(sum(m.output_id IS NOT NULL AND coalesce(s.state, 'unchecked') = 'unchecked'), 0) AS unchecked,
+       coalesce(sum(m.given_up_after IS NOT NULL AND coalesce(s.state, '') <> 'verified'), 0) AS given_up,
+       round(100.0 * coalesce(sum(s.state = 'verified'), 0) / nullif(count(m.output_id), 0), 1) AS pct_verified
+FROM jobs j LEFT JOIN manifest m ON m.job_id = j.job_id LEFT JOIN output_states s ON s.output_id = m.output_id
 GROUP BY j.job_id;
 
 DROP VIEW IF EXISTS unverified_outputs;

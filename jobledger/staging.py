@@ -109,7 +109,7 @@ def copy(conn: sqlite3.Connection, job_id: str) -> int:
                  "WHERE t.bundle_ref = staged_templates.bundle_ref "
                  "AND t.entrypoint = staged_templates.entrypoint AND t.outputs = staged_templates.outputs)")
     return conn.execute(
-        "INSERT INTO outputs (job_id, kind, task_id, param_key, template_id, task_seed, run_seed, path) "
+        "INSERT INTO manifest (job_id, kind, task_id, param_key, template_id, task_seed, run_seed, path) "
         "SELECT ?, s.kind, s.task_id, p.param_key, t.template_id, s.task_seed, s.run_seed, s.path "
         "FROM temp.staged_outputs s JOIN temp.staged_params p ON p.idx = s.p "
         "JOIN temp.staged_templates t ON t.idx = s.t ORDER BY s.idx", (job_id,)).rowcount

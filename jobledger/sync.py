@@ -27,7 +27,7 @@ from typing import Any
 from . import states
 from .contracts import SimJob
 from .errors import JobledgerError
-from .ledger import Ledger, LedgerError
+from .ledger import Ledger, LedgerError, StoredSpec
 from .registration import create_job
 from .registry import MovedElsewhere
 from .registry.mirror import pull
@@ -90,7 +90,7 @@ class Submitted:
         return asdict(self)
 
 
-def submit_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, runtime: str,
+def submit_job(ledger: Ledger, job: SimJob, spec: StoredSpec, spec_format: str, *, runtime: str,
                store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
                parent_job_id: str | None = None, runtime_options: dict | None = None,
                reason: str = "submitted", submit: bool = True) -> Submitted:
@@ -105,7 +105,7 @@ def submit_job(ledger: Ledger, job: SimJob, spec_doc: Any, spec_format: str, *, 
         rt.check(job, {"job_id": job.job_id, "store_url": normalize_store_url(store),
                        "layout": layout or "token",
                        "k8s_namespace": namespace})
-    registered = create_job(ledger, job, spec_doc, spec_format, status=states.PENDING, reason=reason,
+    registered = create_job(ledger, job, spec, spec_format, status=states.PENDING, reason=reason,
                             store=store,
                             layout=layout, seed_policy=seed_policy, runtime=runtime, namespace=namespace,
                             k8s_name=job.job_id if runtime == "k8s" else None, parent_job_id=parent_job_id)

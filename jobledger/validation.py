@@ -1,30 +1,43 @@
-"""Artifact-driven validation: plan which prefixes to list, observe the store into a TEMP
-table, classify every expected output with set-based SQL, then decide the job's status.
+"""Artifact-driven validation: plan how to look at the store, observe every expected output, record
+what changed, then decide the job's status.
 
-Observation streams one row per directory holding files (``has result.json``, ``has
-error_details.arrow``, ``has metadata.json``, number of files) into ``temp.listing``; the
-classification is one join of the job's outputs with that table. The run row is written first, in
-a short transaction of its own (a status move names it); per-output states, state-change events,
-unexpected directories and the status transition then commit in one transaction. A store error
-before that leaves the ledger unchanged, and so does a registry that refuses the move (the run row
-is taken out again).
+Strategies: ``scan`` (scan.py: the walk stops at each directory holding expected outputs, whose
+marker files are probed, in worker processes; the default for a local store), ``list`` and ``head``
+(observe.py: a walk of the layout's prefixes, or a read of each output's directory, streamed into
+``temp.listing`` and classified with one SQL join; for object stores, and for jobs with targets,
+whose aggregations are decided from the listing). The run row is written first, in a short
+transaction of its own (a status move names it); the output states that changed, their events,
+unexpected directories and the status transition then commit in one transaction (recording.py). A
+store error before that leaves the ledger unchanged, and so does a registry that refuses the move
+(the run row is taken out again).
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 
 from . import aggregations, states
 from .deep import deep_check
 from .errors import JobledgerError
-from .layout import ERROR_FILE, ERRORED, INCOMPLETE, MISSING, OUTPUT_STATE_RULES, RESULT_FILE, Layout
+from .layout import Layout
 from .ledger import Ledger, SpecNeeded, utcnow
-from .observe import LISTING_FLAGS, observe
+from .observe import classify, observe, unexpected_from_listing
+from .recording import (
+    data_version,
+    drop_observation,
+    insert_run,
+    new_observation,
+    observed_counts,
+    others_wrote,
+    record_run,
+)
+from .recording import progress as run_progress
 from .redact import redact_url
-from .registry.state import Progress, make_progress
+from .scan import PACKED_STATE_SQL, Scan, scan
 from .stores import ProvenanceStore, normalize_store_url, open_store
 
-STRATEGIES = ("auto", "list", "head")
+STRATEGIES = ("auto", "scan", "list", "head")
 # A head probe tells less than a listing (no unexpected directories) and a listing reads whole
 # directories in one go, so auto picks head only when it needs clearly fewer requests.
 HEAD_ADVANTAGE = 4
@@ -61,24 +74,44 @@ class Plan:
         return asdict(self)
 
 
-def _cover_prefixes(ledger: Ledger, job: dict, target_dirs: list[str]) -> list[str]:
+def _templates(ledger: Ledger, job_id: str) -> list[dict]:
+    """The job's task templates with how many outputs and parameter sets each has, read from the
+    manifest's (job_id, template_id, param_key) index alone (a scan of a million rows would cost a
+    good part of a validation); an aggregation template with its target directory (its rows' path)."""
+    rows = ledger.query(
+        "SELECT g.template_id, g.outputs AS n, g.params, t.bundle_ref, t.outputs, "
+        " (SELECT kind FROM manifest m WHERE m.job_id = :job AND m.template_id = g.template_id LIMIT 1)"
+        "  AS kind "
+        "FROM (SELECT template_id, count(*) AS outputs, count(DISTINCT param_key) AS params FROM manifest"
+        "      WHERE job_id = :job GROUP BY template_id) g "
+        "JOIN task_templates t ON t.template_id = g.template_id ORDER BY g.template_id", {"job": job_id})
+    for row in rows:
+        if row["kind"] == "aggregation":
+            row["target_dir"] = ledger.conn.execute(
+                "SELECT path FROM manifest WHERE job_id = ? AND template_id = ? LIMIT 1",
+                (job_id, row["template_id"])).fetchone()[0]
+    return rows
+
+
+def _cover_prefixes(ledger: Ledger, job: dict, templates: list[dict], target_dirs: list[str]) -> list[str]:
     """Directory prefixes under which every expected output lies: the layout's static prefix
     per bundle for simulations, the target directories for aggregations."""
     layout = Layout.parse(job["layout"])
-    bundles = [r["bundle_ref"] for r in ledger.query(
-        "SELECT DISTINCT bundle_ref FROM expected_outputs WHERE job_id = ? AND output_type = 'simulation'"
-        " AND bundle_ref <> ''", (job["job_id"],))]  # '': a result path ModelOps reported, bundle unknown
-    prefixes = {layout.static_prefix(b) for b in bundles}
+    # (bundle '': a result path ModelOps reported, its bundle unknown)
+    prefixes = {layout.static_prefix(t["bundle_ref"]) for t in templates
+                if t["kind"] == "simulation" and t["bundle_ref"]}
     # An aggregation row's path is its target directory, holding one agg_<id> directory per aggregation.
     prefixes.update(f"{target_dir}/" for target_dir in target_dirs)
-    # Outputs outside those prefixes (a custom layout) are covered by their own parent directory.
-    # rtrim(path, <every character but '/'>) keeps the path up to its last '/': the parent directory.
-    covered = " OR ".join("substr(path, 1, ?) = ?" for _ in prefixes) or "0"
-    uncovered = ledger.query(
-        f"SELECT DISTINCT rtrim(path, replace(path, '/', '')) AS d FROM outputs "
-        f"WHERE job_id = ? AND kind = 'simulation' AND NOT ({covered})",
-        [job["job_id"]] + [x for p in sorted(prefixes) for x in (len(p), p)])
-    prefixes.update(r["d"] for r in uncovered)
+    if layout.name not in ("token", "bundle") or job["spec_format"] is None:
+        # Outputs outside those prefixes (a custom layout, reported paths) are covered by their own parent
+        # directory (a preset's simulation paths all start with its static prefix). rtrim(path, <every
+        # character but '/'>) keeps the path up to its last '/': the parent directory.
+        covered = " OR ".join("substr(path, 1, ?) = ?" for _ in prefixes) or "0"
+        uncovered = ledger.query(
+            f"SELECT DISTINCT rtrim(path, replace(path, '/', '')) AS d FROM manifest "
+            f"WHERE job_id = ? AND kind = 'simulation' AND NOT ({covered})",
+            [job["job_id"]] + [x for p in sorted(prefixes) for x in (len(p), p)])
+        prefixes.update(r["d"] for r in uncovered)
     # Drop a prefix that another one already covers. In sorted order every prefix that starts with q
     # comes right after q, so the last prefix kept is the only one that can cover the next.
     kept: list[str] = []
@@ -88,31 +121,25 @@ def _cover_prefixes(ledger: Ledger, job: dict, target_dirs: list[str]) -> list[s
     return kept
 
 
-def _shape(ledger: Ledger, job_id: str) -> dict:
-    """Expected outputs, the names and directories a listing of them would see."""
-    return ledger.query(
-        "SELECT count(*) AS outputs, "
-        " coalesce(sum(2 + CASE WHEN outputs = 'null' THEN 1 ELSE json_array_length(outputs) END), 0)"
-        "  AS names, "
-        " count(DISTINCT rtrim(path, replace(path, '/', ''))) AS parents "
-        "FROM expected_outputs WHERE job_id = ?", (job_id,))[0]
-
-
 def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str = "auto") -> Plan:
     if strategy not in STRATEGIES:
         raise ValidationError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
     job_id = job["job_id"]
-    shape = _shape(ledger, job_id)
-    expected = shape["outputs"]
-    target_dirs = [r["path"] for r in ledger.query(
-        "SELECT DISTINCT path FROM outputs WHERE job_id = ? AND kind = 'aggregation'", (job_id,))
-    ] if expected else []
-    prefixes = _cover_prefixes(ledger, job, target_dirs) if expected else []
+    templates = _templates(ledger, job_id)
+    expected = sum(t["n"] for t in templates)
+    target_dirs = sorted({t["target_dir"] for t in templates if t["kind"] == "aggregation"})
+    prefixes = _cover_prefixes(ledger, job, templates, target_dirs) if expected else []
     # Only a layout's static prefix ends where the hash-named shard directories begin (a job without a
     # spec is covered by its reported paths' parent directories instead).
     splittable = job["layout"] in ("token", "bundle") and job["spec_format"] is not None
     n = max(1, len(prefixes))
-    names, dirs = shape["names"] / n, (expected + 3 * shape["parents"] + 1) / n
+    # What a listing would see: per output its markers and artifacts; per parent directory (one per
+    # parameter set and bundle, one per aggregation target) the directories above it.
+    declared = [json.loads(t["outputs"]) for t in templates]
+    names = sum(t["n"] * (2 + (1 if d is None else len(d)))
+                for t, d in zip(templates, declared, strict=True)) / n
+    parents = sum(t["params"] if t["kind"] == "simulation" else 1 for t in templates)
+    dirs = (expected + 3 * parents + 1) / n
     parts: list[str] = []
     list_estimate = 0
     for prefix in prefixes:
@@ -130,18 +157,30 @@ def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str =
                             "ORDER BY run_id DESC LIMIT 1", (job_id, job["store_url"]))
     if previous:
         list_estimate, basis = previous[0]["requests"], "previous list run"
-    estimates = {"list": int(list_estimate), "head": expected}
+    # scan reads what list reads, except each expected output's own directory, where it probes one or
+    # two marker files instead (a directory store answers those locally; an object store would not).
+    estimates = {"scan": int(list_estimate) + expected, "list": int(list_estimate), "head": expected}
     if strategy == "auto":
         chosen = "head" if estimates["head"] * HEAD_ADVANTAGE < estimates["list"] else "list"
         why = (f"auto: head needs {estimates['head']} requests, list {estimates['list']} "
                f"(head is chosen below 1/{HEAD_ADVANTAGE} of list)")
+        if chosen == "list" and store.page_size == 0 and not target_dirs:
+            chosen = "scan"
+            why += ("; a directory store is scanned (the list walk, probing the expected result directories "
+                    "instead of reading them)")
+    elif strategy == "scan" and target_dirs:
+        raise ValidationError("--strategy scan cannot decide aggregations (they need the output names each "
+                              "replicate returned, which only a listing shows): use list or auto")
     else:
         chosen, why = strategy, f"requested --strategy {strategy}"
     notes = []
     if chosen == "head":
         notes.append("head probes each expected output: unexpected directories are not looked for")
+    if chosen == "scan":
+        notes.append("scan probes the marker files of each expected result directory instead of reading "
+                     "it: a result directory nested inside one is not looked for")
     return Plan(job_id, redact_url(job["store_url"] or ""), expected, prefixes,
-                parts if chosen == "list" else [],
+                parts if chosen != "head" else [],
                 estimates, basis, chosen, why, notes, job["status"], target_dirs)
 
 
@@ -166,136 +205,57 @@ def explain(ledger: Ledger, job_id: str, strategy: str = "auto") -> Plan:
     return plan
 
 
-# ---------------------------------------------------------------- classify (observe.py and deep.py feed it)
+# ---------------------------------------------------------------- observe
 
-def state_case_sql(listing: str = "l") -> str:
-    """layout.output_state as a SQL expression over a ``listing`` row (no row: nothing there)."""
-    rules = " ".join(f"WHEN {listing}.{LISTING_FLAGS[name]} THEN '{state}'" for name,
-                     state in OUTPUT_STATE_RULES)
-    return f"CASE WHEN {listing}.dir IS NULL THEN '{MISSING}' {rules} ELSE '{INCOMPLETE}' END"
-
-
-CLASSIFY_SQL = f"""
-INSERT INTO observed (output_id, state, detail, listing_row)
-SELECT output_id, state,
-       CASE state WHEN '{ERRORED}' THEN 'the worker wrote {ERROR_FILE}'
-                  WHEN '{INCOMPLETE}' THEN 'no {RESULT_FILE} (' || files || ' file'
-                       || CASE files WHEN 1 THEN '' ELSE 's' END || ' written)' END,
-       listing_row
-FROM (SELECT o.output_id, {state_case_sql("l")} AS state, l.files, l.rowid AS listing_row
-      FROM outputs o LEFT JOIN listing l ON l.dir = o.path
-      WHERE o.job_id = ?)
-"""
-
-
-def classify(ledger: Ledger, job_id: str) -> None:
-    """One set-based pass: every expected output of the job gets a state in ``temp.observed``."""
+def _observe(ledger: Ledger, job: dict, store: ProvenanceStore, plan: Plan, *, deep: bool, checksums: bool,
+             progress=None) -> tuple[Scan | None, dict]:
+    """Fill ``temp.observed`` and ``temp.unexpected`` (see recording) by the plan's strategy. Returns the
+    scan (None for the listing strategies) and the counts of every state."""
+    job_id = job["job_id"]
     conn = ledger.conn
-    conn.execute("DROP TABLE IF EXISTS temp.observed")
-    conn.execute("CREATE TEMP TABLE observed (output_id INTEGER PRIMARY KEY, state TEXT NOT NULL, "
-                 "detail TEXT, listing_row INTEGER)")
-    conn.execute(CLASSIFY_SQL, (job_id,))
+    conn.execute("DROP TABLE IF EXISTS temp.claimed")
+    conn.execute("CREATE TEMP TABLE claimed (listing_row INTEGER PRIMARY KEY)")
+    scanned = None
+    if plan.strategy == "scan":
+        scanned = scan(str(ledger.path), job_id, store, plan.parts, expected=plan.expected)
+        if progress is not None:
+            progress.advance(plan.expected)
+        new_observation(ledger)
+        _load_scan(ledger, scanned, everything=deep)  # --deep reads every verified and errored output
+        _unexpected_from_scan(ledger, job, scanned)
+    else:
+        observe(ledger, job_id, store, plan, progress)
+        classify(ledger, job_id)
+    if deep:
+        deep_check(ledger, store, checksums=checksums, progress=progress)
+    if plan.strategy != "scan":
+        # after the replicates they aggregate
+        aggregations.classify(ledger, job, store, plan.target_dirs, deep=deep)
+        if plan.strategy == "list":
+            unexpected_from_listing(ledger, job)
+    counts = scanned.counts if scanned is not None and not deep else observed_counts(ledger)
+    return scanned, counts
 
 
-def _counts(ledger: Ledger) -> dict:
-    counts = {s: 0 for s in states.OUTPUT_STATES}
-    for state, n in ledger.conn.execute("SELECT state, count(*) FROM observed GROUP BY state"):
-        counts[state] = n
-    counts["expected"] = sum(counts[s] for s in states.OUTPUT_STATES)
-    return counts
-
-
-# ---------------------------------------------------------------- deep checks
-
-# ---------------------------------------------------------------- record and decide
-
-_STRAY = ("(l.has_result OR l.has_metadata OR l.has_error) "
-          # listing rows no expected output matched: an anti-join on integers, not on paths
-          "AND l.rowid NOT IN (SELECT listing_row FROM observed WHERE listing_row IS NOT NULL) "
-          # nor those another output claims: older aggregations of a param set, other jobs' outputs
-          "AND l.rowid NOT IN (SELECT listing_row FROM claimed)")
-
-
-def _claim_what_other_jobs_expect(ledger: Ledger, job: dict) -> None:
-    """A result directory another job of the same store expects is that job's, not unexpected here
-    (jobs share a store). Looked up only when the listing has directories this job does not
-    expect: one pass over the other jobs' outputs, probing the listing's index."""
+def _load_scan(ledger: Ledger, scanned: Scan, *, everything: bool) -> None:
+    """The scan's changed outputs (every output with ``everything``) into ``temp.observed``."""
     conn = ledger.conn
-    if conn.execute(f"SELECT 1 FROM listing l WHERE {_STRAY} LIMIT 1").fetchone() is None:
-        return
-    conn.execute("INSERT OR IGNORE INTO claimed SELECT l.rowid FROM outputs o "
-                 "JOIN listing l ON l.dir = o.path "
-                 "WHERE o.job_id IN (SELECT job_id FROM jobs WHERE store_url IS ? AND job_id <> ?)",
-                 (job["store_url"], job["job_id"]))
+    conn.execute("DELETE FROM temp.observed")
+    for text in scanned.packed_json(everything=everything):
+        conn.execute(f"INSERT INTO temp.observed (output_id, state) SELECT value >> 3, {PACKED_STATE_SQL} "
+                     f"FROM json_each(?)", (text,))
+    conn.executemany("UPDATE temp.observed SET detail = ? WHERE output_id = ?", scanned.details())
 
 
-def _insert_run(ledger: Ledger, job_id: str, run: dict, counts: dict, *, unexpected_known: bool,
-                outcome: str) -> int:
-    """Insert the run row, complete and final (a published run never changes), and return its id.
-    Call inside transaction()."""
+def _unexpected_from_scan(ledger: Ledger, job: dict, scanned: Scan) -> None:
+    """The scan's strays, but for those another job of the same store expects (jobs share a store)."""
     conn = ledger.conn
-    unexpected = conn.execute(f"SELECT count(*) FROM listing l WHERE {_STRAY}").fetchone()[0] \
-        if unexpected_known else 0
-    cursor = conn.execute(
-        "INSERT INTO validation_runs (job_id, started_at, finished_at, store_url, strategy, deep, requests, "
-        "expected, verified, missing, errored, incomplete, stale, unexpected, outcome) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (job_id, run["started_at"], utcnow(), run["store"], run["strategy"], int(run["deep"]),
-         run["requests"], counts["expected"], counts["verified"], counts["missing"], counts["errored"],
-         counts["incomplete"], counts["stale"], unexpected, outcome))
-    return int(cursor.lastrowid or 0)
-
-
-def _record(ledger: Ledger, job_id: str, run_id: int, *, unexpected_known: bool) -> dict:
-    """Write what run ``run_id`` observed: per-output states and events, and unexpected paths.
-    Call inside transaction()."""
-    conn = ledger.conn
-    counts = _counts(ledger)
-    changed = conn.execute(
-        "INSERT INTO output_events (output_id, run_id, from_state, to_state, detail) "
-        "SELECT o.output_id, ?, o.state, obs.state, obs.detail FROM observed obs "
-        "JOIN outputs o ON o.output_id = obs.output_id WHERE o.state <> obs.state", (run_id,)).rowcount
-    # Only outputs whose state or detail changed are written, so a run over an unchanged store
-    # costs no row writes. An output present now was seen by this run; one that just went
-    # missing was last seen by the job's previous run.
-    previous = conn.execute("SELECT max(run_id) FROM validation_runs WHERE job_id = ? AND run_id < ?",
-                            (job_id, run_id)).fetchone()[0]
-    conn.execute(
-        "UPDATE outputs SET state = obs.state, detail = obs.detail, "
-        " first_verified_run = CASE WHEN obs.state = 'verified' "
-        "                      THEN coalesce(outputs.first_verified_run, :run) "
-        "                      ELSE outputs.first_verified_run END, "
-        " last_seen_run = CASE WHEN obs.state <> 'missing' THEN :run "
-        "                 WHEN outputs.state NOT IN ('missing', 'unchecked') THEN :previous "
-        "                 ELSE outputs.last_seen_run END, "
-        " state_run = CASE WHEN obs.state <> outputs.state THEN :run ELSE outputs.state_run END "
-        "FROM observed obs WHERE outputs.output_id = obs.output_id "
-        " AND (obs.state <> outputs.state OR obs.detail IS NOT outputs.detail)",
-        {"run": run_id, "previous": previous})
-    unexpected = None
-    if unexpected_known:
-        conn.execute("DELETE FROM unexpected_paths WHERE job_id = ?", (job_id,))
-        unexpected = conn.execute(
-            f"INSERT INTO unexpected_paths (job_id, path, run_id) SELECT ?, l.dir, ? FROM listing l "
-            f"WHERE {_STRAY}",
-            (job_id, run_id)).rowcount
-    return {**counts, "unexpected": unexpected, "run_id": run_id, "changed": changed}
-
-
-def _progress(ledger: Ledger, counts: dict) -> Progress:
-    """What this run is about to record, in ModelOps's terms (told to the registry with the verdict)."""
-    def paths(condition: str):
-        return (r[0] for r in ledger.conn.execute(
-            f"SELECT o.path FROM observed obs JOIN outputs o ON o.output_id = obs.output_id "
-            f"WHERE obs.state {condition} ORDER BY o.output_id"))
-    return make_progress(counts, paths("<> 'verified'"), paths("= 'verified'"))
-
-
-def _drop_temp(ledger: Ledger) -> None:
-    if not ledger.conn.in_transaction:
-        ledger.conn.execute("DROP TABLE IF EXISTS temp.listing")
-        ledger.conn.execute("DROP TABLE IF EXISTS temp.observed")
-        ledger.conn.execute("DROP TABLE IF EXISTS temp.claimed")
+    conn.executemany("INSERT OR IGNORE INTO temp.unexpected (path) VALUES (?)",
+                     ((path,) for path in scanned.unexpected))
+    if scanned.unexpected:
+        conn.execute("DELETE FROM temp.unexpected WHERE path IN (SELECT o.path FROM manifest o "
+                     "WHERE o.job_id IN (SELECT job_id FROM jobs WHERE store_url IS ? AND job_id <> ?))",
+                     (job["store_url"], job["job_id"]))
 
 
 @dataclass(frozen=True)
@@ -410,15 +370,10 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
     store = open_store(job["store_url"])
     plan = make_plan(ledger, job, store, strategy)
     started = utcnow()
+    version = data_version(ledger)  # before the scan reads the ledger's states
     try:
-        observe(ledger, job_id, store, plan, progress)
-        classify(ledger, job_id)
-        if deep:
-            deep_check(ledger, store, checksums=checksums, progress=progress)
-        # after the replicates they aggregate
-        aggregations.classify(ledger, job, store, plan.target_dirs, deep=deep)
-        if plan.strategy == "list":
-            _claim_what_other_jobs_expect(ledger, job)
+        scanned, counts = _observe(ledger, job, store, plan, deep=deep, checksums=checksums,
+                                   progress=progress)
         run = {"started_at": started, "store": plan.store, "strategy": plan.strategy, "deep": deep,
                "requests": store.requests}
         current = ledger.job(job_id)
@@ -432,19 +387,26 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
             opening = _opening_reason(ledger, current, force, reason)
         if opening is not None and current["status"] != states.VALIDATING:
             current = ledger.transition(job_id, states.VALIDATING, opening, revalidate=True)
-        counts = _counts(ledger)
         fields = dict(validation_attempts=current["validation_attempts"] + 1, validation_started_at=started,
                       validation_completed_at=utcnow(), last_validation_error=None)
         verdict = states.verdict(counts["expected"], counts["verified"]) \
             if current["status"] == states.VALIDATING else None
         outcome = OUTCOMES.get(verdict or "", "in-progress")
-        unexpected_known = plan.strategy == "list"
+        unexpected_known = plan.strategy != "head"
         recorded: dict = {}
+
+        def record(run_id: int) -> None:
+            if scanned is not None and not deep and others_wrote(ledger, version):
+                # Another process wrote to the ledger since the scan compared its observation with the
+                # ledger's states: compare every output again, so that this run is recorded as a whole.
+                _load_scan(ledger, scanned, everything=True)
+            recorded.update(record_run(ledger, job_id, run_id, counts, unexpected_known=unexpected_known))
+
         if verdict is None:
             with ledger.transaction():
-                run_id = _insert_run(ledger, job_id, run, counts, unexpected_known=unexpected_known,
-                                     outcome=outcome)
-                recorded.update(_record(ledger, job_id, run_id, unexpected_known=unexpected_known))
+                run_id = insert_run(ledger, job_id, run, counts, unexpected_known=unexpected_known,
+                                    outcome=outcome)
+                record(run_id)
                 ledger.update_job(job_id, **fields)
             final = ledger.job(job_id)
         else:
@@ -452,17 +414,18 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
             # goes in first, in a short transaction of its own, so that the id named is the id stored even
             # when other validations write runs to this ledger meanwhile.
             with ledger.transaction():
-                run_id = _insert_run(ledger, job_id, run, counts, unexpected_known=unexpected_known,
-                                     outcome=outcome)
+                run_id = insert_run(ledger, job_id, run, counts, unexpected_known=unexpected_known,
+                                    outcome=outcome)
             summary = (f"{counts['verified']}/{counts['expected']} verified, {counts['missing']} missing, "
                        f"{counts['errored']} errored, {counts['incomplete']} incomplete"
                        + (f", {counts['stale']} stale" if counts["stale"] else "") + f" (run {run_id})")
             try:
                 final = ledger.transition(
                     job_id, verdict, f"validated: {summary}" + (f"; {reason}" if reason else ""),
-                    with_writes=lambda: recorded.update(_record(ledger, job_id, run_id,
-                                                                unexpected_known=unexpected_known)),
-                    progress=_progress(ledger, counts), **fields)
+                    with_writes=lambda: record(run_id),
+                    # only a registry is told the paths (a query over every output of the job)
+                    progress=run_progress(ledger, job_id, counts) if ledger.mirror is not None else None,
+                    **fields)
             except BaseException as exc:
                 # The registry refused or failed (or the move became illegal): keep nothing of this run.
                 with ledger.transaction():
@@ -476,7 +439,7 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
                 raise
         outcome = OUTCOMES.get(final["status"], "in-progress")
     finally:
-        _drop_temp(ledger)
+        drop_observation(ledger)
     ledger.notify_changed(job_id)
     return ValidationResult(
         job_id, final["status"], status, outcome, recorded["expected"], recorded["verified"],
@@ -488,5 +451,5 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         validated=True, deep=deep, checksums=checksums, store=plan.store, prefixes=plan.prefixes, note=note)
 
 
-__all__ = ["validate_job", "ValidationResult", "exit_status", "explain", "make_plan", "observe", "classify",
-           "deep_check", "Plan", "ValidationError", "STRATEGIES"]
+__all__ = ["validate_job", "ValidationResult", "exit_status", "explain", "make_plan", "deep_check", "Plan",
+           "ValidationError", "STRATEGIES"]

@@ -55,11 +55,11 @@ def mark_validated(ledger: Ledger, job_id: str, fraction: float) -> None:
             "VALUES (?, ?, ?, 'list', (SELECT count(*) FROM outputs WHERE job_id = ?), 'partial')",
             (job_id, utcnow(), utcnow(), job_id)).lastrowid
         ledger.conn.execute(
-            "UPDATE outputs SET state = 'verified', first_verified_run = ?, last_seen_run = ?, state_run = ? "
-            "WHERE job_id = ? AND output_id % 1000 < ?", (run, run, run, job_id, int(1000 * fraction)))
-        ledger.conn.execute("INSERT INTO output_events (output_id, run_id, from_state, to_state) "
-                            "SELECT output_id, ?, 'missing', 'verified' FROM outputs WHERE job_id = ? AND state_run = ?",
-                            (run, job_id, run))
+            "INSERT INTO output_states (output_id, state, first_verified_run, last_seen_run, state_run) "
+            "SELECT output_id, CASE WHEN output_id % 1000 < ? THEN 'verified' ELSE 'missing' END, "
+            "CASE WHEN output_id % 1000 < ? THEN ? END, CASE WHEN output_id % 1000 < ? THEN ? END, ? "
+            "FROM manifest WHERE job_id = ?",
+            (int(1000 * fraction), int(1000 * fraction), run, int(1000 * fraction), run, run, job_id))
 
 
 def jobledger_way(url: str, work: Path, spec: dict) -> dict:

@@ -24,33 +24,36 @@ def study_spec(n_sets: int, replicates: int) -> dict:
             "parameter_sets": [{"beta": i / n_sets, "gamma": 0.05 * (1 + i % 5)} for i in range(n_sets)]}
 
 
-_BETA = "(SELECT json_extract(p.params_json, '$.beta') FROM params p WHERE p.param_key = outputs.param_key)"
+_BETA = "(SELECT json_extract(p.params_json, '$.beta') FROM params p WHERE p.param_key = m.param_key)"
 _FINAL_STATES = f"""
-UPDATE outputs SET
-  state = CASE
+INSERT INTO output_states (output_id, state, detail)
+SELECT output_id, state, detail FROM (SELECT output_id,
+  CASE
     WHEN {_BETA} >= 0.96
       THEN CASE output_id % 3 WHEN 0 THEN 'errored' WHEN 1 THEN 'missing' ELSE 'verified' END
     WHEN output_id % 997 = 5 THEN 'missing'
     WHEN output_id % 97 = 0 THEN 'missing'
     WHEN output_id % 211 = 0 THEN 'incomplete'
     WHEN output_id % 499 = 3 THEN 'unchecked'
-    ELSE 'verified' END,
-  detail = CASE
+    ELSE 'verified' END AS state,
+  CASE
     WHEN {_BETA} >= 0.96 AND output_id % 3 = 0 THEN 'R0 diverged: beta/gamma > 20'
     WHEN output_id % 997 <> 5 AND output_id % 97 <> 0 AND output_id % 211 = 0
       THEN 'no result.json (2 files written)'
-    END
-WHERE job_id = :job AND kind = 'simulation'
+    END AS detail
+FROM manifest m WHERE job_id = :job AND kind = 'simulation')
+WHERE state <> 'unchecked'  -- no row: not checked yet
 """
 # An aggregation over a parameter set with a replicate that is not verified is stale.
 _AGGREGATION_STATES = """
-UPDATE outputs SET
-  state = CASE WHEN bad.n > 0 THEN 'stale' ELSE 'verified' END,
-  detail = CASE WHEN bad.n > 0 THEN 'aggregates ' || (bad.total - bad.n) || ' of ' || bad.total
-                                    || ' ok replicates' END
-FROM (SELECT param_key, sum(state <> 'verified') AS n, count(*) AS total FROM outputs
-      WHERE job_id = :job AND kind = 'simulation' GROUP BY param_key) AS bad
-WHERE outputs.job_id = :job AND outputs.kind = 'aggregation' AND outputs.param_key = bad.param_key
+INSERT INTO output_states (output_id, state, detail)
+SELECT a.output_id, CASE WHEN bad.n > 0 THEN 'stale' ELSE 'verified' END,
+       CASE WHEN bad.n > 0 THEN 'aggregates ' || (bad.total - bad.n) || ' of ' || bad.total
+                                || ' ok replicates' END
+FROM manifest a
+JOIN (SELECT param_key, sum(state <> 'verified') AS n, count(*) AS total FROM outputs
+      WHERE job_id = :job AND kind = 'simulation' GROUP BY param_key) AS bad ON bad.param_key = a.param_key
+WHERE a.job_id = :job AND a.kind = 'aggregation'
 """
 
 
@@ -84,10 +87,13 @@ def make_job(db: str | Path, n_sets: int, replicates: int = 5, *, store: str = "
                 (job_id, started, started.replace(":00.000Z", ":42.000Z"), store, 16 + expected // 5000,
                  expected, *counts, "partial"))
             runs.append(cursor.lastrowid)
-        conn.execute("UPDATE outputs SET first_verified_run = CASE WHEN state = 'verified' THEN ? END, "
-                     "last_seen_run = ?, state_run = ? WHERE job_id = ?", (runs[0], runs[2], runs[2], job_id))
-        conn.execute("UPDATE outputs SET first_verified_run = ? WHERE job_id = ? AND output_id % 997 = 5 "
-                     "AND kind = 'simulation' AND state = 'missing'", (runs[1], job_id))
+        of_job = "output_id IN (SELECT output_id FROM manifest WHERE job_id = ?)"
+        conn.execute("UPDATE output_states SET first_verified_run = CASE WHEN state = 'verified' THEN ? END, "
+                     f"last_seen_run = ?, state_run = ? WHERE {of_job}", (runs[0], runs[2], runs[2], job_id))
+        conn.execute(f"UPDATE output_states SET first_verified_run = ? WHERE {of_job} "
+                     "AND output_id % 997 = 5 "
+                     "AND state = 'missing' AND output_id IN (SELECT output_id FROM manifest "
+                     "WHERE kind = 'simulation')", (runs[1], job_id))
         conn.execute("INSERT INTO output_events (output_id, run_id, from_state, to_state, detail) "
                      "SELECT output_id, ?, 'verified', 'missing', NULL FROM outputs "
                      "WHERE job_id = ? AND output_id % 997 = 5 AND kind = 'simulation' AND state = 'missing'",

@@ -137,7 +137,8 @@ def test_read_commands_do_not_import_the_cloud_sdks(db_path, sample_job, tmp_pat
     code = ("import sys\nfrom jobledger.cli import main\n"
             "try:\n    main(['register', sys.argv[1], '--store', sys.argv[2]])\nexcept SystemExit:\n    pass\n"
             "try:\n    main(['status', 'job-5a11e0c3'])\nexcept SystemExit:\n    pass\n"
-            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'azure', 'kubernetes', 'yaml', 'sqlite_utils', 'jinja2', 'datasette'})\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules}\n"
+            "               & {'azure', 'kubernetes', 'yaml', 'sqlite_utils', 'jinja2', 'datasette'})\n"
             "print('HEAVY', heavy)\n")
     env = {**os.environ, "JOBLEDGER_DB": str(db_path)}
     done = subprocess.run([sys.executable, "-c", code, sample_job, str(tmp_path)], env=env, capture_output=True,

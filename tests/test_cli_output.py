@@ -106,7 +106,7 @@ def test_status_rows_are_its_param_sets(ledger_with_jobs):
 
 
 def test_blobs_print_as_sqlite_utils_prints_them(ledger_with_jobs, spec_dir):
-    query = f"SELECT job_id, spec_gz FROM jobs WHERE job_id = '{JOB}'"
+    query = f"SELECT job_id, spec_gz FROM job_specs WHERE job_id = '{JOB}'"
     (row,) = json.loads(cli("sql", query, "--json").stdout)
     assert set(row["spec_gz"]) == {"$base64", "encoded"} and row["spec_gz"]["$base64"] is True
     blob = base64.b64decode(row["spec_gz"]["encoded"])

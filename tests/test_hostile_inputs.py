@@ -507,7 +507,7 @@ def test_pull_of_two_jobs_naming_each_other_as_parent_ends(registered, spec_dir,
 
 def test_push_of_a_damaged_spec_is_one_line(registered, tmp_path):
     with Ledger(registered) as ledger:
-        ledger.conn.execute("UPDATE jobs SET spec_gz = x'1f8b0800' WHERE job_id = ?", (SAMPLE_JOB,))
+        ledger.conn.execute("UPDATE job_specs SET spec_gz = x'1f8b0800' WHERE job_id = ?", (SAMPLE_JOB,))
     before = dump(registered)
     result = cli("--registry", tmp_path / "registry", "push", ok=None)
     assert_refused(result, registered, before)

@@ -12,10 +12,11 @@ from jobledger.ledger import SCHEMA_VERSION, Ledger, LedgerError, UnknownJob, de
 
 
 def test_schema_sql_defines_everything(ledger):
-    assert "CREATE TABLE IF NOT EXISTS outputs" in schema_sql()
+    assert "CREATE TABLE IF NOT EXISTS manifest" in schema_sql() and "CREATE VIEW outputs" in schema_sql()
     names = {r["name"] for r in ledger.query("SELECT name FROM sqlite_master WHERE type IN ('table','view')")}
-    assert {"jobs", "params", "task_templates", "outputs", "transitions", "validation_runs", "output_events",
-            "unexpected_paths", "expected_outputs", "job_summary", "unverified_outputs", "job_lineage"} <= names
+    assert {"jobs", "params", "task_templates", "manifest", "output_states", "outputs", "transitions",
+            "validation_runs", "output_events", "unexpected_paths", "expected_outputs", "job_summary",
+            "unverified_outputs", "job_lineage"} <= names
 
 
 def test_wal_mode_busy_timeout_and_version(ledger):

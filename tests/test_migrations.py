@@ -76,6 +76,11 @@ def table_columns(path: Path) -> dict[str, list[str]]:
         conn.close()
 
 
+def without_spec(columns: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The columns to compare across the upgrade: step 0007 moves jobs.spec_gz to job_specs."""
+    return {**columns, "jobs": [c for c in columns["jobs"] if c != "spec_gz"]}
+
+
 def view_rows(path: Path, columns: dict[str, list[str]] | None = None) -> dict[str, list[tuple]]:
     """Every view's rows over ``columns`` (default all; a later schema may add columns to a view)."""
     conn = sqlite3.connect(path)
@@ -118,7 +123,8 @@ def schema_of(path: Path) -> set[tuple[str, str, str]]:
 def test_a_ledger_from_the_first_schema_keeps_its_rows_and_views(tmp_path):
     path = first_schema_ledger(tmp_path / "first.db")
     rows, views, columns = table_rows(path), view_rows(path), view_columns(path)
-    table_cols = table_columns(path)
+    table_cols = without_spec(table_columns(path))
+    rows = table_rows(path, table_cols)
     with Ledger(path) as ledger:
         assert ledger.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert [r["name"] for r in ledger.query("SELECT name FROM _migrations ORDER BY name")] == migrations.names()
@@ -128,14 +134,16 @@ def test_a_ledger_from_the_first_schema_keeps_its_rows_and_views(tmp_path):
         # step 0005: an output no validation observed is unchecked; one observed missing stays missing
         assert [r["state"] for r in ledger.query("SELECT state FROM outputs WHERE output_id IN (3, 4) "
                                                  "ORDER BY output_id")] == ["missing", "unchecked"]
-        # the widened CHECK takes the new states and still refuses nonsense
-        ledger.conn.execute("UPDATE outputs SET state = 'stale' WHERE output_id = 2")
-        ledger.conn.execute("UPDATE outputs SET state = 'unchecked' WHERE output_id = 4")
+        # step 0006: observed states live in output_states; the never observed output 4 has no row there
+        assert [(r["output_id"], r["state"], r["state_run"]) for r in ledger.query(
+            "SELECT * FROM output_states ORDER BY output_id")] == [(1, "verified", 1), (2, "verified", 1),
+                                                                   (3, "missing", 1)]
+        # the CHECK takes the new states and still refuses nonsense
+        ledger.conn.execute("UPDATE output_states SET state = 'stale' WHERE output_id = 2")
         with pytest.raises(sqlite3.IntegrityError):
-            ledger.conn.execute("UPDATE outputs SET state = 'bogus' WHERE output_id = 1")
-        ledger.conn.execute("UPDATE outputs SET state = 'verified' WHERE output_id = 2")
-        ledger.conn.execute("UPDATE outputs SET state = 'unchecked' WHERE output_id = 4")
-        assert {r["name"] for r in ledger.query("PRAGMA index_list(outputs)")} >= {"outputs_job_state"}
+            ledger.conn.execute("UPDATE output_states SET state = 'bogus' WHERE output_id = 1")
+        ledger.conn.execute("UPDATE output_states SET state = 'verified' WHERE output_id = 2")
+        assert {r["name"] for r in ledger.query("PRAGMA index_list(manifest)")} >= {"manifest_job"}
     # Not one value changed, the 2**64-1 seed kept as text included, but for step 0005: the output of the
     # job no validation ever ran on (output 4) was never observed, so it is 'unchecked', not 'missing'.
     state = table_cols["outputs"].index("state")
@@ -153,26 +161,35 @@ def test_a_ledger_from_the_first_schema_keeps_its_rows_and_views(tmp_path):
     # foreign keys still hold and cascade through the rebuilt table
     with Ledger(path) as ledger:
         with pytest.raises(sqlite3.IntegrityError):
-            ledger.conn.execute("INSERT INTO outputs (job_id, kind, task_id, param_key, template_id, path) "
+            ledger.conn.execute("INSERT INTO manifest (job_id, kind, task_id, param_key, template_id, path) "
                                 "VALUES ('job-nope', 'simulation', 't', 1, 1, 'x')")
-        with pytest.raises(sqlite3.IntegrityError):  # outputs still name run 1 (no cascade from runs)
+        with pytest.raises(sqlite3.IntegrityError):  # output states still name run 1 (no cascade from runs)
             ledger.conn.execute("DELETE FROM validation_runs")
         ledger.conn.execute("DELETE FROM jobs WHERE job_id = 'job-00000001-r1'")
         assert ledger.query("SELECT count(*) AS n FROM outputs")[0]["n"] == 3
-        ledger.conn.execute("DELETE FROM jobs WHERE job_id = 'job-00000001'")  # cascades through outputs
+        ledger.conn.execute("DELETE FROM jobs WHERE job_id = 'job-00000001'")  # cascades through the manifest
         assert [ledger.query(f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in TABLES[3:]] == [0, 0, 0, 0, 0]
+        assert ledger.query("SELECT count(*) AS n FROM output_states")[0]["n"] == 0
 
 
 def test_a_ledger_made_by_the_previous_release_answers_the_same_through_the_cli(tmp_path, monkeypatch):
     path = legacy_ledger(tmp_path / "release.db", (FIXTURES / "ledger_4db53e4.sql").read_text())
-    rows, views, columns = table_rows(path), view_rows(path), view_columns(path)
-    table_cols = table_columns(path)
+    views, columns = view_rows(path), view_columns(path)
+    table_cols = without_spec(table_columns(path))
+    rows = table_rows(path, table_cols)
+    conn = sqlite3.connect(path)
+    specs = conn.execute("SELECT job_id, spec_gz FROM jobs WHERE spec_gz IS NOT NULL "
+                         "ORDER BY job_id").fetchall()
+    conn.close()
     env = {"JOBLEDGER_DB": str(path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     run = subprocess.run([sys.executable, "-m", "jobledger.cli", "status", "job-5a11e0c3"], capture_output=True,
                          text=True, env=env)
     assert run.returncode == 0, run.stderr
     assert "verified         9 (75.0%)" in run.stdout and "errored          1" in run.stdout
     assert table_rows(path, table_cols) == rows and view_rows(path, columns) == views
+    conn = sqlite3.connect(path)  # step 0007 moved every spec, byte for byte, to job_specs
+    assert specs and conn.execute("SELECT job_id, spec_gz FROM job_specs ORDER BY job_id").fetchall() == specs
+    conn.close()
     lineage = subprocess.run([sys.executable, "-m", "jobledger.cli", "sql", "--csv",
                               "SELECT job_id, depth, status FROM job_lineage ORDER BY depth"],
                              capture_output=True, text=True, env=env)

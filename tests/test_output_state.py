@@ -12,9 +12,8 @@ from jobledger import api
 from jobledger.idempotent import is_verified, verified_paths
 from jobledger.layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, output_state
 from jobledger.ledger import Ledger
-from jobledger.observe import directory_row
+from jobledger.observe import directory_row, state_case_sql
 from jobledger.stores import open_store
-from jobledger.validation import state_case_sql
 
 JOB = "job-5a11e0c3"
 NAMES = (RESULT_FILE, ERROR_FILE, METADATA_FILE, "artifact_incidence.arrow")

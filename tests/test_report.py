@@ -418,8 +418,9 @@ def test_a_state_this_version_does_not_know_is_shown_as_it_is(browser, db_path, 
     cli("register", spec_dir / "sample" / f"{SAMPLE_JOB}.json", "--store", sample_tree)
     conn = sqlite3.connect(db_path)
     conn.execute("PRAGMA ignore_check_constraints = ON")
-    conn.execute("UPDATE outputs SET state = 'quarantined' WHERE output_id IN "
-                 "(SELECT output_id FROM outputs WHERE job_id = ? ORDER BY output_id LIMIT 2)", (SAMPLE_JOB,))
+    conn.execute("INSERT INTO output_states (output_id, state) "
+                 "SELECT output_id, 'quarantined' FROM manifest WHERE job_id = ? ORDER BY output_id LIMIT 2",
+                 (SAMPLE_JOB,))
     conn.commit()
     conn.close()
     page, facts = load(browser, write_report(SAMPLE_JOB, tmp_path / "unknown.html"))

@@ -75,18 +75,19 @@ def to_validating(ledger: Ledger, job_id: str) -> None:
 
 # ---------------------------------------------------------------- the sample's truth
 
-@pytest.mark.parametrize("strategy", ["list", "auto"])
+@pytest.mark.parametrize("strategy", ["list", "scan", "auto"])
 def test_sample_classification_equals_truth_on_a_local_directory(ledger, sample_spec, sample_tree, truth, strategy):
     api.register(ledger, sample_spec, store=str(sample_tree))
     to_validating(ledger, JOB)
     result = validate_job(ledger, JOB, strategy=strategy)
     assert classification(ledger, JOB) == expected_truth(truth)
-    assert result.strategy == "list"
+    used = "scan" if strategy == "auto" else strategy  # auto scans a directory store
     assert (result.expected, result.verified, result.missing, result.errored, result.incomplete,
             result.unexpected) == (12, 9, 1, 1, 1, 1)
     assert result.status == states.PARTIAL and result.outcome == "partial" and result.exit_code == 3
     run = ledger.query("SELECT * FROM validation_runs WHERE run_id = ?", (result.run_id,))[0]
-    assert (run["strategy"], run["verified"], run["unexpected"], run["outcome"]) == ("list", 9, 1, "partial")
+    assert result.strategy == used
+    assert (run["strategy"], run["verified"], run["unexpected"], run["outcome"]) == (used, 9, 1, "partial")
     assert run["requests"] == result.requests > 0
 
 
@@ -148,11 +149,12 @@ def test_manual_workflow_delete_restore_on_a_local_store(db_path, sample_spec, t
         assert history[-6:] == [("running", "validating"), ("validating", "succeeded"), ("succeeded", "validating"),
                                 ("validating", "partial"), ("partial", "validating"), ("validating", "succeeded")]
         assert "--force" in ledger.transitions(JOB)[-2]["reason"]
-        # "verified earlier, gone now" is one query over the recorded changes; unchanged outputs add no events.
+        # "verified earlier, gone now" is one query over the recorded changes; unchanged outputs add no
+        # events, and neither does an output's first observation (the job's first run records it).
         gone = ledger.query("SELECT o.path FROM output_events e JOIN outputs o USING (output_id) "
                             "WHERE e.from_state = 'verified' AND e.to_state = 'missing'")
         assert [g["path"] for g in gone] == [victim]
-        assert ledger.query("SELECT count(*) AS n FROM output_events")[0]["n"] == 12 + 2
+        assert ledger.query("SELECT count(*) AS n FROM output_events")[0]["n"] == 2
         row = ledger.query("SELECT first_verified_run, last_seen_run, state_run FROM outputs WHERE path = ?",
                            (victim,))[0]
         runs = [r["run_id"] for r in ledger.query("SELECT run_id FROM validation_runs ORDER BY run_id")]
@@ -274,7 +276,7 @@ def test_explain_prints_the_plan_and_changes_nothing(db_path, sample_spec, sampl
     before = snapshot(db_path)
     shown = cli("validate", JOB, "--explain")
     assert shown.exit_code == 0
-    assert "token/v1/sims/fdcb3d01c9b7/" in shown.output and "strategy: list" in shown.output
+    assert "token/v1/sims/fdcb3d01c9b7/" in shown.output and "strategy: scan" in shown.output
     plan = json.loads(cli("validate", JOB, "--explain", "--json", "--strategy", "head").output)
     assert plan["strategy"] == "head" and plan["estimates"]["head"] == 12 and plan["estimates"]["list"] > 12
     assert snapshot(db_path) == before

@@ -196,7 +196,7 @@ def history(ctx, job_id, output, table_style):
 
 @main.command(epilog=example("jobledger sql \"SELECT * FROM job_summary\"",
                              "jobledger sql \"SELECT path, detail FROM unverified_outputs\" --csv",
-                             "jobledger sql \"SELECT job_id, spec_gz FROM jobs\" --json   # BLOBs as base64"))
+                             "jobledger sql \"SELECT * FROM job_specs\" --json   # BLOBs as base64"))
 @click.argument("query")
 @option("--timeout", type=click.FloatRange(min=0), default=api.DEFAULT_SQL_TIMEOUT,
         help="Stop the query after this many seconds (0: no limit); Ctrl-C stops it at once.")

@@ -311,7 +311,7 @@ def merge_observed(ledger: Ledger, job_id: str, remote: dict) -> None:
     for table in ("mirror_index", "mirror_staged", "mirror_observed", "mirror_events"):
         conn.execute(f"DELETE FROM temp.{table}")
     conn.execute("INSERT INTO temp.mirror_index SELECT row_number() OVER (ORDER BY output_id) - 1, output_id "
-                 "FROM outputs WHERE job_id = ?", (job_id,))
+                 "FROM manifest WHERE job_id = ?", (job_id,))
     conn.executemany("INSERT INTO temp.mirror_staged VALUES (?,?,?,?,?,?)",
                      ((i, state, detail, run(fv), run(ls), run(sr))
                       for i, state, detail, fv, ls, sr in remote["outputs"]))
@@ -320,31 +320,37 @@ def merge_observed(ledger: Ledger, job_id: str, remote: dict) -> None:
                  "JOIN temp.mirror_index x USING (idx) LEFT JOIN validation_runs rs ON rs.run_id = r.sr "
                  "LEFT JOIN validation_runs fv ON fv.run_id = r.fv "
                  "LEFT JOIN validation_runs ls ON ls.run_id = r.ls")
+    # An output this ledger never observed has no output_states row: the remote observation is inserted.
     conn.execute("""
-        UPDATE outputs SET state = m.state, detail = m.detail, state_run = m.sr
-        FROM temp.mirror_observed m
-        WHERE outputs.output_id = m.output_id
-          AND (outputs.state IS NOT m.state OR outputs.detail IS NOT m.detail
-               OR outputs.state_run IS NOT m.sr)
-          AND (m.sr_at > coalesce((SELECT started_at FROM validation_runs
-                                   WHERE run_id = outputs.state_run), '')
-               OR (m.sr_at = coalesce((SELECT started_at FROM validation_runs
-                                       WHERE run_id = outputs.state_run), '')
-                   AND m.state = 'verified' AND outputs.state <> 'verified'))""")
+        INSERT INTO output_states (output_id, state, detail, state_run)
+        SELECT m.output_id, m.state, m.detail, m.sr
+        FROM temp.mirror_observed m LEFT JOIN output_states s ON s.output_id = m.output_id
+        WHERE (s.output_id IS NULL OR s.state IS NOT m.state OR s.detail IS NOT m.detail
+               OR s.state_run IS NOT m.sr)
+          AND (m.sr_at > coalesce((SELECT started_at FROM validation_runs WHERE run_id = s.state_run), '')
+               OR (m.sr_at = coalesce((SELECT started_at FROM validation_runs WHERE run_id = s.state_run), '')
+                   AND m.state = 'verified' AND coalesce(s.state, 'unchecked') <> 'verified'))
+        ORDER BY m.output_id
+        ON CONFLICT (output_id) DO UPDATE SET state = excluded.state, detail = excluded.detail,
+                                              state_run = excluded.state_run""")
     # A validation observes every output of its job: once the job has a run, none is unchecked (writers
     # before 'unchecked' existed published only the outputs they did not see missing).
-    conn.execute("UPDATE outputs SET state = 'missing' WHERE job_id = ? AND state = 'unchecked' "
-                 "AND EXISTS (SELECT 1 FROM validation_runs WHERE job_id = ?)", (job_id, job_id))
+    conn.execute("INSERT INTO output_states (output_id, state) SELECT m.output_id, 'missing' FROM manifest m "
+                 "LEFT JOIN output_states s ON s.output_id = m.output_id "
+                 "WHERE m.job_id = ? AND coalesce(s.state, 'unchecked') = 'unchecked' "
+                 "AND EXISTS (SELECT 1 FROM validation_runs WHERE job_id = ?) ORDER BY m.output_id "
+                 "ON CONFLICT (output_id) DO UPDATE SET state = 'missing'", (job_id, job_id))
     conn.execute("""
-        UPDATE outputs SET
-          first_verified_run = CASE WHEN outputs.first_verified_run IS NULL
-              OR m.fv_at < (SELECT started_at FROM validation_runs WHERE run_id = outputs.first_verified_run)
-              THEN coalesce(m.fv, outputs.first_verified_run) ELSE outputs.first_verified_run END,
-          last_seen_run = CASE WHEN outputs.last_seen_run IS NULL
-              OR m.ls_at > (SELECT started_at FROM validation_runs WHERE run_id = outputs.last_seen_run)
-              THEN coalesce(m.ls, outputs.last_seen_run) ELSE outputs.last_seen_run END
+        UPDATE output_states SET
+          first_verified_run = CASE WHEN output_states.first_verified_run IS NULL
+              OR m.fv_at < (SELECT started_at FROM validation_runs
+                            WHERE run_id = output_states.first_verified_run)
+              THEN coalesce(m.fv, output_states.first_verified_run) ELSE output_states.first_verified_run END,
+          last_seen_run = CASE WHEN output_states.last_seen_run IS NULL
+              OR m.ls_at > (SELECT started_at FROM validation_runs WHERE run_id = output_states.last_seen_run)
+              THEN coalesce(m.ls, output_states.last_seen_run) ELSE output_states.last_seen_run END
         FROM temp.mirror_observed m
-        WHERE outputs.output_id = m.output_id AND (m.fv IS NOT NULL OR m.ls IS NOT NULL)""")
+        WHERE output_states.output_id = m.output_id AND (m.fv IS NOT NULL OR m.ls IS NOT NULL)""")
     conn.executemany("INSERT INTO temp.mirror_events VALUES (?,?,?,?,?)",
                      ((i, run(r), a, b, d) for i, r, a, b, d in remote["events"]))
     conn.execute("INSERT INTO output_events (output_id, run_id, from_state, to_state, detail) "

@@ -95,7 +95,7 @@ def job_report(ledger: Ledger, job_id: str) -> JobReport:
     summary = ledger.query("SELECT expected, pct_verified FROM job_summary WHERE job_id = ?", (job_id,))[0]
     params = {pid: json.loads(text) for pid, text in conn.execute(
         "SELECT param_id, params_json FROM params WHERE param_key IN "
-        "(SELECT DISTINCT param_key FROM outputs WHERE job_id = ?)", (job_id,))}
+        "(SELECT DISTINCT param_key FROM manifest WHERE job_id = ?)", (job_id,))}
     cmap = build_map(conn, job_id, params)
     runs = ledger.query("SELECT run_id, started_at, finished_at, strategy, requests, expected, verified, "
                         "missing, errored, incomplete, unexpected, outcome, error FROM validation_runs "
@@ -158,7 +158,7 @@ ORDER BY l.depth, l.job_id
 _OVERCOMPUTE_SQL = """
 SELECT count(*) FROM outputs po JOIN validation_runs r ON r.run_id = po.first_verified_run
 WHERE po.job_id = :parent AND r.started_at < :created
-  AND po.path IN (SELECT path FROM outputs WHERE job_id = :child)
+  AND po.path IN (SELECT path FROM manifest WHERE job_id = :child)
 """
 
 

@@ -17,14 +17,20 @@ DESCRIPTION = ("Whether simulation jobs really finished, decided from their arti
 TABLES = {
     "jobs": ("Jobs", (
         "One row per job: status, bundle, runtime coordinates, parent (resume), store, layout, seed policy, "
-        "the submitted spec (gzip JSON), validation counters, last error.")),
+        "validation counters, last error.")),
+    "job_specs": ("Submitted specs", "Each job's spec as submitted (gzip JSON) and its canonical sha256."),
     "params": ("Parameter sets", "Each distinct parameter set once: param_id and its canonical JSON."),
     "task_templates": ("Task templates", (
         "What the tasks of a job share: bundle, entrypoint (the target entrypoint for aggregations) "
         "and declared outputs.")),
-    "outputs": ("Expected outputs", (
-        "One row per output a job must write: kind, task id, seeds, path in the store, the observed state "
-        "and detail, and the runs that first verified, last saw and last changed it.")),
+    "manifest": ("Expected outputs", (
+        "One row per output a job must write: kind, task id, seeds, parameter set, template and path in "
+        "the store.")),
+    "output_states": ("Observed output states", (
+        "An output's observed state and detail, and the runs that first verified, last saw and last changed "
+        "it; no row: not checked yet.")),
+    "outputs": ("Expected outputs with their state", (
+        "View: manifest rows with their observed state ('unchecked' before the first validation).")),
     "transitions": ("Status transitions", (
         "Every status change of a job, with time and reason, written in the same transaction as the "
         "change.")),

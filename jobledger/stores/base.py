@@ -12,14 +12,20 @@ from __future__ import annotations
 import builtins
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from itertools import groupby
 from typing import TypeVar
 
 from ..errors import JobledgerError
 from ..hashing import blake2b_256
+from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE
 
 T = TypeVar("T")
+# A directory holding one of these is a result directory.
+RESULT_DIR_FILES = frozenset((RESULT_FILE, ERROR_FILE, METADATA_FILE))
+# What scan_part saw: [(parent, {expected entry: file names}, [unexpected entries])],
+# [(directory, file names)].
+ScanOfPart = tuple[list[tuple[str, dict[str, Sequence[str]], list[str]]], list[tuple[str, list[str]]]]
 
 # The most jobledger reads of one JSON file a worker wrote (result.json, metadata.json): a bigger, sparse or
 # endless one is unreadable (an errored output), never a MemoryError.
@@ -115,3 +121,22 @@ class ProvenanceStore:
         batch per part, one part after the other (backends with ``parallel_walk`` do better)."""
         for part in parts:
             yield [summarize(d, names) for d, names in self.list_directories(part)]
+
+    def scan_part(self, part: str, parents: Mapping[str, Container[str]]) -> ScanOfPart:
+        """Walk ``part`` (a name prefix, like ``list_directories``) for the ``scan`` strategy, reading each
+        directory named in ``parents`` as the parent of the entries it maps to (a param set's seeds).
+        Returns (parent, {expected entry: file names}, [result directories in or under its other
+        entries, relative to the parent]) for each such parent found, and (directory, file names) for
+        every other directory holding files. The file names of an expected entry may be only the markers
+        a backend probed (see LocalStore); layout.output_state decides from either. This default groups
+        a listing."""
+        surveyed: dict[str, dict[str, Sequence[str]]] = {}
+        others: list[tuple[str, list[str]]] = []
+        for directory, names in self.list_directories(part):
+            parent, _, entry = directory.rpartition("/")
+            expected = parents.get(parent)
+            if expected is not None and entry in expected:
+                surveyed.setdefault(parent, {})[entry] = names
+            else:
+                others.append((directory, names))
+        return [(parent, found, []) for parent, found in surveyed.items()], others

@@ -7,7 +7,7 @@ import json
 import multiprocessing
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 from pathlib import Path
@@ -16,11 +16,42 @@ from typing import TypeVar
 from ..contracts import sim_return_task_id
 from ..fileio import write_atomic
 from ..hashing import blake2b_hex
-from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE, artifact_file
+from ..layout import ERROR_FILE, MARKER_FILES, METADATA_FILE, RESULT_FILE, artifact_file
 from ..paths import check_relative, inside
-from .base import ProvenanceStore, StoreError, StoreNotFound, UnreadableFile
+from .base import RESULT_DIR_FILES, ProvenanceStore, ScanOfPart, StoreError, StoreNotFound, UnreadableFile
 
 T = TypeVar("T")
+Names = list[str]  # (LocalStore.list hides the builtin inside the class)
+Survey = tuple[dict[str, Sequence[str]], Names]
+# What survey probes in an expected result directory, in OUTPUT_STATE_RULES order, and the names it
+# returns when that marker is there (one shared tuple per marker: a million outputs, no new lists).
+_MARKER_PROBES = tuple(("/" + marker, (marker,)) for marker in MARKER_FILES)
+_USUALLY_ABSENT, _USUALLY_THERE = _MARKER_PROBES[:-1], _MARKER_PROBES[-1]
+
+
+def _probe_markers(fd: int, entry: str) -> tuple[Sequence[str] | None, int]:
+    """(the first marker file present in ``entry`` as names, probes made); (None, n) when none is. A
+    marker must be a file, not a directory or a link (a listing skips links). Every marker but the last is
+    usually absent: a cheap access() finds that (an lstat would raise), and the rare hit is confirmed
+    with lstat. The last (result.json) is usually there: lstat answers at once."""
+    probes = 0
+    for suffix, names in _USUALLY_ABSENT:
+        probes += 1
+        if os.access(entry + suffix, os.F_OK, dir_fd=fd, follow_symlinks=False):
+            probes += 1
+            if _is_file(fd, entry + suffix):
+                return names, probes
+    suffix, names = _USUALLY_THERE
+    return (names if _is_file(fd, entry + suffix) else None), probes + 1
+
+
+def _is_file(fd: int, relative: str) -> bool:
+    """What a listing counts as a file: there, and neither a directory nor a link."""
+    try:
+        mode = os.stat(relative, dir_fd=fd, follow_symlinks=False).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not stat.S_ISDIR(mode) and not stat.S_ISLNK(mode)
 
 
 class LocalStore(ProvenanceStore):
@@ -132,6 +163,91 @@ class LocalStore(ProvenanceStore):
             size = self.head(name)
             if size is not None:  # a file removed between the directory read and the stat is gone
                 yield name, size
+
+    def scan_part(self, part: str, parents: Mapping[str, Container[str]]) -> ScanOfPart:
+        """The walk of list_directories, except that a directory in ``parents`` is surveyed (see below)
+        instead of walked: the directories above the parents are read to find result directories
+        nobody expected, the parents' own entries are not read one by one."""
+        self._check_root()
+        scanned: ScanOfPart = ([], [])
+        surveyed, others = scanned
+        base, _, name_start = part.rpartition("/")
+        if not self._contained(self._full(base)):
+            return scanned  # the part runs through a link out of the store
+        stack = [(base, name_start)]
+        while stack:
+            rel, start = stack.pop()
+            expected = parents.get(rel) if not start else None
+            if expected is not None:
+                found, unexpected = self.survey(rel, expected)
+                surveyed.append((rel, found, unexpected))
+                continue
+            dirs, files = self._scan(rel, start)
+            if files:
+                others.append((rel, files))
+            lead = f"{rel}/" if rel else ""
+            stack.extend((lead + d, "") for d in reversed(dirs))
+        return scanned
+
+    def survey(self, parent: str, expected: Container[str]) -> Survey:
+        """One read of ``parent`` shows which of its entries are there: ({expected entry: names},
+        [result directories in or under the other entries, relative to ``parent``]). An expected
+        entry's own subdirectories are not looked into. For an expected entry the marker files are
+        probed in OUTPUT_STATE_RULES order and the first present is its only name returned (two probes
+        for a verified output, one for an errored one); an entry with no marker is read whole
+        (incomplete, or empty: left out). Probes are relative to ``parent``'s open descriptor, so the
+        kernel resolves two path components, not the whole path. As in a listing, links (a result
+        directory or marker that is a link) and names that are no path are not results."""
+        self.count()
+        try:
+            fd = os.open(self._full(parent), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}, []
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return {}, []  # the parent directory is a link
+            where = os.path.join(self.root, parent)
+            raise StoreError(f"cannot read {where}: {exc.strerror or exc}") from None
+        found: dict[str, Sequence[str]] = {}
+        unexpected: list[str] = []
+        probes = 0
+        try:
+            with os.scandir(fd) as entries:
+                for item in entries:
+                    entry = item.name
+                    if entry in expected:
+                        if item.is_symlink():
+                            continue  # a link is no result directory (a listing does not follow it)
+                        names, n = _probe_markers(fd, entry)
+                        probes += n
+                        if names is None:
+                            probes += 1
+                            names = self._files(os.path.join(self.root, parent, entry))
+                        if names:
+                            found[entry] = names
+                    elif (item.is_dir(follow_symlinks=False) and entry.isprintable()
+                          and "\\" not in entry):  # walked like a listing, for result directories
+                        rel = f"{parent}/{entry}" if parent else entry
+                        for directory, dir_names in self.list_directories(rel + "/"):
+                            if RESULT_DIR_FILES.intersection(dir_names):
+                                unexpected.append(directory[len(parent) + 1:] if parent else directory)
+        except OSError as exc:
+            where = os.path.join(self.root, parent)
+            raise StoreError(f"cannot read {where}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+            self.count(probes)
+        return found, unexpected
+
+    @staticmethod
+    def _files(directory: str) -> Names:
+        """Names of the files (not subdirectories, not links) in ``directory``, as a listing shows them."""
+        try:
+            with os.scandir(directory) as entries:
+                return [e.name for e in entries if not e.is_symlink() and e.name.isprintable()
+                        and "\\" not in e.name and not e.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     # ------------------------------------------------------------ single paths
 
