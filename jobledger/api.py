@@ -28,8 +28,8 @@ from .registration import (
     register,
 )
 from .registry import open_mirror
-from .registry.mirror import pull as pull_jobs
-from .registry.mirror import push as push_jobs
+from .registry.transfer import pull as pull_jobs
+from .registry.transfer import push as push_jobs
 from .report import ReportWritten, write_job_report, write_ledger_report
 from .report.datasette import serve_ledger
 from .resume import MAX_ATTEMPTS, RESUME_REASONS, Pruned, Resumed, ResumePlan, plan_resume, prune_spec, resume

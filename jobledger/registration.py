@@ -12,8 +12,9 @@ from typing import Any
 
 from . import staging, states
 from .contracts import ContractError, SimJob, from_contracts_object
+from .jobrows import StoredSpec, adoption_columns, job_columns, params_of
 from .layout import Layout, warn_for_bundle
-from .ledger import Ledger, LedgerError, StoredSpec, adoption_columns, job_columns, params_of
+from .ledger import Ledger, LedgerError
 from .manifest import check_seed_policy, expected_outputs
 from .specfile import load_document, load_spec_file
 from .stores import normalize_store_url

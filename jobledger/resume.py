@@ -27,8 +27,9 @@ from .contracts import (
     study_target_spec,
 )
 from .idempotent import verified_paths
+from .jobrows import StoredSpec
 from .layout import Layout
-from .ledger import Ledger, LedgerError, SpecNeeded, StoredSpec
+from .ledger import Ledger, LedgerError, SpecNeeded
 from .manifest import ExpectedOutput, check_seed_policy, expected_outputs
 from .sync import Submitted, submit_job
 

@@ -3,7 +3,7 @@
 A SimJob JSON of 400,000 tasks is ~140 MB of text and over a gigabyte as parsed Python objects.
 ``load_spec_file`` reads it with the standard library's JSON scanner one value at a time: the
 top-level keys whole, the ``tasks`` array task by task. Each task becomes a compact SimTask at once
-(contracts.TaskReader). What the ledger keeps of the spec (ledger.StoredSpec) is made on the way, on
+(contracts.TaskReader). What the ledger keeps of the spec (jobrows.StoredSpec) is made on the way, on
 a background thread: the text as submitted, gzip-compressed chunk by chunk as it is read, and the
 SHA-256 of the canonical JSON (sorted keys), fed task by task. Neither the document nor its
 canonical text ever exists whole. Specs without a task list (SimulationStudy) are small per entry
@@ -33,7 +33,7 @@ from .contracts import (
     load_spec,
     simjob_from_json,
 )
-from .ledger import CANONICAL_SPEC, SPEC_GZIP_LEVEL, StoredSpec, spec_hash
+from .jobrows import CANONICAL_SPEC, SPEC_GZIP_LEVEL, StoredSpec, spec_hash
 
 CHUNK = 1 << 20  # characters read at a time
 FLUSH = 1 << 20  # canonical text handed to the hash and compressor at a time

@@ -27,10 +27,11 @@ from typing import Any
 from . import states
 from .contracts import SimJob
 from .errors import JobledgerError
-from .ledger import Ledger, LedgerError, StoredSpec
+from .jobrows import StoredSpec
+from .ledger import Ledger, LedgerError
 from .registration import create_job
 from .registry import MovedElsewhere
-from .registry.mirror import pull
+from .registry.transfer import pull
 from .runtimes import ACTIVE, ELSEWHERE, FAILED, GONE, PENDING, SUCCEEDED, RuntimeStatus, open_runtime
 from .runtimes.local import runs_dir_for
 from .stores import normalize_store_url

@@ -73,7 +73,8 @@ def make_job(job_id: str, n_outputs: int):
 
 def register(db: Path, n_outputs: int, store: str) -> None:
     from jobledger import api, states
-    from jobledger.ledger import Ledger, StoredSpec
+    from jobledger.jobrows import StoredSpec
+    from jobledger.ledger import Ledger
 
     with Ledger(db) as ledger:
         job = make_job(JOB_ID, n_outputs)

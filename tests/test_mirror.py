@@ -182,7 +182,7 @@ from jobledger import states
 from jobledger.errors import JobledgerError
 from jobledger.ledger import Ledger
 from jobledger.registry import open_mirror
-from jobledger.registry.mirror import pull
+from jobledger.registry.transfer import pull
 from jobledger.validation import validate_job
 
 db, registry, jobs = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
