@@ -171,6 +171,20 @@ class Ledger:
         else:
             self.conn.execute("COMMIT")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Reads that see one committed state of the ledger: a read transaction (in WAL mode writers go
+        on meanwhile). Without it each statement sees the latest commit, so a job row and its history read
+        one after the other can come from different moments."""
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self.conn
+        finally:
+            self.conn.execute("COMMIT")
+
     # ------------------------------------------------------------ reads
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict]:

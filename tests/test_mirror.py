@@ -176,6 +176,38 @@ def test_a_stale_but_still_legal_move_is_reapplied_on_the_registry_status(two_ma
     assert answers(a, [SAMPLE_JOB]) == answers(b, [SAMPLE_JOB])
 
 
+def test_a_move_committed_by_another_process_on_the_same_ledger_mid_swap_is_not_repeated(tmp_path, local_registry,
+                                                                                          sample):
+    """Two processes share one ledger file. A swaps running → validating into the registry; B starts the
+    same move, and A's local commit lands between B reading the job row and B reading its history. B must
+    see one moment of the ledger (the row and the history together), so the registry gets the move once."""
+    db = tmp_path / "shared.db"
+    register(db, local_registry, sample)
+    led_a, led_b = mirrored(db, local_registry), mirrored(db, local_registry)
+    led_a.transition(SAMPLE_JOB, states.RUNNING, "A: running")
+    swapped = led_a.mirror.swap_transition(led_a, led_a.job(SAMPLE_JOB), states.VALIDATING, "A: complete", {})
+    reads = []
+    read_job = led_b.job
+
+    def job_row_then_a_commits(job_id):
+        row = read_job(job_id)
+        reads.append(row["status"])
+        if len(reads) == 2:  # the read inside B's swap, after B fetched state.json
+            with led_a.transaction():
+                led_a.import_history(SAMPLE_JOB, swapped.history, swapped.columns)
+        return row
+
+    led_b.job = job_row_then_a_commits
+    row = led_b.transition(SAMPLE_JOB, states.VALIDATING, "B: complete")
+    assert reads[:2] == ["running", "running"]
+    assert row["status"] == "validating"
+    doc = json.loads(open_versioned_store(local_registry).get(state_key(SAMPLE_JOB))[0])
+    moves = [(e[0], e[1], e[3]) for e in doc["metadata"]["jobledger"]["transitions"]]
+    assert moves[1:] == [("scheduled", "running", "A: running"), ("running", "validating", "A: complete")]
+    assert [(t["to_status"], t["reason"]) for t in led_a.transitions(SAMPLE_JOB)][1:] == \
+        [("running", "A: running"), ("validating", "A: complete")]
+
+
 DRIVER = r"""
 import random, sys
 from jobledger import states

@@ -90,6 +90,14 @@ def local_history(ledger: Ledger, job_id: str, by: str | None) -> list[list]:
     return [[t["from_status"], t["to_status"], t["at"], t["reason"], by] for t in ledger.transitions(job_id)]
 
 
+def local_state(ledger: Ledger, job_id: str, by: str | None) -> tuple[dict, list[list]]:
+    """The job row and its history as of one commit. Read apart, another process sharing the ledger file
+    could commit a move in between: a row still at ``running`` beside a history that already went on to
+    ``validating`` would make a writer repeat that move in the registry."""
+    with ledger.snapshot():
+        return ledger.job(job_id), local_history(ledger, job_id, by)
+
+
 def read_progress(ledger: Ledger, job_id: str) -> Progress:
     """What the ledger's recorded output states say, in ModelOps's terms (path lists capped)."""
     def paths(condition: str):
@@ -147,8 +155,7 @@ class Mirror:
         key = state_key(job_id)
 
         def modify(current: bytes | None) -> tuple[bytes | None, Swapped]:
-            local = ledger.job(job_id)
-            mine = local_history(ledger, job_id, self.by)
+            local, mine = local_state(ledger, job_id, self.by)
             row, base, remote = local, mine, None
             if current is None:
                 self._publish_side_blobs(ledger, local)
@@ -213,16 +220,16 @@ class Mirror:
 
     def _refreshed_doc(self, ledger: Ledger, job_id: str, remote: dict | None) -> dict:
         """The state document for the local job, after importing what the registry knows beyond it."""
-        mine = local_history(ledger, job_id, self.by)
+        job, mine = local_state(ledger, job_id, self.by)
         if remote is None:
-            return _state_doc(ledger, ledger.job(job_id), mine, None)
+            return _state_doc(ledger, job, mine, None)
         theirs, where = _histories(job_id, mine, remote)
-        job = ledger.job(job_id)
         if _registry_newer(where, remote, job):
             with ledger.transaction():
                 ledger.import_history(job_id, theirs, state_columns(remote))
-            mine = local_history(ledger, job_id, self.by)
-        return _state_doc(ledger, ledger.job(job_id), merged_history(mine, theirs), remote)
+            job, mine = local_state(ledger, job_id, self.by)
+            theirs, _ = _histories(job_id, mine, remote)
+        return _state_doc(ledger, job, merged_history(mine, theirs), remote)
 
     def _publish_side_blobs(self, ledger: Ledger, job: dict) -> None:
         """Manifest and observations go up before state.json, where readers start.
@@ -269,7 +276,8 @@ class Mirror:
         key = state_key(job_id)
 
         def modify(current: bytes | None) -> tuple[bytes | None, Swapped]:
-            mine = local_history(ledger, job_id, self.by)
+            local, mine = local_state(ledger, job_id, self.by)
+            job = {**local, **adopted}
             if current is None:  # gone from the registry since it was pulled: publish it whole
                 row, base, history = job, None, mine
             else:
