@@ -6,52 +6,69 @@ dependencies point from here down to the domain modules.
 """
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import states
 from .contracts import ContractError, is_study
 from .errors import JobledgerError
-from .idempotent import IdempotentSimulationService
 from .ledger import Ledger, LedgerError, default_path
-from .registration import (
-    Forgotten,
-    Registered,
-    create_job,
-    directory_bundle_ref,
-    forget,
-    prepare_job,
-    read_spec,
-    register,
-)
-from .registry import open_mirror
-from .registry.transfer import pull as pull_jobs
-from .registry.transfer import push as push_jobs
-from .report import ReportWritten, write_job_report, write_ledger_report
-from .report.datasette import serve_ledger
-from .resume import MAX_ATTEMPTS, RESUME_REASONS, Pruned, Resumed, ResumePlan, plan_resume, prune_spec, resume
-from .resume import check_reasons as check_resume_reasons
-from .runtimes.kubernetes import spec_bytes
+from .limits import MAX_ATTEMPTS, RESUME_REASONS, SUBMIT_TIMEOUT
 from .sqlquery import DEFAULT_TIMEOUT as DEFAULT_SQL_TIMEOUT
 from .sqlquery import run_query
-from .sync import (
-    SUBMIT_TIMEOUT,
-    Cancelled,
-    Submitted,
-    SyncChange,
-    cancel_job,
-    preview_submission,
-    runtime_for,
-    submit_job,
-)
-from .sync import sync as sync_jobs
 from .timeutil import parse_since, utcnow
-from .validation import Plan, ValidationResult, validate_job
-from .validation import exit_status as validation_exit_status
-from .validation import explain as explain_validation
+
+# The names below come from the domain modules on first use (PEP 562 ``__getattr__``): a read command
+# (status, list, missing, sql) then starts without importing registration, validation, sync, resume,
+# the runtimes, the registry and the report, which took ~80 ms of its start-up. Functions of this
+# module that need one of them import it where they run.
+_LAZY = {
+    "IdempotentSimulationService": ("idempotent", "IdempotentSimulationService"),
+    **{name: ("registration", name) for name in ("Forgotten", "Registered", "create_job",
+                                                 "forget", "prepare_job",
+                                                 "read_spec", "register")},
+    "pull_jobs": ("registry.transfer", "pull"),
+    "push_jobs": ("registry.transfer", "push"),
+    **{name: ("report", name) for name in ("ReportWritten", "write_job_report", "write_ledger_report")},
+    "serve_ledger": ("report.datasette", "serve_ledger"),
+    **{name: ("resume", name) for name in ("Pruned", "Resumed", "ResumePlan", "plan_resume", "prune_spec",
+                                           "resume")},
+    "check_resume_reasons": ("resume", "check_reasons"),
+    **{name: ("sync", name) for name in ("Cancelled", "Submitted", "SyncChange", "cancel_job", "submit_job")},
+    "sync_jobs": ("sync", "sync"),
+    "Plan": ("validation", "Plan"),
+    "ValidationResult": ("validation", "ValidationResult"),
+    "validate_job": ("validation", "validate_job"),
+    "explain_validation": ("validation", "explain"),
+}
+
+if TYPE_CHECKING:  # what _LAZY names, for type checkers
+    from .idempotent import IdempotentSimulationService
+    from .registration import Forgotten, Registered, create_job, forget, prepare_job, read_spec, register
+    from .registry.transfer import pull as pull_jobs
+    from .registry.transfer import push as push_jobs
+    from .report import ReportWritten, write_job_report, write_ledger_report
+    from .report.datasette import serve_ledger
+    from .resume import Pruned, Resumed, ResumePlan, plan_resume, prune_spec, resume
+    from .resume import check_reasons as check_resume_reasons
+    from .sync import Cancelled, Submitted, SyncChange, cancel_job, submit_job
+    from .sync import sync as sync_jobs
+    from .validation import Plan, ValidationResult, validate_job
+    from .validation import explain as explain_validation
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __package__), attribute)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 def ledger_path(path: str | Path | None) -> Path:
@@ -71,7 +88,10 @@ def job_ids(ledger_file: str | Path | None, *, prefix: str = "") -> list[str]:
 def open_ledger(path: str | Path | None = None, *, registry: str | None = None,
                 readonly: bool = False) -> Ledger:
     """The ledger, mirrored to ``registry`` (when given) for every status change it writes."""
-    mirror = open_mirror(registry) if registry and not readonly else None
+    mirror = None
+    if registry and not readonly:
+        from .registry import open_mirror
+        mirror = open_mirror(registry)
     return Ledger(path, readonly=readonly, mirror=mirror)
 
 
@@ -147,6 +167,8 @@ STATUSES = states.STATUSES
 def spec(ledger: Ledger, job_id: str) -> str:
     """The SimJob spec the job was submitted with, as the JSON text the Kubernetes runtime uploads
     for ModelOps (its key order): the same bytes, plus a final newline."""
+    from .registration import prepare_job
+    from .runtimes.kubernetes import spec_bytes
     job = ledger.job(job_id)
     doc = ledger.spec_of(job_id)
     if doc is None:
@@ -207,6 +229,7 @@ def run_sql(ledger_path: str | Path | None, query: str, *,
 def _prepared(spec: Any, bundle: str | None, job_id: str | None, runtime_options: dict | None):
     """The job to submit. A study without --bundle but with a local --bundle-path gets the
     directory's content digest as its bundle (``directory_bundle_ref``)."""
+    from .registration import directory_bundle_ref, prepare_job, read_spec
     doc = read_spec(spec) if isinstance(spec, (str, Path)) else spec
     bundle_path = (runtime_options or {}).get("bundle_path")
     if bundle is None and bundle_path and isinstance(doc, dict) and is_study(doc):
@@ -218,6 +241,7 @@ def submit(ledger: Ledger, spec: Any, *, runtime: str, bundle: str | None = None
            store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
            runtime_options: dict | None = None) -> Submitted:
     """Register a spec (a path, '-' or a document) and start it on ``runtime``."""
+    from .sync import submit_job
     job, stored, fmt = _prepared(spec, bundle, job_id, runtime_options)
     return submit_job(ledger, job, stored, fmt, runtime=runtime, store=store, layout=layout,
                       seed_policy=seed_policy, runtime_options=runtime_options,
@@ -228,6 +252,7 @@ def preview(ledger_file: str | Path | None, spec: Any, *, runtime: str, bundle: 
             job_id: str | None = None, store: str | None = None, layout: str | None = None,
             runtime_options: dict | None = None) -> dict:
     """What ``submit`` would upload and create (the spec and the runtime's objects); changes nothing."""
+    from .sync import preview_submission
     job, _, _ = _prepared(spec, bundle, job_id, runtime_options)
     return preview_submission(ledger_path(ledger_file), job, runtime=runtime, store=store, layout=layout,
                               runtime_options=runtime_options)
@@ -241,6 +266,7 @@ def watch(ledger: Ledger, job_ids: Iterable[str] = (), *, interval: float, until
     """``sync`` again and again, ``interval`` seconds apart; yields each pass's changes. Watched are
     the jobs named, else the unfinished ones when the watch starts. With ``until_done`` it ends
     once every watched job is terminal (succeeded, partial, failed, cancelled)."""
+    from .sync import sync as sync_jobs
     watched = list(dict.fromkeys(job_ids)) or ledger.unfinished_job_ids()
     while True:
         yield sync_jobs(ledger, watched, validate=validate, runtime_options=runtime_options,
@@ -252,6 +278,7 @@ def watch(ledger: Ledger, job_ids: Iterable[str] = (), *, interval: float, until
 
 def exit_status(ledger: Ledger, job_ids: Iterable[str]) -> int:
     """``validate``'s exit status for a set of jobs: 0 every expected output verified, 3 some, 4 none."""
+    from .validation import exit_status as validation_exit_status
     totals = [ledger.summary(job_id) for job_id in job_ids]
     return validation_exit_status(sum(t["expected"] for t in totals), sum(t["verified"] for t in totals))
 
@@ -260,6 +287,7 @@ def logs(ledger: Ledger, job_id: str, *, follow: bool = False, tail: int | None 
          runtime_options: dict | None = None) -> Iterator[str]:
     """The job's log as text chunks: the local worker's log file, or the Kubernetes runner pod's
     log; with ``follow``, until the job's process ends."""
+    from .sync import runtime_for
     row = ledger.job(job_id)
     if not row["runtime"]:
         raise LedgerError(f"{job_id} was submitted elsewhere: jobledger does not know where its log is")
@@ -268,6 +296,8 @@ def logs(ledger: Ledger, job_id: str, *, follow: bool = False, tail: int | None 
 
 def prune(spec: Any, store: str, *, bundle: str | None = None, layout: str = "token",
           seed_policy: str = "runner") -> Pruned:
+    from .registration import read_spec
+    from .resume import prune_spec
     return prune_spec(read_spec(spec) if isinstance(spec, (str, Path)) else spec, store, bundle=bundle,
                       layout=layout, seed_policy=seed_policy)
 

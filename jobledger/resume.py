@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import states
@@ -30,8 +30,12 @@ from .idempotent import verified_paths
 from .jobrows import StoredSpec
 from .layout import Layout
 from .ledger import Ledger, LedgerError, SpecNeeded
+from .limits import MAX_ATTEMPTS, RESUME_REASONS
 from .manifest import ExpectedOutput, check_seed_policy, expected_outputs
 from .sync import Submitted, submit_job
+
+# Rows read between two progress reports while planning.
+PROGRESS_STEP = 10_000
 
 _RESUME_SUFFIX = re.compile(r"(?:-r[0-9]+)+\Z")
 DNS_LABEL_MAX = 63
@@ -50,10 +54,6 @@ class PendingTask:
     verified: bool = False  # verified already: re-run only to redo its param set's aggregation
 
 
-# What resume re-runs by default, and how often an output may come back errored before it stops
-# (like Kubernetes's per-index backoff limit): each job of the resume tree counts once.
-RESUME_REASONS = ("missing", "incomplete", "errored")
-MAX_ATTEMPTS = 3
 
 
 @dataclass
@@ -212,14 +212,16 @@ def check_reasons(reasons: Iterable[str]) -> tuple[str, ...]:
 
 
 def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: str | None = None,
-                reasons: Iterable[str] = RESUME_REASONS, max_attempts: int = MAX_ATTEMPTS) -> ResumePlan:
+                reasons: Iterable[str] = RESUME_REASONS, max_attempts: int = MAX_ATTEMPTS,
+                progress=None) -> ResumePlan:
     """The child jobs that would produce the not-verified outputs of ``job_id``, aggregations included.
 
     ``reasons`` chooses which not-verified simulation outputs (by state) to produce again; one that
     came back errored in ``max_attempts`` jobs of its resume tree (the original and every resume job
     writing to the same store) is given up. ``runtime`` (default: the job's) decides the over-compute:
     the local runtime reuses verified replicates of a param set it re-runs whole, the ModelOps runner
-    recomputes them.
+    recomputes them. ``progress`` (optional) is told ``start(n)`` the outputs to look at, at most, then
+    ``advance(k)`` as they are read.
     """
     job = ledger.job(job_id)
     if job["spec_format"] is None:
@@ -241,10 +243,10 @@ def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runti
     if max_attempts < 1:
         raise ContractError(f"--max-attempts: {max_attempts} is not a positive number")
     args = {"job": job_id, "store": job["store_url"]}
-    # Replicates of a param set whose aggregation is redone ('whole') run whatever their state.
-    rows = [r for r in ledger.query(_PENDING_SQL, args) if r["whole"] or r["state"] in reasons
-            or (r["state"] == states.UNCHECKED and "missing" in reasons)]
     redo = ledger.query(_REDO_SQL + "SELECT count(*) AS n FROM redo", args)[0]["n"]
+    # Replicates of a param set whose aggregation is redone ('whole') run whatever their state.
+    rows = [r for r in _pending_rows(ledger, args, redo, progress) if r["whole"] or r["state"] in reasons
+            or (r["state"] == states.UNCHECKED and "missing" in reasons)]
     in_flight = sum(1 for r in rows if r["in_flight"] and not r["whole"])
     given_up = [r for r in rows if not r["whole"] and not r["in_flight"] and r["attempts"] >= max_attempts]
     retried = [r for r in rows if not r["whole"] and not r["in_flight"] and r["attempts"] < max_attempts]
@@ -351,14 +353,32 @@ ORDER BY e.output_id
 """
 
 
+def _pending_rows(ledger: Ledger, args: dict, redo: int, progress) -> Iterator[dict]:
+    """_PENDING_SQL's rows as they are read, telling ``progress``. Its bound: the job's outputs not
+    verified, or all of them when some param set is redone whole (aggregations, and rows a resume job
+    verified since, are not read, so the bar may jump to its end)."""
+    if progress is None:
+        yield from map(dict, ledger.conn.execute(_PENDING_SQL, args))
+        return
+    counts = ledger.summary(args["job"])
+    total = counts["expected"] if redo else counts["expected"] - counts["verified"]
+    progress.start(total)
+    cursor, read = ledger.conn.execute(_PENDING_SQL, args), 0
+    while chunk := cursor.fetchmany(PROGRESS_STEP):
+        yield from map(dict, chunk)
+        progress.advance(len(chunk))
+        read += len(chunk)
+    progress.advance(total - read)
+
+
 def resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runtime: str | None = None,
            runtime_options: dict | None = None, submit: bool = True, reasons: Iterable[str] = RESUME_REASONS,
-           max_attempts: int = MAX_ATTEMPTS) -> Resumed:
+           max_attempts: int = MAX_ATTEMPTS, progress=None) -> Resumed:
     """Register (and submit) the planned children of ``job_id``; record the outputs given up."""
     parent = ledger.job(job_id)
     runtime = runtime or parent["runtime"]
     plan = plan_resume(ledger, job_id, bundle=bundle, runtime=runtime, reasons=reasons,
-                       max_attempts=max_attempts)
+                       max_attempts=max_attempts, progress=progress)
     _record_given_up(ledger, plan)
     if not plan.jobs:
         if plan.given_up:

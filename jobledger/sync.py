@@ -29,6 +29,7 @@ from .contracts import SimJob
 from .errors import JobledgerError
 from .jobrows import StoredSpec
 from .ledger import Ledger, LedgerError
+from .limits import SUBMIT_TIMEOUT
 from .registration import create_job
 from .registry import MovedElsewhere
 from .registry.transfer import pull
@@ -43,9 +44,6 @@ RUNTIME_OPTIONS = {"local": ("runs_dir", "bundle_path"),
                            "service_account", "postgres_secret")}
 SYNCED = (states.SUBMITTING, states.SCHEDULED, states.RUNNING, states.VALIDATING)
 OBSERVED = (states.SCHEDULED, states.RUNNING)
-# How long a job may stay in ``submitting`` with nothing in its runtime before sync calls the submit
-# interrupted: longer than any submit takes (a spec upload and one create request).
-SUBMIT_TIMEOUT = 600.0
 
 # Simulation rows in the order the worker should run them, with what it needs to run each.
 EXPECTED_TASKS_SQL = """

@@ -153,3 +153,31 @@ def test_module_imports_alone_in_a_fresh_interpreter(name):
     proc = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
+
+
+# What a read command must not load: the facade names these on first use (api._LAZY), so that `status`,
+# `list`, `missing` and `sql` start without them.
+HEAVY = ("jobledger.registration", "jobledger.validation", "jobledger.sync", "jobledger.resume",
+         "jobledger.idempotent", "jobledger.registry", "jobledger.report", "jobledger.runtimes",
+         "jobledger.stores", "azure", "kubernetes", "jinja2", "tabulate", "yaml")
+
+
+@pytest.mark.parametrize("command", [["list"], ["status", "job-00000001"], ["missing", "job-00000001"],
+                                     ["sql", "SELECT 1"], ["path"], ["history", "job-00000001"]])
+def test_a_read_command_loads_none_of_the_machinery_behind_the_other_commands(tmp_path, command):
+    script = ("import sys, runpy\n"
+              f"sys.argv = ['jobledger', '--db', {str(tmp_path / 'l.db')!r}, *{command!r}]\n"
+              "try:\n    runpy.run_module('jobledger', run_name='__main__')\n"
+              "except SystemExit:\n    pass\n"
+              f"print(sorted(m for m in sys.modules if m.startswith({HEAVY!r})))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
+
+
+def test_every_name_the_facade_exports_resolves():
+    from jobledger import api
+    missing = [name for name in api.__all__ if getattr(api, name, None) is None]
+    assert not missing
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        api.nothing_here  # noqa: B018

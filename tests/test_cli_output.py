@@ -291,6 +291,11 @@ def test_colour_and_progress_only_on_a_terminal_and_never_with_no_color(ledger_w
     piped = subprocess.run([sys.executable, "-m", "jobledger", "validate", JOB, "--force"], env=env,
                            capture_output=True, text=True)
     assert "\x1b[" not in piped.stdout and piped.stderr == ""
+    _, err, code = run_on_terminal(["resume", JOB, "--dry-run"], env)
+    counts = json.loads(subprocess.run([sys.executable, "-m", "jobledger", "status", JOB, "--json"], env=env,
+                                       capture_output=True, text=True, check=True).stdout)
+    unverified = counts["expected"] - counts["verified"]
+    assert code == 0 and f"planning resume of {JOB}" in err and f"{unverified}/{unverified}" in err, err
     _, err, code = run_on_terminal(["sync", "--dry-run"], env)
     assert code == 0 and "sync" in err and "1/1" in err  # one step per job looked at (job-deadbeef)
     study = ledger_with_jobs.parent / "big.json"

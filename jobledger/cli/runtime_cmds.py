@@ -122,8 +122,9 @@ def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespac
     """Re-run only the outputs a partial/failed job lacks (<root>-rN)."""
     ledger = app_of(ctx).ledger(readonly=dry_run)
     if dry_run:
-        plan = api.plan_resume(ledger, job_id, bundle=bundle, runtime=runtime, reasons=reasons,
-                               max_attempts=max_attempts)
+        with render.Progress(f"planning resume of {job_id}") as bar:
+            plan = api.plan_resume(ledger, job_id, bundle=bundle, runtime=runtime, reasons=reasons,
+                                   max_attempts=max_attempts, progress=bar)
         if as_json:
             click.echo(render.to_json(plan.as_dict()))
         else:
@@ -137,8 +138,9 @@ def resume(ctx, job_id, dry_run, as_json, bundle, runtime, bundle_path, namespac
     options = dict(namespace=namespace, image=image, service_account=service_account,
                    postgres_secret=postgres_secret, bundle_path=bundle_path, context=context,
                    kubeconfig=kubeconfig)
-    resumed = api.resume(ledger, job_id, bundle=bundle, runtime=runtime, runtime_options=options,
-                         reasons=reasons, max_attempts=max_attempts)
+    with render.Progress(f"planning resume of {job_id}") as bar:
+        resumed = api.resume(ledger, job_id, bundle=bundle, runtime=runtime, runtime_options=options,
+                             reasons=reasons, max_attempts=max_attempts, progress=bar)
     plan = resumed.plan
     if as_json:
         click.echo(render.to_json(resumed.as_dict()))

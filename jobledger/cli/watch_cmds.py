@@ -14,8 +14,10 @@ from .app import app_of, complete_job_ids, job_argument, main, option
 from .ledger_cmds import example
 from .runtime_cmds import k8s_options
 
-# sync's rows: SyncChange.as_dict's keys, in its order
-SYNC_COLUMNS = list(api.SyncChange("", "", ("",), "", None, None).as_dict())
+
+def sync_columns() -> list[str]:
+    """sync's rows: SyncChange.as_dict's keys, in its order."""
+    return list(api.SyncChange("", "", ("",), "", None, None).as_dict())
 
 
 class Duration(click.ParamType):
@@ -115,7 +117,7 @@ def sync(ctx, job_ids, validate, dry_run, watch, interval, until_done, submit_ti
             click.echo(f"no changes ({len(changes)} job(s) checked)")
     else:
         fmt = render.chosen(output, table_style)
-        render.output_rows((_row(c, fmt) for c in changes), SYNC_COLUMNS, fmt, table_style=table_style,
+        render.output_rows((_row(c, fmt) for c in changes), sync_columns(), fmt, table_style=table_style,
                            colour=render.status_columns("from", "to"))
     if any(c.error for c in changes):
         ctx.exit(1)

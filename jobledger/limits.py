@@ -1,0 +1,14 @@
+"""Defaults a user can change on the command line, in a module that imports nothing.
+
+The CLI shows them in ``--help`` when it starts; keeping them here lets it do so without importing
+the machinery behind them (sync, resume and the runtimes), which a read command never needs.
+"""
+
+# How long a job may stay in ``submitting`` with nothing in its runtime before sync calls the submit
+# interrupted (seconds): longer than any submit takes (a spec upload and one create request).
+SUBMIT_TIMEOUT = 600.0
+
+# What resume re-runs by default, and how often an output may come back errored before it stops
+# (like Kubernetes's per-index backoff limit): each job of the resume tree counts once.
+RESUME_REASONS = ("missing", "incomplete", "errored")
+MAX_ATTEMPTS = 3
