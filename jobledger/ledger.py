@@ -16,8 +16,7 @@ import re
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from importlib import resources
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -61,11 +60,6 @@ def default_path() -> Path:
         return Path(env).expanduser()
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return Path(data_home) / "jobledger" / "ledger.db"
-
-
-def schema_sql() -> str:
-    return resources.files("jobledger").joinpath("schema.sql").read_text(encoding="utf-8")
-
 
 
 class Ledger:
@@ -141,7 +135,7 @@ class Ledger:
             with self.transaction():
                 if self.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                     return  # another process upgraded it while we waited for the lock
-                migrations.migrate(self.conn, _split_sql(schema_sql()))
+                migrations.migrate(self.conn, migrations.schema_statements())
         except migrations.MigrationError as exc:
             raise LedgerError(f"{self.path} cannot be upgraded: {exc}") from None
         finally:
@@ -156,33 +150,29 @@ class Ledger:
     def __exit__(self, *exc):
         self.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One writer transaction (BEGIN IMMEDIATE); rolls back on any exception."""
+        return self._within("BEGIN IMMEDIATE")
+
+    def snapshot(self) -> AbstractContextManager[sqlite3.Connection]:
+        """Reads that see one committed state of the ledger: a read transaction (in WAL mode writers go
+        on meanwhile). Without it each statement sees the latest commit, so a job row and its history read
+        one after the other can come from different moments."""
+        return self._within("BEGIN")
+
+    @contextmanager
+    def _within(self, begin: str) -> Iterator[sqlite3.Connection]:
+        """A transaction started by ``begin``, or the one already open (it then decides the outcome)."""
         if self.conn.in_transaction:
             yield self.conn
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute(begin)
         try:
             yield self.conn
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         else:
-            self.conn.execute("COMMIT")
-
-    @contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """Reads that see one committed state of the ledger: a read transaction (in WAL mode writers go
-        on meanwhile). Without it each statement sees the latest commit, so a job row and its history read
-        one after the other can come from different moments."""
-        if self.conn.in_transaction:
-            yield self.conn
-            return
-        self.conn.execute("BEGIN")
-        try:
-            yield self.conn
-        finally:
             self.conn.execute("COMMIT")
 
     # ------------------------------------------------------------ reads
@@ -463,14 +453,3 @@ def spec_document(spec_gz: bytes | None, job_id: str) -> Any:
         return json.loads(gzip.decompress(spec_gz))
     except (OSError, EOFError, ValueError, zlib.error) as exc:  # damaged by hand or by a disk
         raise LedgerError(f"job {job_id}: the stored spec (job_specs.spec_gz) is damaged: {exc}") from None
-
-
-def _split_sql(script: str) -> list[str]:
-    """The statements of a script, split where sqlite3 says a statement is complete."""
-    statements, buffer = [], ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            statements.append(buffer.strip())
-            buffer = ""
-    return [s for s in statements if s.strip(" \n;")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from importlib import resources
 
 BASELINE = "0001_baseline"  # the tables and indexes of the first schema.sql (user_version 1)
 
@@ -40,6 +41,21 @@ def migration(fn: Step) -> Step:
 
 def names() -> list[str]:
     return [BASELINE] + [name for name, _ in MIGRATIONS]
+
+
+def schema_sql() -> str:
+    return resources.files("jobledger").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def schema_statements() -> list[str]:
+    """The statements of schema.sql, split where sqlite3 says a statement is complete."""
+    statements, buffer = [], ""
+    for line in schema_sql().splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    return [s for s in statements if s.strip(" \n;")]
 
 
 def schema_version() -> int:
@@ -115,8 +131,10 @@ def rebuild_table(conn: sqlite3.Connection, table: str, create_sql: str, indexes
 
 @migration
 def m0002_output_states_unchecked_stale(conn: sqlite3.Connection) -> None:
-    """outputs.state may also be 'unchecked' (registered, never looked at) and 'stale' (verified
-    once, not confirmed by the latest listing); the default stays 'missing'."""
+    """outputs.state may also be 'unchecked' (registered, never looked at) and 'stale' (an aggregation
+    over other inputs than its param set's current replicates: see states.py, jobledger.aggregations);
+    the default stays 'missing'. (The step's SQL is frozen; this docstring once gave 'stale' a meaning
+    the code never had.)"""
     rebuild_table(conn, "outputs", """
         CREATE TABLE outputs_new (
             output_id          INTEGER PRIMARY KEY,

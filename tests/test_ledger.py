@@ -8,7 +8,8 @@ import pytest
 
 from jobledger import api
 from jobledger.contracts import ContractError
-from jobledger.ledger import SCHEMA_VERSION, Ledger, LedgerError, UnknownJob, default_path, schema_sql
+from jobledger.ledger import SCHEMA_VERSION, Ledger, LedgerError, UnknownJob, default_path
+from jobledger.migrations import schema_sql
 
 
 def test_schema_sql_defines_everything(ledger):
