@@ -239,13 +239,15 @@ def _prepared(spec: Any, bundle: str | None, job_id: str | None, runtime_options
 
 def submit(ledger: Ledger, spec: Any, *, runtime: str, bundle: str | None = None, job_id: str | None = None,
            store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
-           runtime_options: dict | None = None) -> Submitted:
-    """Register a spec (a path, '-' or a document) and start it on ``runtime``."""
+           runtime_options: dict | None = None, progress: Callable[[int], None] | None = None,
+           on_total: Callable[[int], None] | None = None) -> Submitted:
+    """Register a spec (a path, '-' or a document) and start it on ``runtime``; ``on_total``/``progress``
+    follow the registration of its expected outputs."""
     from .sync import submit_job
     job, stored, fmt = _prepared(spec, bundle, job_id, runtime_options)
     return submit_job(ledger, job, stored, fmt, runtime=runtime, store=store, layout=layout,
                       seed_policy=seed_policy, runtime_options=runtime_options,
-                      reason=f"submitted with {runtime}")
+                      reason=f"submitted with {runtime}", progress=progress, on_total=on_total)
 
 
 def preview(ledger_file: str | Path | None, spec: Any, *, runtime: str, bundle: str | None = None,

@@ -92,8 +92,10 @@ class Submitted:
 def submit_job(ledger: Ledger, job: SimJob, spec: StoredSpec, spec_format: str, *, runtime: str,
                store: str | None = None, layout: str | None = None, seed_policy: str | None = None,
                parent_job_id: str | None = None, runtime_options: dict | None = None,
-               reason: str = "submitted", submit: bool = True) -> Submitted:
-    """Register ``job`` and start it: pending → submitting → scheduled.
+               reason: str = "submitted", submit: bool = True, progress: Callable[[int], None] | None = None,
+               on_total: Callable[[int], None] | None = None) -> Submitted:
+    """Register ``job`` and start it: pending → submitting → scheduled. ``on_total``/``progress`` follow
+    the registration (see registration.create_job).
 
     A failure while submitting leaves the job ``failed`` with the error (the runtime removes
     what it created) and re-raises. ``submit=False`` only registers it (``pending``).
@@ -107,7 +109,8 @@ def submit_job(ledger: Ledger, job: SimJob, spec: StoredSpec, spec_format: str, 
     registered = create_job(ledger, job, spec, spec_format, status=states.PENDING, reason=reason,
                             store=store,
                             layout=layout, seed_policy=seed_policy, runtime=runtime, namespace=namespace,
-                            k8s_name=job.job_id if runtime == "k8s" else None, parent_job_id=parent_job_id)
+                            k8s_name=job.job_id if runtime == "k8s" else None, parent_job_id=parent_job_id,
+                            progress=progress, on_total=on_total)
     again = not registered.created and states.may_resubmit(registered.status,
                                                             ledger.job(job.job_id)["error_code"])
     if not registered.created and registered.status != states.PENDING and not again:

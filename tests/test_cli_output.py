@@ -304,3 +304,12 @@ def test_colour_and_progress_only_on_a_terminal_and_never_with_no_color(ledger_w
     _, err, code = run_on_terminal(["register", study, "--bundle", "sha256:" + "c" * 64, "--store",
                                     ledger_with_jobs.parent / "store"], env)
     assert code == 0 and "registering" in err and "5000/5000" in err
+    model = ledger_with_jobs.parent / "model"
+    shutil.copytree(ROOT / "scripts" / "example_model", model, ignore=shutil.ignore_patterns("__pycache__"))
+    small = ledger_with_jobs.parent / "small.json"
+    small.write_text(json.dumps({"model": "models.sir", "scenario": "baseline", "n_replicates": 2,
+                                 "parameter_sets": [{"beta": b} for b in (0.1, 0.2, 0.3)],
+                                 "outputs": ["incidence"]}))
+    _, err, code = run_on_terminal(["submit", small, "--bundle-path", model, "--store",
+                                    ledger_with_jobs.parent / "submitted"], env)
+    assert code == 0 and "registering" in err and "6/6" in err, err

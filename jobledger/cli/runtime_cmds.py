@@ -79,8 +79,10 @@ def submit(ctx, spec, bundle, runtime, store, namespace, image, service_account,
                               store=store, layout=layout, runtime_options=options)
         click.echo(dump(preview, as_json))
         return
-    result = api.submit(app_of(ctx).ledger(), spec, runtime=runtime, bundle=bundle, job_id=job_id,
-                        store=store, layout=layout, seed_policy=seed_policy, runtime_options=options)
+    with render.Progress("registering") as bar:
+        result = api.submit(app_of(ctx).ledger(), spec, runtime=runtime, bundle=bundle, job_id=job_id,
+                            store=store, layout=layout, seed_policy=seed_policy, runtime_options=options,
+                            progress=bar.update, on_total=bar.start)
     if bundle is None and bundle_path and result.bundle_ref:
         click.echo(f"bundle {result.bundle_ref} (content digest of {bundle_path})", err=True)
     for note in result.warnings:
