@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import states
 from .contracts import ContractError, is_study
+from .deep import READ_TIMEOUT as DEEP_READ_TIMEOUT
 from .errors import JobledgerError
 from .ledger import Ledger, LedgerError, default_path
 from .limits import MAX_ATTEMPTS, RESUME_REASONS, SUBMIT_TIMEOUT
@@ -312,5 +313,5 @@ __all__ = ["ledger_path", "open_ledger", "read_spec", "register", "forget", "cre
            "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs", "cancel_job", "Registered",
            "Forgotten", "JobStatus", "Rows", "ValidationResult", "Plan", "SyncChange", "Submitted",
            "Cancelled", "ResumePlan", "Resumed", "Pruned", "JobledgerError", "MISSING_REASONS",
-           "SUBMIT_TIMEOUT", "MAX_ATTEMPTS", "RESUME_REASONS", "check_resume_reasons", "ReportWritten",
-           "write_job_report", "write_ledger_report", "serve_ledger"]
+           "SUBMIT_TIMEOUT", "DEEP_READ_TIMEOUT", "MAX_ATTEMPTS", "RESUME_REASONS", "check_resume_reasons",
+           "ReportWritten", "write_job_report", "write_ledger_report", "serve_ledger"]

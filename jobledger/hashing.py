@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 
-def blake2b_256():
-    """An incremental BLAKE2b-256 hasher, for checksums of files read in chunks."""
-    return hashlib.blake2b(digest_size=32)
+def blake2b_256_of(chunks: Iterable[bytes]) -> str:
+    """Hex BLAKE2b-256 of a file read in chunks, hashed as they come (artifact checksums)."""
+    hasher = hashlib.blake2b(digest_size=32)
+    for chunk in chunks:
+        hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def blake2b_hex(data: bytes | str, digest_size: int = 32) -> str:

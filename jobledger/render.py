@@ -19,6 +19,8 @@ from typing import Any, TextIO
 
 import click
 
+from .errors import JobledgerError
+
 FORMATS = ("table", "json", "nl", "csv", "tsv")
 # The default table is written by streaming: column widths come from the first rows, later rows
 # are padded to them (a longer cell just runs over), so a million rows start printing at once.
@@ -28,6 +30,9 @@ TABLE_STYLES = ("simple", "plain", "github", "grid", "simple_grid", "rounded_gri
                 "psql", "presto", "pretty", "fancy_grid", "heavy_grid", "mixed_grid", "double_grid",
                 "outline", "simple_outline", "rounded_outline", "jira", "html", "latex", "mediawiki",
                 "moinmoin", "textile", "tsv", "youtrack", "unsafehtml", "asciidoc")
+# tabulate needs every row before it prints one: a --fmt style other than "simple" prints at most this
+# many rows, and more are one error line, not a MemoryError after minutes.
+MAX_STYLED_ROWS = 100_000
 STATUS_COLOURS = {"succeeded": "green", "partial": "yellow", "failed": "red", "cancelled": "magenta",
                   "running": "cyan", "validating": "cyan", "scheduled": "blue", "submitting": "blue",
                   "pending": "blue"}
@@ -54,7 +59,8 @@ def output_options(fn: Callable | None = None, *, document: str | None = None) -
             flag("--tsv", "tsv", "Print tab-separated values with a header row."),
             click.option("--fmt", "table_style", type=click.Choice(TABLE_STYLES), metavar="STYLE",
                          show_default=True, show_envvar=True,
-                         help=f"Table style (implies --table): {', '.join(TABLE_STYLES[:8])}, ..."),
+                         help=f"Table style (implies --table): {', '.join(TABLE_STYLES[:8])}, ...; "
+                              f"styles other than simple print at most {MAX_STYLED_ROWS:,} rows."),
         ]
         for option in reversed(options):
             f = option(f)
@@ -128,7 +134,10 @@ def output_rows(rows: Iterable[Sequence | dict], columns: Sequence[str], fmt: st
         return n
     if table_style and table_style != "simple":
         from tabulate import tabulate  # whole-table styles need every row first
-        data = [[cell(v) for v in row] for row in tuples]
+        data = [[cell(v) for v in row] for row in itertools.islice(tuples, MAX_STYLED_ROWS + 1)]
+        if len(data) > MAX_STYLED_ROWS:
+            raise JobledgerError(f"--fmt {table_style}: more than {MAX_STYLED_ROWS:,} rows; use the default "
+                                 f"table (streamed) or --csv/--nl")
         out.write((tabulate(data, headers=columns, tablefmt=table_style, disable_numparse=True)
                    if data else empty) + "\n")
         return len(data)

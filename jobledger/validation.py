@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from . import aggregations, states
-from .deep import deep_check
+from .deep import READ_TIMEOUT, deep_check
 from .errors import JobledgerError
 from .layout import Layout
 from .ledger import Ledger, SpecNeeded, utcnow
@@ -208,7 +208,7 @@ def explain(ledger: Ledger, job_id: str, strategy: str = "auto") -> Plan:
 # ---------------------------------------------------------------- observe
 
 def _observe(ledger: Ledger, job: dict, store: ProvenanceStore, plan: Plan, *, deep: bool, checksums: bool,
-             progress=None) -> tuple[Scan | None, dict]:
+             read_timeout: float | None = READ_TIMEOUT, progress=None) -> tuple[Scan | None, dict]:
     """Fill ``temp.observed`` and ``temp.unexpected`` (see recording) by the plan's strategy. Returns the
     scan (None for the listing strategies) and the counts of every state."""
     job_id = job["job_id"]
@@ -227,7 +227,7 @@ def _observe(ledger: Ledger, job: dict, store: ProvenanceStore, plan: Plan, *, d
         observe(ledger, job_id, store, plan, progress)
         classify(ledger, job_id)
     if deep:
-        deep_check(ledger, store, checksums=checksums, progress=progress)
+        deep_check(ledger, store, checksums=checksums, progress=progress, read_timeout=read_timeout)
     if plan.strategy != "scan":
         # after the replicates they aggregate
         aggregations.classify(ledger, job, store, plan.target_dirs, deep=deep)
@@ -338,13 +338,14 @@ def _opening_reason(ledger: Ledger, job: dict, force: bool, reason: str | None) 
 
 
 def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: str = "auto",
-                 deep: bool = False,
-                 checksums: bool = False, progress=None, reason: str | None = None) -> ValidationResult:
+                 deep: bool = False, checksums: bool = False, read_timeout: float | None = READ_TIMEOUT,
+                 progress=None, reason: str | None = None) -> ValidationResult:
     """Validate a job against its store and decide succeeded/partial/failed for a job in
     ``validating``, a job without runtime (nothing to wait for), and with ``force`` any job but a
     cancelled one. A job whose runtime is still to be heard from, and a cancelled job (cancelled
     is final), are only observed; a finished job keeps its verdict unless ``force``.
-    ``progress.advance(n)`` (optional) is told how many directories or outputs were looked at."""
+    ``progress.advance(n)`` (optional) is told how many directories or outputs were looked at.
+    ``read_timeout``: seconds one read of a deep check may take (None: no limit)."""
     clock = time.monotonic()
     job = _job_to_check(ledger, job_id)
     if strategy not in STRATEGIES:
@@ -373,7 +374,7 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
     version = data_version(ledger)  # before the scan reads the ledger's states
     try:
         scanned, counts = _observe(ledger, job, store, plan, deep=deep, checksums=checksums,
-                                   progress=progress)
+                                   read_timeout=read_timeout, progress=progress)
         run = {"started_at": started, "store": plan.store, "strategy": plan.strategy, "deep": deep,
                "requests": store.requests}
         current = ledger.job(job_id)

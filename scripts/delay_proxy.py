@@ -4,6 +4,10 @@ a client in one region sees from a storage account in the next. Bandwidth is not
 chunks are never held back behind one another's delay (each is due at its own arrival + delay).
 It also counts the connections and the HTTP/1.x requests clients sent through it.
 
+``stall``: a connection whose request bytes contain it is held from then on: that request and
+everything after it in either direction is never delivered and the sockets stay open (a blob
+download that never answers, as from a hung service) until ``stop``; ``stalled`` counts them.
+
 In this process (its own thread and event loop; ``stop`` cancels and awaits every connection's
 handler and closes its sockets before the loop closes):
 
@@ -70,9 +74,11 @@ async def _close(writers) -> None:
 
 
 class DelayProxy:
-    def __init__(self, host: str, port: int, *, one_way: float):
+    def __init__(self, host: str, port: int, *, one_way: float = 0.0, stall: bytes | None = None):
         self.target = (host, port)
         self.one_way = one_way
+        self.stall = stall
+        self.stalled = 0
         self.port = 0
         self.connections = 0
         self._counters: list[RequestCounter] = []
@@ -107,6 +113,9 @@ class DelayProxy:
                 data = await reader.read(65536)
                 if counter is not None:
                     counter.feed(data)
+                    if self.stall and self.stall in data:
+                        self.stalled += 1
+                        await asyncio.Event().wait()  # until stop() cancels this connection
                 queue.put_nowait((time.monotonic() + self.one_way, data))
                 if not data:
                     return

@@ -358,6 +358,34 @@ def test_sql_streams_a_million_rows_in_bounded_memory(registered):
         assert 0 < peak_kb < 120 * 1024, peak_kb  # a million collected rows took several hundred MB
 
 
+def counting(n: int) -> str:
+    return f"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT x FROM c"
+
+
+@pytest.mark.parametrize("style", ["grid", "github", "html"])
+def test_a_styled_table_over_its_row_cap_is_one_line_not_a_memory_error(registered, monkeypatch, style):
+    """tabulate needs every row first: 3 million rows with --fmt grid ended in MemoryError. Over the cap it
+    is one error line naming the streamed formats; at the cap the table prints."""
+    from jobledger import render
+    monkeypatch.setattr(render, "MAX_STYLED_ROWS", 50)
+    before = dump(registered)
+    result = cli("sql", counting(51), "--fmt", style, ok=None)
+    assert_refused(result, registered, before)
+    assert result.stderr == f"error: --fmt {style}: more than 50 rows; use the default table (streamed) " \
+                            f"or --csv/--nl\n"
+    assert result.stdout == ""
+    shown = cli("sql", counting(50), "--fmt", style).stdout
+    assert "50" in shown and "51" not in shown
+    assert len(cli("sql", counting(51)).stdout.splitlines()) == 53  # the default table streams: no cap
+
+
+def test_the_styled_table_cap_is_100000_rows_by_default(registered):
+    result = cli("sql", counting(100_001), "--fmt", "grid", ok=(1,))
+    assert result.stderr.strip() == ("error: --fmt grid: more than 100,000 rows; use the default table "
+                                     "(streamed) or --csv/--nl")
+    assert "at most 100,000 rows" in " ".join(cli("sql", "--help").stdout.split())
+
+
 # ---------------------------------------------------------------- registry blobs from elsewhere
 
 def pushed_registry(db: Path, registry: Path) -> None:

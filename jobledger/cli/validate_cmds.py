@@ -47,10 +47,13 @@ def _result_text(result: api.ValidationResult) -> str:
         help="list: list the job's prefixes; head: probe each expected output; auto: fewer requests.")
 @option("--deep", is_flag=True, help="Also read metadata.json/result.json and compare artifact sizes.")
 @option("--checksums", is_flag=True, help="With --deep, also verify each artifact's BLAKE2b-256.")
+@option("--read-timeout", type=click.FloatRange(min=0), default=api.DEEP_READ_TIMEOUT, metavar="SECONDS",
+        help="With --deep, an output one of whose reads takes longer than this (a hung mount, a stalled "
+             "download) is errored and the others are still read (0: no limit).")
 @option("--explain", "explain_only", is_flag=True, help="Print the plan and do nothing else.")
 @option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
-def validate(ctx, job_id, force, strategy, deep, checksums, explain_only, as_json):
+def validate(ctx, job_id, force, strategy, deep, checksums, read_timeout, explain_only, as_json):
     """Decide from the artifacts whether a job's outputs are all there.
 
     Exit status: 0 all verified, 3 some outputs not verified, 4 none verified, 1 error.
@@ -63,8 +66,7 @@ def validate(ctx, job_id, force, strategy, deep, checksums, explain_only, as_jso
     ledger = app.ledger()
     with render.Progress(f"validating {job_id}", api.counts(ledger, job_id)["expected"]) as bar:
         result = api.validate_job(ledger, job_id, force=force, strategy=strategy, deep=deep,
-                                  checksums=checksums,
-                                  progress=bar)
+                                  checksums=checksums, read_timeout=read_timeout or None, progress=bar)
     click.echo(render.to_json(result.as_dict()) if as_json else _result_text(result))
     if result.exit_code:
         ctx.exit(result.exit_code)

@@ -17,7 +17,7 @@ from itertools import groupby
 from typing import TypeVar
 
 from ..errors import JobledgerError
-from ..hashing import blake2b_256
+from ..hashing import blake2b_256_of
 from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE
 
 T = TypeVar("T")
@@ -93,10 +93,7 @@ class ProvenanceStore:
 
     def checksum(self, path: str, limit: int | None = None) -> str:
         """BLAKE2b-256 hex of ``path`` (as workers write into result.json), hashed as it streams."""
-        hasher = blake2b_256()
-        for chunk in self.chunks(path, limit):
-            hasher.update(chunk)
-        return hasher.hexdigest()
+        return blake2b_256_of(self.chunks(path, limit))
 
     def list_names(self, prefix: str = "") -> Iterator[str]:
         for name, _size in self.list(prefix):
