@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import states
 from .contracts import ContractError, is_study
-from .deep import READ_TIMEOUT as DEEP_READ_TIMEOUT
 from .errors import JobledgerError
 from .ledger import Ledger, LedgerError, default_path
-from .limits import MAX_ATTEMPTS, RESUME_REASONS, SUBMIT_TIMEOUT
+from .limits import DEEP_READ_TIMEOUT, MAX_ATTEMPTS, RESUME_REASONS, SUBMIT_TIMEOUT
 from .sqlquery import DEFAULT_TIMEOUT as DEFAULT_SQL_TIMEOUT
 from .sqlquery import run_query
 from .timeutil import parse_since, utcnow

@@ -14,11 +14,12 @@ from typing import Any, TypeVar
 from .hashing import blake2b_256_of
 from .layout import METADATA_FILE, RESULT_FILE, artifact_file
 from .ledger import Ledger
+from .limits import DEEP_READ_TIMEOUT
 from .paths import unsafe_reason
 from .stores import MAX_ARTIFACT_BYTES, MAX_RESULT_BYTES, ProvenanceStore, StoreNotFound, UnreadableFile
 
 READ_THREADS = 16
-READ_TIMEOUT = 60.0  # seconds one store request of a deep check may take (validate --read-timeout)
+READ_TIMEOUT = DEEP_READ_TIMEOUT
 
 T = TypeVar("T")
 R = TypeVar("R")

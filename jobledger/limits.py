@@ -12,3 +12,7 @@ SUBMIT_TIMEOUT = 600.0
 # (like Kubernetes's per-index backoff limit): each job of the resume tree counts once.
 RESUME_REASONS = ("missing", "incomplete", "errored")
 MAX_ATTEMPTS = 3
+
+# Seconds one store request of a deep check (validate --deep) may take before its output is errored:
+# a read stuck on a hung mount or a stalled download (validate --read-timeout).
+DEEP_READ_TIMEOUT = 60.0
