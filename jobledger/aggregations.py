@@ -18,25 +18,28 @@ validation decides it from what the listing shows:
 - an aggregation of a param set another job of the same store expects is that job's, not
   unexpected here (jobs share a store).
 
-Only the aggregation directories' result.json (and, for ones without it, metadata.json) are
-read, never a simulation's. ``classify`` runs after the simulations are classified, on the
-temp tables ``listing`` and ``observed`` of ``jobledger.validation``, and fills ``claimed``:
-the listing rows that belong to an expected output although no row's path names them.
+Only the aggregation directories' result.json (and, for ones without it or under ``--deep``,
+metadata.json) are read, never a simulation's; a read that outlasts the read timeout leaves its
+directory unread (``incomplete``, with what stalled), as deep.timed_map decides. ``classify`` runs
+after the simulations are classified, on the temp tables ``listing`` and ``observed`` of
+``jobledger.validation``, and fills ``claimed``: the listing rows that belong to an expected output
+although no row's path names them.
 """
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .contracts import aggregation_id, sim_return_task_id
+from .deep import timed_map
 from .layout import METADATA_FILE, RESULT_FILE
 from .ledger import Ledger
+from .limits import READ_TIMEOUT
 from .stores import MAX_RESULT_BYTES, ProvenanceStore, StoreNotFound, UnreadableFile
 
 AGG_PREFIX = "agg_"
-READ_THREADS = 16
 
 
 @dataclass
@@ -58,6 +61,7 @@ class AggDir:
     error: str | None = None           # result.json "error", as one line
     first_input: str | None = None     # metadata.json's 'param_id' (the first input's task id[:16])
     problem: str | None = None         # why result.json could not be read
+    meta: tuple[Any, str | None] = (None, None)  # --deep: metadata.json, or why it could not be read
 
     @property
     def name(self) -> str:
@@ -137,8 +141,11 @@ def _agg_dirs(ledger: Ledger, target_dir: str) -> list[AggDir]:
     return [AggDir(r[0], r[1], bool(r[2]), bool(r[3]), r[4]) for r in rows if "/" not in r[1][len(lead):]]
 
 
-def _read(store: ProvenanceStore, agg: AggDir) -> None:
-    """result.json's inputs and error; metadata.json's first input when result.json is absent or broken."""
+def _read(store, agg: AggDir, deep: bool) -> AggDir:
+    """A copy of ``agg`` with result.json's inputs and error, and metadata.json's first input when
+    result.json is absent or broken (with ``deep``, metadata.json always). A copy, because a reader
+    thread left behind by the timeout must not change what the validation goes on with."""
+    agg = replace(agg)
     if agg.has_result:
         try:
             doc = json.loads(store.read(f"{agg.path}/{RESULT_FILE}", MAX_RESULT_BYTES))
@@ -148,26 +155,33 @@ def _read(store: ProvenanceStore, agg: AggDir) -> None:
                 agg.error = f"{error.get('error_type', 'Error')}: {error.get('message', '')}"[:300]
             elif error or agg.has_error:
                 agg.error = "the target failed (error_details.arrow)"
-            return
         except StoreNotFound:
             agg.problem = "result.json disappeared during validation"
         except (ValueError, AttributeError, RecursionError, UnreadableFile):
             agg.problem = "result.json is not a JSON object with 'inputs'"
-    try:
-        meta = json.loads(store.read(f"{agg.path}/{METADATA_FILE}", MAX_RESULT_BYTES))
-        agg.first_input = str(meta.get("param_id") or "") if isinstance(meta, dict) else None
-    except (StoreNotFound, ValueError, RecursionError, UnreadableFile):
-        pass  # nothing tells whose it is
+    if agg.inputs is None or deep:
+        agg.meta = _metadata(store, agg)
+        meta = agg.meta[0]
+        if agg.inputs is None and isinstance(meta, dict):
+            agg.first_input = str(meta.get("param_id") or "")
+    return agg
 
 
-def _deep_problem(store: ProvenanceStore, agg: AggDir, expected: Expected, bundle_ref: str) -> str | None:
-    """--deep: metadata.json must name the target and the bundle it aggregates for."""
+def _metadata(store, agg: AggDir) -> tuple[Any, str | None]:
+    """(metadata.json's document, None), or (None, why it could not be read)."""
     try:
-        meta = json.loads(store.read(f"{agg.path}/{METADATA_FILE}", MAX_RESULT_BYTES))
+        return json.loads(store.read(f"{agg.path}/{METADATA_FILE}", MAX_RESULT_BYTES)), None
     except StoreNotFound:
-        return "metadata.json is missing"
+        return None, "metadata.json is missing"
     except (ValueError, RecursionError, UnreadableFile):
-        return "metadata.json is not valid JSON (or not a regular file within the size limit)"
+        return None, "metadata.json is not valid JSON (or not a regular file within the size limit)"
+
+
+def _deep_problem(agg: AggDir, expected: Expected, bundle_ref: str) -> str | None:
+    """--deep: metadata.json must name the target and the bundle it aggregates for."""
+    meta, problem = agg.meta
+    if problem:
+        return problem
     if not isinstance(meta, dict) or meta.get("target_entrypoint") != expected.target:
         found = meta.get("target_entrypoint") if isinstance(meta, dict) else None
         return f"metadata.json target_entrypoint {found!r} is not {expected.target!r}"
@@ -176,7 +190,7 @@ def _deep_problem(store: ProvenanceStore, agg: AggDir, expected: Expected, bundl
     return None
 
 
-def _decide(expected: Expected, mine: list[AggDir], store: ProvenanceStore, bundle_ref: str,
+def _decide(expected: Expected, mine: list[AggDir], bundle_ref: str,
             deep: bool) -> tuple[str, str | None, int | None]:
     """(state, detail, listing row of the directory that decides it) for one expected aggregation."""
     n = len(expected.replicates)
@@ -188,7 +202,7 @@ def _decide(expected: Expected, mine: list[AggDir], store: ProvenanceStore, bund
         if agg.error:
             return "errored", f"{agg.name}: the target raised {agg.error}", agg.row
         if all_ok:
-            problem = _deep_problem(store, agg, expected, bundle_ref) if deep else None
+            problem = _deep_problem(agg, expected, bundle_ref) if deep else None
             if problem:
                 return "errored", f"{agg.name}: {problem}", agg.row
             return "verified", agg.name, agg.row
@@ -234,9 +248,10 @@ class _Owners:
 
 
 def classify(ledger: Ledger, job: dict, store: ProvenanceStore, target_dirs: list[str], *,
-             deep: bool = False) -> int:
+             deep: bool = False, read_timeout: float | None = READ_TIMEOUT) -> int:
     """Decide every expected aggregation of ``job`` (under ``target_dirs``) in ``temp.observed`` and
-    fill ``temp.claimed``; returns the number of aggregation directories read."""
+    fill ``temp.claimed``; returns the number of aggregation directories read. A directory whose read
+    outlasts ``read_timeout`` seconds counts as unread, with what stalled."""
     conn = ledger.conn
     conn.execute("DROP TABLE IF EXISTS temp.claimed")
     conn.execute("CREATE TEMP TABLE claimed (listing_row INTEGER PRIMARY KEY)")
@@ -255,11 +270,13 @@ def classify(ledger: Ledger, job: dict, store: ProvenanceStore, target_dirs: lis
         name = e.predicted_name()
         if name:
             predicted[(e.target_dir, name)] = e.param_id
-    found = {target_dir: _agg_dirs(ledger, target_dir)
-             for target_dir in sorted({e.target_dir for e in expected})}
-    dirs = [a for group in found.values() for a in group]
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        list(pool.map(lambda a: _read(store, a), dirs))
+    listed = {target_dir: _agg_dirs(ledger, target_dir)
+              for target_dir in sorted({e.target_dir for e in expected})}
+    dirs = [a for group in listed.values() for a in group]
+    read = {agg.row: result or replace(agg, problem=stalled, meta=(None, stalled))
+            for agg, result, stalled in timed_map(lambda view, a: _read(view, a, deep), dirs, store,
+                                                  timeout=read_timeout)}
+    found = {target_dir: [read[a.row] for a in group] for target_dir, group in listed.items()}
 
     owners = _Owners(replicates, predicted)
     by_owner: dict[tuple[str, str], list[AggDir]] = defaultdict(list)
@@ -275,7 +292,7 @@ def classify(ledger: Ledger, job: dict, store: ProvenanceStore, target_dirs: lis
     claimed: list[int] = []
     for e in expected:
         mine = by_owner.get((e.target_dir, e.param_id), [])
-        state, detail, row = _decide(e, mine, store, job["bundle_ref"], deep)
+        state, detail, row = _decide(e, mine, job["bundle_ref"], deep)
         decided.append((state, detail, row, e.output_id))
         claimed.extend(a.row for a in mine)
     if foreign:  # another job of the same store may aggregate the same targets

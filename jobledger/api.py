@@ -17,7 +17,7 @@ from . import states
 from .contracts import ContractError, is_study
 from .errors import JobledgerError
 from .ledger import Ledger, LedgerError, default_path
-from .limits import DEEP_READ_TIMEOUT, MAX_ATTEMPTS, RESUME_REASONS, SUBMIT_TIMEOUT
+from .limits import MAX_ATTEMPTS, READ_TIMEOUT, RESUME_REASONS, SUBMIT_TIMEOUT
 from .sqlquery import DEFAULT_TIMEOUT as DEFAULT_SQL_TIMEOUT
 from .sqlquery import run_query
 from .timeutil import parse_since, utcnow
@@ -312,5 +312,5 @@ __all__ = ["ledger_path", "open_ledger", "read_spec", "register", "forget", "cre
            "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs", "cancel_job", "Registered",
            "Forgotten", "JobStatus", "Rows", "ValidationResult", "Plan", "SyncChange", "Submitted",
            "Cancelled", "ResumePlan", "Resumed", "Pruned", "JobledgerError", "MISSING_REASONS",
-           "SUBMIT_TIMEOUT", "DEEP_READ_TIMEOUT", "MAX_ATTEMPTS", "RESUME_REASONS", "check_resume_reasons",
+           "SUBMIT_TIMEOUT", "READ_TIMEOUT", "MAX_ATTEMPTS", "RESUME_REASONS", "check_resume_reasons",
            "ReportWritten", "write_job_report", "write_ledger_report", "serve_ledger"]

@@ -14,12 +14,11 @@ from typing import Any, TypeVar
 from .hashing import blake2b_256_of
 from .layout import METADATA_FILE, RESULT_FILE, artifact_file
 from .ledger import Ledger
-from .limits import DEEP_READ_TIMEOUT
+from .limits import READ_TIMEOUT
 from .paths import unsafe_reason
 from .stores import MAX_ARTIFACT_BYTES, MAX_RESULT_BYTES, ProvenanceStore, StoreNotFound, UnreadableFile
 
 READ_THREADS = 16
-READ_TIMEOUT = DEEP_READ_TIMEOUT
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -216,4 +215,4 @@ def deep_check(ledger: Ledger, store: ProvenanceStore, *, checksums: bool, progr
     return len(changes)
 
 
-__all__ = ["deep_check", "timed_map", "TimedStore", "READ_TIMEOUT"]
+__all__ = ["deep_check", "timed_map", "TimedStore"]

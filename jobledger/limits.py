@@ -13,6 +13,6 @@ SUBMIT_TIMEOUT = 600.0
 RESUME_REASONS = ("missing", "incomplete", "errored")
 MAX_ATTEMPTS = 3
 
-# Seconds one store request of a deep check (validate --deep) may take before its output is errored:
-# a read stuck on a hung mount or a stalled download (validate --read-timeout).
-DEEP_READ_TIMEOUT = 60.0
+# Seconds one file read of a validation (a deep check's, an aggregation's) may take before its output
+# is given up: a read stuck on a hung mount or a stalled download (validate --read-timeout).
+READ_TIMEOUT = 60.0

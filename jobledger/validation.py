@@ -18,10 +18,11 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from . import aggregations, states
-from .deep import READ_TIMEOUT, deep_check
+from .deep import deep_check
 from .errors import JobledgerError
 from .layout import Layout
 from .ledger import Ledger, SpecNeeded, utcnow
+from .limits import READ_TIMEOUT
 from .observe import classify, observe, unexpected_from_listing
 from .recording import (
     data_version,
@@ -230,7 +231,7 @@ def _observe(ledger: Ledger, job: dict, store: ProvenanceStore, plan: Plan, *, d
         deep_check(ledger, store, checksums=checksums, progress=progress, read_timeout=read_timeout)
     if plan.strategy != "scan":
         # after the replicates they aggregate
-        aggregations.classify(ledger, job, store, plan.target_dirs, deep=deep)
+        aggregations.classify(ledger, job, store, plan.target_dirs, deep=deep, read_timeout=read_timeout)
         if plan.strategy == "list":
             unexpected_from_listing(ledger, job)
     counts = scanned.counts if scanned is not None and not deep else observed_counts(ledger)

@@ -165,3 +165,40 @@ def test_the_same_azure_job_without_a_stall_has_the_victim_verified(db_path, spe
                   and not (sample_tree / p / "error_details.arrow").exists())
     cli("validate", JOB, "--deep", "--read-timeout", "2", ok=(3,))
     assert outputs(db_path)[victim][0] == "verified"
+
+
+@pytest.mark.parametrize("args, stalls", [([], "result.json"), (["--deep"], "metadata.json")])
+def test_a_stalled_aggregation_read_leaves_that_aggregation_incomplete(db_path, spec_dir, released, monkeypatch,
+                                                                       args, stalls):
+    """Aggregation directories are read on every validation (their result.json names their inputs; under
+    --deep their metadata.json too): a stalled read leaves that aggregation incomplete, saying what stalled,
+    and the other aggregation and the simulations are decided as without the stall."""
+    tree = spec_dir / "upstream" / "worker-job-c400000a"
+    job_id = json.loads(cli("register", tree / "job-c400000a.json", "--store", tree / "provenance",
+                            "--json").stdout)["job_id"]
+    with Ledger(db_path) as ledger:
+        ledger.transition(job_id, "validating", "test: the runner finished")
+    cli("validate", job_id, *args)
+
+    def rows() -> list[tuple]:
+        with Ledger(db_path) as ledger:
+            return [tuple(r) for r in ledger.conn.execute("SELECT output_id, state, detail FROM outputs")]
+    before = rows()
+    assert {state for _, state, _ in before} == {"verified"}
+    victim = sorted(detail for _, _, detail in before if detail and detail.startswith("agg_"))[0]
+    original = LocalStore.chunks
+
+    def chunks(self, path, limit=None):
+        if f"/{victim}/{stalls}" in path:
+            released.wait(30)
+        yield from original(self, path, limit)
+
+    monkeypatch.setattr(LocalStore, "chunks", chunks)
+    started = time.monotonic()
+    result = json.loads(cli("validate", job_id, "--force", *args, "--read-timeout", "0.5", "--json",
+                            ok=(3,)).stdout)
+    assert time.monotonic() - started < 10
+    changed = sorted(set(rows()) - set(before))
+    assert [(state, detail) for _, state, detail in changed] == \
+        [("incomplete", f"{victim}: reading {stalls} took longer than 0.5 s")]
+    assert (result["verified"], result["incomplete"]) == (result["expected"] - 1, 1)

@@ -47,9 +47,10 @@ def _result_text(result: api.ValidationResult) -> str:
         help="list: list the job's prefixes; head: probe each expected output; auto: fewer requests.")
 @option("--deep", is_flag=True, help="Also read metadata.json/result.json and compare artifact sizes.")
 @option("--checksums", is_flag=True, help="With --deep, also verify each artifact's BLAKE2b-256.")
-@option("--read-timeout", type=click.FloatRange(min=0), default=api.DEEP_READ_TIMEOUT, metavar="SECONDS",
-        help="With --deep, an output one of whose reads takes longer than this (a hung mount, a stalled "
-             "download) is errored and the others are still read (0: no limit).")
+@option("--read-timeout", type=click.FloatRange(min=0), default=api.READ_TIMEOUT, metavar="SECONDS",
+        help="An output one of whose file reads takes longer than this (a hung mount, a stalled download) "
+             "is given up, errored (--deep) or an aggregation incomplete, and the others are still read "
+             "(0: no limit).")
 @option("--explain", "explain_only", is_flag=True, help="Print the plan and do nothing else.")
 @option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
