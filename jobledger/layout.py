@@ -192,6 +192,7 @@ class Layout:
                     fixed.append(text)
             else:
                 fixed.append(part[1])
+        fixed = [p for p in fixed if p != ""]  # a template ending in {seed} leaves an empty tail
         if len(fixed) == 2 and isinstance(fixed[0], str) and not isinstance(fixed[1], str):
             head, seed_part = fixed
             return lambda seed: head + seed_part({"seed": seed})
