@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from .contracts import ContractError
 from .hashing import blake2b_hex
@@ -111,23 +112,28 @@ def _compile_expr(expr: str, template: str):
     raise LayoutError(f"layout: invalid expression {{{expr}}} in {template!r}")
 
 
+def _partly_rendered(parts, ctx: dict) -> list:
+    """``parts`` with those whose variable ``ctx`` holds rendered, adjacent text joined and empty text
+    dropped; the others stay (name, render) pairs."""
+    out: list = []
+    for part in parts:
+        if isinstance(part, str) or part[0] in ctx:
+            text = part if isinstance(part, str) else part[1](ctx)
+            if out and isinstance(out[-1], str):
+                out[-1] += text
+            elif text:
+                out.append(text)
+        else:
+            out.append(part)
+    return out
+
+
 @lru_cache(maxsize=256)
 def _bundle_parts(template: str, bundle_ref: str) -> tuple:
     """The template's parts with what depends only on the bundle already rendered: a manifest
     renders one path per output, and only the param and seed parts differ between them."""
     digest = bundle_digest(bundle_ref)
-    ctx = {"bundle_digest": digest, "model_digest": digest}
-    parts: list = []
-    for part in _compile(template):
-        if isinstance(part, str) or part[0] in ctx:
-            text = part if isinstance(part, str) else part[1](ctx)
-            if parts and isinstance(parts[-1], str):
-                parts[-1] += text
-            else:
-                parts.append(text)
-        else:
-            parts.append(part)
-    return tuple(parts)
+    return tuple(_partly_rendered(_compile(template), {"bundle_digest": digest, "model_digest": digest}))
 
 
 def _known(name: str, template: str) -> None:
@@ -181,18 +187,8 @@ class Layout:
         Registration renders one path per replicate; hashing the param_id once per param
         set instead of once per output is most of the cost of a large manifest.
         """
-        ctx = {"param_id": param_id}
-        fixed: list = []
-        for part in _bundle_parts(self.sim_template, bundle_ref):
-            if isinstance(part, str) or part[0] != "seed":
-                text = part if isinstance(part, str) else part[1](ctx)
-                if fixed and isinstance(fixed[-1], str):
-                    fixed[-1] += text
-                else:
-                    fixed.append(text)
-            else:
-                fixed.append(part[1])
-        fixed = [p for p in fixed if p != ""]  # a template ending in {seed} leaves an empty tail
+        fixed: list[Any] = [part if isinstance(part, str) else part[1] for part in
+                 _partly_rendered(_bundle_parts(self.sim_template, bundle_ref), {"param_id": param_id})]
         if len(fixed) == 2 and isinstance(fixed[0], str) and not isinstance(fixed[1], str):
             head, seed_part = fixed
             return lambda seed: head + seed_part({"seed": seed})

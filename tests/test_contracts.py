@@ -72,6 +72,23 @@ def test_golden_paths_for_token_and_bundle_layouts(golden):
         assert token.agg_path(v["bundle_ref"], v["target_entrypoint"], v["aggregation_id"]) == v["token_layout"]
 
 
+def test_paths_rendered_once_per_param_set_equal_the_golden_and_whole_renders(golden):
+    """Registration renders a param set's paths with a seed function (layout.sim_path_for_param); it must
+    give the golden paths, and the same paths as a whole render for templates with text after the seed,
+    a seed in the middle, and a seed twice."""
+    for name, key in (("token", "token_layout"), ("bundle", "bundle_layout")):
+        layout = Layout.parse(name)
+        for v in golden["paths"]:
+            assert layout.sim_path_for_param(v["bundle_ref"], v["param_id"])(v["seed"]) == v[key]
+    pid, bundle = golden["paths"][0]["param_id"], golden["paths"][0]["bundle_ref"]
+    for template in ("r/{param_id[:8]}/s{seed}/out", "r/{seed}/{param_id}", "r/{param_id}/{seed}/{shard(seed,1,2)}",
+                     "r/{bundle_digest[:4]}/{param_id[:6]}_{seed}"):
+        layout = Layout.parse(template)
+        render = layout.sim_path_for_param(bundle, pid)
+        for seed in (0, 7, 2**64 - 1):
+            assert render(seed) == layout.sim_path(bundle, pid, seed), (template, seed)
+
+
 def test_registry_port_quirk_reproduces_the_worker_segment(golden):
     quirk = golden["worker_digest_segment_quirk"]
     assert bundle_digest(quirk["bundle_ref"])[:12] == quirk["worker_segment"]
