@@ -346,7 +346,7 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
     cancelled one. A job whose runtime is still to be heard from, and a cancelled job (cancelled
     is final), are only observed; a finished job keeps its verdict unless ``force``.
     ``progress.advance(n)`` (optional) is told how many directories or outputs were looked at.
-    ``read_timeout``: seconds one read of a deep check may take (None: no limit)."""
+    ``read_timeout``: seconds one file read (a deep check's, an aggregation's) may take (None: no limit)."""
     clock = time.monotonic()
     job = _job_to_check(ledger, job_id)
     if strategy not in STRATEGIES:
