@@ -117,6 +117,18 @@ def test_a_check_that_fails_still_fails_the_validation(db_path, deep_baseline, m
     assert result.stderr.strip() == "error: cannot read: the store broke"
 
 
+def sample_job_on_azurite(db_path, spec_dir, sample_tree) -> str:
+    """The sample job registered on a fresh Azurite container and moved to validating; returns the first
+    output with a result.json and no error (the one the tests below stall)."""
+    from jobledger.stores import open_store
+    url = f"az://stall-{uuid.uuid4().hex[:12]}/workers"
+    open_store(url).upload_tree(sample_tree)
+    cli("register", spec_dir / "sample" / f"{JOB}.json", "--store", url)
+    to_validating(db_path)
+    return next(p for p in sorted(outputs(db_path)) if (sample_tree / p / "result.json").is_file()
+                and not (sample_tree / p / "error_details.arrow").exists())
+
+
 def test_a_blob_download_that_never_answers_on_azurite(db_path, spec_dir, sample_tree, azure_conn, azurite):
     """A real stall: a proxy in front of Azurite holds one output's result.json download forever (the
     socket stays open, no byte comes back). The CLI, in its own process, decides the job and exits soon
@@ -124,14 +136,7 @@ def test_a_blob_download_that_never_answers_on_azurite(db_path, spec_dir, sample
     30 s, with retries)."""
     from delay_proxy import DelayProxy
 
-    from jobledger.stores import open_store
-    url = f"az://stall-{uuid.uuid4().hex[:12]}/workers"
-    open_store(url).upload_tree(sample_tree)
-    cli("register", spec_dir / "sample" / f"{JOB}.json", "--store", url)
-    to_validating(db_path)
-    states = {p: s for p, (s, _) in outputs(db_path).items()}
-    victim = next(p for p in sorted(states) if (sample_tree / p / "result.json").is_file()
-                  and not (sample_tree / p / "error_details.arrow").exists())
+    victim = sample_job_on_azurite(db_path, spec_dir, sample_tree)
     with DelayProxy("127.0.0.1", azurite.port, stall=f"/{victim}/result.json".encode()) as proxy:
         env = {**os.environ, "JOBLEDGER_DB": str(db_path), "PYTHONPATH": str(ROOT),
                "AZURE_STORAGE_CONNECTION_STRING": azure_conn.replace(f":{azurite.port}/", f":{proxy.port}/")}
@@ -155,14 +160,7 @@ def test_a_blob_download_that_never_answers_on_azurite(db_path, spec_dir, sample
 def test_the_same_azure_job_without_a_stall_has_the_victim_verified(db_path, spec_dir, sample_tree,
                                                                     azure_conn):
     """The control for the test above: through no proxy, the same output is verified by --deep."""
-    from jobledger.stores import open_store
-    url = f"az://stall-{uuid.uuid4().hex[:12]}/workers"
-    open_store(url).upload_tree(sample_tree)
-    cli("register", spec_dir / "sample" / f"{JOB}.json", "--store", url)
-    to_validating(db_path)
-    states = {p: s for p, (s, _) in outputs(db_path).items()}
-    victim = next(p for p in sorted(states) if (sample_tree / p / "result.json").is_file()
-                  and not (sample_tree / p / "error_details.arrow").exists())
+    victim = sample_job_on_azurite(db_path, spec_dir, sample_tree)
     cli("validate", JOB, "--deep", "--read-timeout", "2", ok=(3,))
     assert outputs(db_path)[victim][0] == "verified"
 
