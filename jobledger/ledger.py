@@ -7,10 +7,8 @@ job; WAL mode lets readers (``status``, ``sql``) proceed while a writer works.
 from __future__ import annotations
 
 import gzip
-import heapq
 import itertools
 import json
-import operator
 import os
 import re
 import sqlite3
@@ -31,8 +29,6 @@ SCHEMA_VERSION = migrations.schema_version()
 BUSY_TIMEOUT_MS = 30_000
 
 
-# The states ``unverified_outputs`` lists (every state but verified).
-UNVERIFIED_STATES = tuple(s for s in states.OUTPUT_STATES if s != "verified") + (states.UNCHECKED,)
 
 class LedgerError(JobledgerError):
     """A problem the user can fix; the CLI prints it as one line."""
@@ -244,21 +240,16 @@ class Ledger:
         """Not-verified outputs of one job in registration order, from the ``unverified_outputs`` view,
         as tuples (UNVERIFIED_COLUMNS) read as they are iterated.
 
-        Each reason is read in output_id order straight off the (job_id, state) index, and the reasons
-        are merged: the first row comes at once, where one ``ORDER BY output_id`` over all of them
-        would sort a million rows before returning any."""
+        One pass over the job's manifest rows in output_id order (its index gives that order, so nothing
+        is sorted and the first row comes at once); each row's state is a primary-key probe into
+        output_states. (Reading each reason by itself and merging cost one full pass per reason before
+        the first row: 0.48 s at 1,000,000 outputs.)"""
         self.job(job_id)
-        sql = (f"SELECT output_id, {', '.join(self.UNVERIFIED_COLUMNS)} FROM unverified_outputs "
-               f"WHERE job_id = ? AND reason = ? ORDER BY output_id")
-        reasons = [reason] if reason else UNVERIFIED_STATES
-
-        def read(state: str) -> Iterator[tuple]:
-            cursor = self.conn.cursor()
-            cursor.row_factory = None  # plain tuples: cheaper than sqlite3.Row for a million rows
-            yield from cursor.execute(sql, (job_id, state))
-
-        merged = heapq.merge(*(read(state) for state in reasons), key=operator.itemgetter(0))
-        rows = (row[1:] for row in merged)
+        where = "job_id = ?" + (" AND reason = ?" if reason else "")
+        cursor = self.conn.cursor()
+        cursor.row_factory = None  # plain tuples: cheaper than sqlite3.Row for a million rows
+        rows = cursor.execute(f"SELECT {', '.join(self.UNVERIFIED_COLUMNS)} FROM unverified_outputs "
+                              f"WHERE {where} ORDER BY output_id", (job_id, reason) if reason else (job_id,))
         return itertools.islice(rows, limit) if limit else rows
 
     def unverified(self, job_id: str, reason: str | None = None, limit: int | None = None) -> list[dict]:
