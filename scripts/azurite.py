@@ -49,7 +49,7 @@ class Azurite:
     def connection_string(self) -> str:
         return connection_string(self.port)
 
-    def start(self, timeout: float = 30.0) -> "Azurite":
+    def start(self, timeout: float = 30.0) -> Azurite:
         self.process = subprocess.Popen(
             [azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", self.location,
              "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose"],

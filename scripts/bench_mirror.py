@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from jobledger import api, states  # noqa: E402
 from jobledger.ledger import Ledger, utcnow  # noqa: E402
 from jobledger.registry import open_mirror, open_versioned_store  # noqa: E402
-from jobledger.registry.mirror import Mirror, pull, push  # noqa: E402
+from jobledger.registry.mirror import Mirror  # noqa: E402
+from jobledger.registry.transfer import pull, push  # noqa: E402
 from jobledger.registry.state import state_key  # noqa: E402
 
 STATUS_CHANGES = [states.RUNNING, states.VALIDATING, states.PARTIAL]
@@ -175,6 +176,7 @@ def main() -> None:
         report("local directory", jobledger_way(url, work, spec), modelops_way(url, work, spec))
         if args.azurite:
             import os
+
             from azurite import Azurite
             service = Azurite().start()
             try:

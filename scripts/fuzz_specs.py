@@ -20,7 +20,6 @@ import gzip
 import json
 import os
 import random
-import shutil
 import sys
 import tempfile
 import time
