@@ -44,7 +44,8 @@ def main() -> int:
         rows = []
         for i in range(args.jobs):
             job_id = f"job-{i:08x}"
-            standin.add_job(NS, runner_job_manifest(job_id, NS, f"jobs/simulation/{job_id}.json"))
+            standin.add_job(NS, runner_job_manifest(job_id, NS, f"jobs/simulation/{job_id}.json",
+                                                    bundle_registry="registry.example/models"))
             standin.set_status(NS, job_id, {"active": 1} if i % 3 else {"succeeded": 1, "conditions": [
                 {"type": "Complete", "status": "True"}]})
             rows.append({"job_id": job_id, "k8s_namespace": NS, "k8s_name": job_id})
