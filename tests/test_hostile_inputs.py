@@ -428,6 +428,14 @@ MANIFEST_EDITS = {
     "header params malformed": lambda h, rows: ({**h, "params": [[1]]}, rows),
     "header count wrong": lambda h, rows: ({**h, "outputs": 3}, rows),
     "parent id a path": lambda h, rows: ({**h, "job": {**h["job"], "parent_job_id": "../x"}}, rows),
+    # found by scripts/fuzz_specs.py (each was a traceback from the INSERT of the jobs row)
+    "expected_total null": lambda h, rows: ({**h, "job": {**h["job"], "expected_total": None}}, rows),
+    "created_at null": lambda h, rows: ({**h, "job": {**h["job"], "created_at": None}}, rows),
+    "tasks_total past 64 bits": lambda h, rows: ({**h, "job": {**h["job"], "tasks_total": 2**70}}, rows),
+    "tasks_total a float": lambda h, rows: ({**h, "job": {**h["job"], "tasks_total": 4.5}}, rows),
+    "tasks_total true": lambda h, rows: ({**h, "job": {**h["job"], "tasks_total": True}}, rows),
+    "layout a number": lambda h, rows: ({**h, "job": {**h["job"], "layout": 3}}, rows),
+    "metadata not an object": lambda h, rows: ({**h, "job": {**h["job"], "metadata": "[1, 2]"}}, rows),
 }
 
 
@@ -442,6 +450,47 @@ def test_pull_refuses_hand_made_manifests(registered, tmp_path, monkeypatch, cas
     before = dump(fresh)
     result = cli("--registry", registry, "pull", SAMPLE_JOB, ok=None)
     assert_refused(result, fresh, before)
+
+
+def modelops_state(job_id: str, **fields) -> bytes:
+    """A state.json as ModelOps writes it (no jobledger part), with ``fields`` changed."""
+    from modelops_writer import from_dict
+    doc = from_dict({"job_id": job_id, "status": "running", "created_at": "2026-01-01T00:00:00+00:00",
+                     "updated_at": "2026-01-01T00:00:00+00:00", "k8s_name": job_id, "tasks_total": 4,
+                     "tasks_completed": 0, "tasks_verified": 0, "validation_attempts": 0, "expected_outputs": [],
+                     "verified_outputs": [], "missing_outputs": [], "metadata": {}})
+    return json.dumps({**doc, **fields}).encode()
+
+
+STATE_EDITS = {"tasks_total past 64 bits": {"tasks_total": 2**70}, "tasks_total negative": {"tasks_total": -1},
+               "validation_attempts text": {"validation_attempts": "3"}, "created_at a number": {"created_at": 5},
+               "k8s_name a list": {"k8s_name": ["x"]}, "tasks_completed a float": {"tasks_completed": 1.5}}
+
+
+@pytest.mark.parametrize("case", list(STATE_EDITS))
+def test_pull_refuses_a_modelops_state_with_fields_of_the_wrong_type(tmp_path, monkeypatch, case):
+    registry, job_id = tmp_path / "registry", "job-0000beef"
+    (registry / "jobs" / job_id).mkdir(parents=True)
+    rewrite_blob(registry, job_id, "state.json", modelops_state(job_id, **STATE_EDITS[case]))
+    fresh = tmp_path / "analyst.db"
+    monkeypatch.setenv("JOBLEDGER_DB", str(fresh))
+    Ledger(fresh).close()
+    before = dump(fresh)
+    result = cli("--registry", registry, "pull", job_id, ok=None)
+    assert_refused(result, fresh, before)
+    assert f"key {next(iter(STATE_EDITS[case]))!r}" in result.stderr
+
+
+def test_pull_imports_a_modelops_state_without_timestamps(tmp_path, monkeypatch):
+    """ModelOps always writes both; a job whose state lost them is still imported (created now)."""
+    registry, job_id = tmp_path / "registry", "job-0000beef"
+    (registry / "jobs" / job_id).mkdir(parents=True)
+    rewrite_blob(registry, job_id, "state.json", modelops_state(job_id, created_at=None, updated_at=None))
+    monkeypatch.setenv("JOBLEDGER_DB", str(tmp_path / "analyst.db"))
+    cli("--registry", registry, "pull", job_id)
+    with Ledger(tmp_path / "analyst.db") as ledger:
+        job = ledger.job(job_id)
+    assert job["status"] == "running" and job["created_at"] and job["updated_at"]
 
 
 @pytest.mark.parametrize("blob", ["gzip bomb", "not gzip", "truncated", "outputs malformed", "event state bogus",

@@ -51,6 +51,22 @@ def check_key(key: str) -> str:
     return key
 
 
+def is_count(value: object) -> bool:
+    """A non-negative integer SQLite can store (a pulled count may be any JSON number)."""
+    return type(value) is int and 0 <= value < 2**63
+
+
+def check_fields(doc: dict, key: str, *, text: tuple[str, ...] = (), counts: tuple[str, ...] = (),
+                 where: str = "") -> None:
+    """Each of ``text`` absent, null or a string, each of ``counts`` absent, null or a count."""
+    for name in text:
+        if not (doc.get(name) is None or isinstance(doc[name], str)):
+            raise RegistryError(f"{key}: {where}key {name!r} is not text")
+    for name in counts:
+        if not (doc.get(name) is None or is_count(doc[name])):
+            raise RegistryError(f"{key}: {where}key {name!r} is not a count (a whole number, 0 to 2**63-1)")
+
+
 def check_text(doc: object, raw: str | bytes, key: str) -> None:
     """Refuse a parsed blob holding text that is not Unicode (a lone surrogate from a \\udXXX escape): it
     could be neither stored in SQLite nor printed. Only text with escapes needs the full check."""

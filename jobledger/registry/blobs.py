@@ -25,7 +25,7 @@ from ..manifest import SEED_POLICIES, ExpectedOutput
 from ..paths import unsafe_reason
 from ..redact import refuse_sas
 from ..states import OUTPUT_STATES
-from .base import RegistryError, check_text
+from .base import RegistryError, check_fields, check_text
 
 MANIFEST_FORMAT = "jobledger-manifest/1"
 OBSERVED_FORMAT = "jobledger-observed/1"
@@ -35,6 +35,10 @@ MANIFEST_COLUMNS = ("job_type", "bundle_ref", "runtime", "parent_job_id", "store
                     "created_at", "metadata")
 RUN_COLUMNS = ("started_at", "finished_at", "store_url", "strategy", "deep", "requests", "expected",
                "verified", "missing", "errored", "incomplete", "unexpected", "outcome", "error")
+# How the ledger stores them: text, counts (INTEGER), and those it cannot do without (NOT NULL).
+COUNT_COLUMNS = ("tasks_total", "expected_total")
+TEXT_COLUMNS = tuple(c for c in MANIFEST_COLUMNS if c not in COUNT_COLUMNS)
+REQUIRED_COLUMNS = ("job_type", "layout", "seed_policy", "created_at", *COUNT_COLUMNS)
 KINDS = {"s": "simulation", "a": "aggregation"}
 # A blob decompresses to at most this many times its own size (JSON lines compress ~10x; a gzip bomb
 # 1000x), never less than 64 MiB nor more than JOBLEDGER_MAX_BLOB_BYTES (default 8 GiB).
@@ -64,6 +68,13 @@ def _shape(ok: bool, key: str, where: str, what: str) -> None:
         raise RegistryError(f"{key}: {where}: {what}")
 
 
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 def _is_seed(value: object) -> bool:
     return value is None or (isinstance(value, int) and not isinstance(value, bool)) or \
         (isinstance(value, str) and value.isascii() and value.isdigit())
@@ -76,9 +87,13 @@ def check_manifest(header: dict, rows: list, key: str) -> None:
     job: Any = header.get("job")
     _shape(isinstance(job, dict), key, "header", "'job' is not an object")
     _shape("spec" in header, key, "header", "'spec' is missing")
-    _shape(all(k in job and (job[k] is None or isinstance(job[k], (str, int, float)))
-               for k in MANIFEST_COLUMNS),
-           key, "header", f"'job' must hold {', '.join(MANIFEST_COLUMNS)} as plain values")
+    _shape(all(k in job for k in MANIFEST_COLUMNS), key, "header",
+           f"'job' must hold {', '.join(MANIFEST_COLUMNS)}")
+    check_fields(job, key, text=TEXT_COLUMNS, counts=COUNT_COLUMNS, where="header: job: ")
+    _shape(all(job[k] is not None for k in REQUIRED_COLUMNS), key, "header",
+           f"'job' has no {' or '.join(k for k in REQUIRED_COLUMNS if job[k] is None)}")
+    _shape(job["metadata"] is None or _is_json_object(job["metadata"]), key, "header",
+           "'job' metadata is not a JSON object")
     _shape(job["seed_policy"] in SEED_POLICIES, key, "header", "unknown seed_policy")
     _shape(isinstance(job["layout"], str), key, "header", "layout is not text")
     try:

@@ -16,7 +16,7 @@ from typing import Any
 from .. import states
 from ..paths import unsafe_reason
 from ..timeutil import utcnow
-from .base import RegistryError, check_text
+from .base import RegistryError, check_fields, check_text
 
 STATE_FORMAT = "jobledger-state/1"
 MOVED_BY_MODELOPS = "moved by ModelOps"
@@ -31,6 +31,10 @@ MODELOPS_KEYS = ("job_id", "status", "created_at", "updated_at", "k8s_name", "k8
                  "expected_outputs", "verified_outputs", "missing_outputs", "tasks_verified",
                  "validation_started_at", "validation_completed_at", "validation_attempts",
                  "last_validation_error", "metadata")
+STATE_TEXT_FIELDS = ("created_at", "updated_at", "k8s_name", "k8s_namespace", "k8s_uid", "error_message",
+                     "error_code", "results_path", "validation_started_at", "validation_completed_at",
+                     "last_validation_error")
+STATE_COUNT_FIELDS = ("tasks_total", "tasks_completed", "tasks_verified", "validation_attempts")
 # Job columns a status change or a pull carries over from the registry.
 SHARED_COLUMNS = ("k8s_name", "k8s_namespace", "k8s_uid", "validation_started_at", "validation_completed_at",
                   "validation_attempts", "last_validation_error", "error_message", "error_code")
@@ -65,6 +69,8 @@ def parse_state(data: bytes, key: str) -> dict:
             raise RegistryError(f"{key}: key {name!r} is missing or not a string")
     if doc["status"] not in states.STATUSES:
         raise RegistryError(f"{key}: key 'status' has unknown value {doc['status']!r}")
+    # ModelOps's own types for the fields the ledger stores (JobState's str | None and int fields).
+    check_fields(doc, key, text=STATE_TEXT_FIELDS, counts=STATE_COUNT_FIELDS)
     if state_key(doc["job_id"]) != key:
         raise RegistryError(f"{key}: key 'job_id' is {doc['job_id']!r}, which does not match the blob name")
     meta = doc.get("metadata")
@@ -269,7 +275,7 @@ def foreign_job_columns(doc: dict) -> dict:
             "store_url": doc.get("results_path"), "layout": ours.get("layout") or "token",
             "seed_policy": ours.get("seed_policy") or "runner", "spec_format": None, "spec_sha256": None,
             "tasks_total": doc.get("tasks_total") or 0, "expected_total": 0,
-            "created_at": doc.get("created_at") or doc.get("updated_at"),
+            "created_at": doc.get("created_at") or doc.get("updated_at") or utcnow(),
             "metadata": json.dumps({k: v for k, v in (doc.get("metadata") or {}).items()
                                     if k != "jobledger"})}
 
