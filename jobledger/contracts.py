@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import JobledgerError
+from .errors import JobledgerError, shown
 from .hashing import blake2b_hex
 
 SEED_MAX = 2**64 - 1
@@ -41,12 +41,12 @@ def _check_scalar(value: Any, where: str) -> None:
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ContractError(f"{where}: non-finite float {value!r} is not allowed")
+            raise ContractError(f"{where}: non-finite float {shown(value)} is not allowed")
         return
     if isinstance(value, Mapping):
         for k, v in value.items():
             if not isinstance(k, str):
-                raise ContractError(f"{where}: key {k!r} is not a string")
+                raise ContractError(f"{where}: key {shown(k)} is not a string")
             _check_scalar(v, f"{where}.{k}")
         return
     if isinstance(value, (list, tuple)):
@@ -108,21 +108,21 @@ def job_id_for(spec: Mapping[str, Any], prefix: str = "job") -> str:
 
 def check_bundle_ref(ref: Any, where: str = "bundle_ref") -> str:
     if not isinstance(ref, str) or not _BUNDLE_RE.fullmatch(ref):
-        raise ContractError(f"{where}: {ref!r} is not 'sha256:<64 hex>' or '<repo>@sha256:<64 hex>'")
+        raise ContractError(f"{where}: {shown(ref)} is not 'sha256:<64 hex>' or '<repo>@sha256:<64 hex>'")
     return ref
 
 
 def check_entrypoint(ep: Any, where: str = "entrypoint") -> str:
     """An entrypoint as ModelOps parses it: ``dotted.module/scenario`` or ``dotted.module:object``."""
     if not isinstance(ep, str) or ("/" in ep) == (":" in ep):
-        raise ContractError(f"{where}: {ep!r} is not 'import.path/scenario' or 'module.path:object'")
+        raise ContractError(f"{where}: {shown(ep)} is not 'import.path/scenario' or 'module.path:object'")
     module, sep, name = ep.rpartition("/") if "/" in ep else ep.rpartition(":")
     if not _IMPORT_RE.fullmatch(module):
-        raise ContractError(f"{where}: {ep!r}: import path {module!r} is not a dotted module path such as "
-                            f"'models.sir' (ModelOps refuses it: 'Invalid import_path format')")
+        raise ContractError(f"{where}: {shown(ep)}: import path {shown(module)} is not a dotted module path "
+                            f"such as 'models.sir' (ModelOps refuses it: 'Invalid import_path format')")
     if not (_SCENARIO_RE if sep == "/" else _OBJECT_RE).fullmatch(name):
         what = "scenario" if sep == "/" else "object name"
-        raise ContractError(f"{where}: {ep!r}: {what} {name!r} is not valid")
+        raise ContractError(f"{where}: {shown(ep)}: {what} {shown(name)} is not valid")
     return ep
 
 
@@ -135,7 +135,7 @@ def check_target_entrypoints(targets: Any, where: str) -> list[str]:
 
 def check_seed(seed: Any, where: str = "seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise ContractError(f"{where}: {seed!r} is not an integer in 0..2**64-1")
+        raise ContractError(f"{where}: {shown(seed)} is not an integer in 0..2**64-1")
     return seed
 
 
@@ -154,7 +154,7 @@ def check_task_count(n: int) -> int:
 
 def check_job_id(job_id: Any, where: str = "job_id") -> str:
     if not isinstance(job_id, str) or not _JOB_ID_RE.fullmatch(job_id) and not _is_resume_id(job_id):
-        raise ContractError(f"{where}: {job_id!r} is not 'job-<8 hex>' or 'calib-<8 hex>'")
+        raise ContractError(f"{where}: {shown(job_id)} is not 'job-<8 hex>' or 'calib-<8 hex>'")
     return job_id
 
 
@@ -173,7 +173,7 @@ def _check_params_values(values: Any, where: str) -> dict:
         if type(key) is str and (kind in _PLAIN_SCALARS or (kind is float and math.isfinite(value))):
             continue  # the usual case, decided without the checks below
         if not isinstance(key, str):
-            raise ContractError(f"{where}: key {key!r} is not a string")
+            raise ContractError(f"{where}: key {shown(key)} is not a string")
         if isinstance(value, float) and not math.isfinite(value):
             raise ContractError(f"{where}.{key}: non-finite float is not allowed")
         if not isinstance(value, (bool, int, float, str)):
@@ -268,7 +268,7 @@ def simjob_from_json(doc: Any, *, job_id: str | None = None,
         raise ContractError("tasks: must be a non-empty list")
     priority = doc.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
-        raise ContractError(f"priority: {priority!r} is not an integer")
+        raise ContractError(f"priority: {shown(priority)} is not an integer")
     metadata = doc.get("metadata") or {}
     if not isinstance(metadata, Mapping):
         raise ContractError("metadata: must be an object")
@@ -291,8 +291,8 @@ def check_job_header(doc: Any, job_id: str | None = None, *, partial: bool = Fal
         raise ContractError("spec: top level must be a JSON object")
     job_type = doc.get("job_type", "simulation")
     if job_type != "simulation":
-        raise ContractError(f"job_type: {job_type!r} is not supported (only 'simulation' jobs have outputs "
-                            f"to check)")
+        raise ContractError(f"job_type: {shown(job_type)} is not supported (only 'simulation' jobs have "
+                            f"outputs to check)")
     if not partial or "bundle_ref" in doc:
         check_bundle_ref(doc.get("bundle_ref"))
     if not partial or job_id or "job_id" in doc:
@@ -338,9 +338,8 @@ class TaskReader:
         if param_set is None:
             param_set = self._param_sets[text] = UniqueParameterSet(_param_id_of_canonical(text), values)
         if params.get("param_id") != param_set.param_id:
-            raise ContractError(f"{where}.params.param_id: {params.get('param_id')!r} does not match the "
-                                f"values "
-                                f"(recomputed {param_set.param_id})")
+            raise ContractError(f"{where}.params.param_id: {shown(params.get('param_id'))} does not match "
+                                f"the values (recomputed {param_set.param_id})")
         seed = check_seed(doc.get("seed"), f"{where}.seed")
         outputs = doc.get("outputs")
         if outputs is not None:
@@ -360,14 +359,14 @@ def study_to_simjob(doc: Any, bundle_ref: str | None, *, job_id: str | None = No
     bundle_ref = check_bundle_ref(bundle_ref, "--bundle")
     model, scenario = doc.get("model"), doc.get("scenario")
     if not isinstance(model, str) or not _IMPORT_RE.fullmatch(model):
-        raise ContractError(f"model: {model!r} is not a dotted import path such as 'models.sir' "
+        raise ContractError(f"model: {shown(model)} is not a dotted import path such as 'models.sir' "
                             f"(ModelOps refuses it: 'Invalid import_path format')")
     if not isinstance(scenario, str) or not _SCENARIO_RE.fullmatch(scenario):
-        raise ContractError(f"scenario: {scenario!r} is not a valid scenario name")
+        raise ContractError(f"scenario: {shown(scenario)} is not a valid scenario name")
     entrypoint = check_entrypoint(f"{model}/{scenario}")
     n_replicates = doc.get("n_replicates", 1)
     if isinstance(n_replicates, bool) or not isinstance(n_replicates, int) or n_replicates < 1:
-        raise ContractError(f"n_replicates: {n_replicates!r} is not a positive integer")
+        raise ContractError(f"n_replicates: {shown(n_replicates)} is not a positive integer")
     outputs = doc.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list) or not all(isinstance(o, str) and o for o in outputs):

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from .contracts import ContractError
+from .errors import shown
 from .hashing import blake2b_hex
 from .paths import unsafe_reason
 
@@ -86,7 +87,7 @@ def _compile(template: str):
         pos = match.end()
     tail = template[pos:]
     if "{" in tail or "}" in tail or any("{" in p or "}" in p for p in parts if isinstance(p, str)):
-        raise LayoutError(f"layout: unbalanced braces in {template!r}")
+        raise LayoutError(f"layout: unbalanced braces in {shown(template)}")
     parts.append(tail)
     return tuple(parts)
 
@@ -109,7 +110,7 @@ def _compile_expr(expr: str, template: str):
             digest = blake2b_hex(str(ctx[name]))
             return "/".join(digest[i * width:(i + 1) * width] for i in range(depth))
         return name, shard
-    raise LayoutError(f"layout: invalid expression {{{expr}}} in {template!r}")
+    raise LayoutError(f"layout: invalid expression {{{expr}}} in {shown(template)}")
 
 
 def _partly_rendered(parts, ctx: dict) -> list:
@@ -138,7 +139,7 @@ def _bundle_parts(template: str, bundle_ref: str) -> tuple:
 
 def _known(name: str, template: str) -> None:
     if name not in KNOWN_VARS:
-        raise LayoutError(f"layout: unknown variable {name!r} in {template!r} "
+        raise LayoutError(f"layout: unknown variable {shown(name)} in {shown(template)} "
                           f"(known: {', '.join(sorted(KNOWN_VARS))})")
 
 
@@ -159,19 +160,20 @@ class Layout:
         if spec in ("token", "bundle"):
             return cls(spec, f"{spec}/v1/{SIM_TEMPLATE}", f"{spec}/v1/{AGG_TEMPLATE}")
         if "{" not in spec:
-            raise LayoutError(f"layout: {spec!r} is not 'token', 'bundle' or a path template")
+            raise LayoutError(f"layout: {shown(spec)} is not 'token', 'bundle' or a path template")
         _compile(spec)
         for required in ("param_id", "seed"):
             if required not in spec:
-                raise LayoutError(f"layout: template {spec!r} must use {{{required}}} to keep outputs apart")
+                raise LayoutError(f"layout: template {shown(spec)} must use {{{required}}} to keep outputs "
+                                  f"apart")
         layout = cls(spec, spec, None)
         # Every value a variable takes renders as hex or digits, so a sample path shows whether the
         # template itself (its literal text, or a slice such as {param_id[:0]}) leaves the store.
         sample = layout.sim_path("sha256:" + "0" * 64, "0" * 64, 0)
         reason = unsafe_reason(sample)
         if reason is not None:
-            raise LayoutError(f"layout: template {spec!r} gives paths like {sample!r}, which {reason}; "
-                              f"output paths must stay inside the store")
+            raise LayoutError(f"layout: template {shown(spec)} gives paths like {shown(sample)}, which "
+                              f"{reason}; output paths must stay inside the store")
         return layout
 
     def sim_context(self, bundle_ref: str, param_id: str, seed: int | None) -> dict:
@@ -229,7 +231,7 @@ def warn_for_bundle(bundle_ref: str) -> str | None:
     prints it as a ``warning:`` line."""
     segment = bundle_digest(bundle_ref)[:12]
     if "/" in segment:
-        message = (f"bundle_ref {bundle_ref!r} has a registry port, so workers write under "
+        message = (f"bundle_ref {shown(bundle_ref)} has a registry port, so workers write under "
                    f"'{segment}' (a segment containing '/'); jobledger reproduces that path")
         return message
     return None

@@ -169,7 +169,8 @@ class Tally:
             problem = "a traceback was printed"
         elif result.exit_code not in (0, 1, 2, 3, 4):
             problem = f"exit status {result.exit_code}"
-        elif result.stderr.count("error:") > 1 or (result.exit_code == 1 and not result.stderr.startswith("error: ")):
+        elif sum(line.startswith("error:") for line in result.stderr.splitlines()) > 1 or (
+                result.exit_code == 1 and not result.stderr.startswith("error: ")):
             problem = f"not a one-line error: {result.stderr[:200]!r}"
         elif "URLSECRET" in result.output:
             problem = "a secret in a URL was echoed"

@@ -133,6 +133,19 @@ def test_register_refuses_hostile_specs_in_one_line(registered, sample_spec, tmp
     assert_refused(result, registered, before)
 
 
+@pytest.mark.parametrize("field, value", [("job_type", {f"error: {i}": "x" * 10_000 for i in range(500)}),
+                                          ("job_id", "job-" + "a" * 1_000_000),
+                                          ("bundle_ref", "sha256:" + "\n".join(["error: boom"] * 10_000))])
+def test_a_refused_value_is_quoted_cut_short(registered, sample_spec, tmp_path, field, value):
+    """Found by scripts/fuzz_specs.py: the error quoted the whole value back (megabytes, and text that reads
+    like more error lines). It is quoted as reprlib shortens it: one line of a few hundred characters."""
+    before = dump(registered)
+    result = cli("register", write_spec(tmp_path, {**sample_spec, field: value}), "--store", tmp_path / "store",
+                 ok=None)
+    assert_refused(result, registered, before)
+    assert field in result.stderr and len(result.stderr) < 700, result.stderr[:700]
+
+
 def test_register_refuses_a_job_id_option_with_a_newline(registered, spec_dir, tmp_path):
     before = dump(registered)
     result = cli("register", spec_dir / "sample" / f"{SAMPLE_JOB}.json", "--job-id", "job-0000cccc\n", "--store",
