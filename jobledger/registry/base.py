@@ -5,7 +5,7 @@ import json
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-from ..errors import JobledgerError
+from ..errors import JobledgerError, shown
 
 
 class RegistryError(JobledgerError):
@@ -47,7 +47,7 @@ def check_key(key: str) -> str:
     """Keys are relative slash-separated names without empty, '.' or '..' parts."""
     parts = key.split("/")
     if not key or any(p in ("", ".", "..") for p in parts) or "\\" in key:
-        raise RegistryError(f"invalid registry key {key!r}")
+        raise RegistryError(f"invalid registry key {shown(key)}")
     return key
 
 

@@ -14,6 +14,7 @@ from itertools import islice
 from typing import Any
 
 from .. import states
+from ..errors import shown
 from ..paths import unsafe_reason
 from ..timeutil import utcnow
 from .base import RegistryError, check_fields, check_text
@@ -68,11 +69,12 @@ def parse_state(data: bytes, key: str) -> dict:
         if not isinstance(doc.get(name), str):
             raise RegistryError(f"{key}: key {name!r} is missing or not a string")
     if doc["status"] not in states.STATUSES:
-        raise RegistryError(f"{key}: key 'status' has unknown value {doc['status']!r}")
+        raise RegistryError(f"{key}: key 'status' has unknown value {shown(doc['status'])}")
     # ModelOps's own types for the fields the ledger stores (JobState's str | None and int fields).
     check_fields(doc, key, text=STATE_TEXT_FIELDS, counts=STATE_COUNT_FIELDS)
     if state_key(doc["job_id"]) != key:
-        raise RegistryError(f"{key}: key 'job_id' is {doc['job_id']!r}, which does not match the blob name")
+        raise RegistryError(f"{key}: key 'job_id' is {shown(doc['job_id'])}, which does not match the blob "
+                            f"name")
     meta = doc.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         raise RegistryError(f"{key}: key 'metadata' is not an object")
