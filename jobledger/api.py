@@ -7,6 +7,7 @@ dependencies point from here down to the domain modules.
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ def __getattr__(name: str) -> Any:
 
 def ledger_path(path: str | Path | None) -> Path:
     """Where the ledger is: ``path``, else $JOBLEDGER_DB, else the XDG data directory."""
-    return Path(path).expanduser() if path else default_path()
+    return Path(os.path.expanduser(path)) if path else default_path()
 
 
 def job_ids(ledger_file: str | Path | None, *, prefix: str = "") -> list[str]:

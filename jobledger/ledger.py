@@ -53,7 +53,7 @@ class SpecNeeded(LedgerError):
 def default_path() -> Path:
     env = os.environ.get("JOBLEDGER_DB")
     if env:
-        return Path(env).expanduser()
+        return Path(os.path.expanduser(env))
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return Path(data_home) / "jobledger" / "ledger.db"
 
@@ -63,7 +63,7 @@ class Ledger:
     before it is committed locally (see jobledger.registry)."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, readonly: bool = False, mirror=None):
-        self.path = Path(path).expanduser() if path else default_path()
+        self.path = Path(os.path.expanduser(path)) if path else default_path()
         self.readonly = readonly
         self.mirror = mirror
         if self.path.is_dir():

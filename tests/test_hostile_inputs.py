@@ -146,6 +146,22 @@ def test_a_refused_value_is_quoted_cut_short(registered, sample_spec, tmp_path, 
     assert field in result.stderr and len(result.stderr) < 700, result.stderr[:700]
 
 
+def test_a_tilde_naming_no_user_is_a_plain_name_not_a_traceback(registered, spec_dir, tmp_path, monkeypatch):
+    """Found by scripts/fuzz_specs.py: pathlib's expanduser raises for ``~nosuchuser``; a shell leaves it as
+    it is, and so does jobledger (a directory of that name, here under the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    result = cli("register", spec_dir / "sample" / f"{SAMPLE_JOB}.json", "--job-id", "job-0000cccc",
+                 "--store", "~nosuchuser-jl/store", "--json")
+    assert json.loads(result.stdout)["job_id"] == "job-0000cccc"
+    with Ledger(registered) as ledger:
+        assert ledger.job("job-0000cccc")["store_url"] == str(tmp_path / "~nosuchuser-jl" / "store")
+    missing = cli("--db", "~nosuchuser-jl/ledger.db", "list", ok=(1,))
+    assert missing.stderr == "error: no ledger at ~nosuchuser-jl/ledger.db\n"
+    cli("--db", "~nosuchuser-jl/ledger.db", "register", spec_dir / "sample" / f"{SAMPLE_JOB}.json", "--store",
+        tmp_path / "store")
+    assert (tmp_path / "~nosuchuser-jl" / "ledger.db").is_file()
+
+
 def test_register_refuses_a_job_id_option_with_a_newline(registered, spec_dir, tmp_path):
     before = dump(registered)
     result = cli("register", spec_dir / "sample" / f"{SAMPLE_JOB}.json", "--job-id", "job-0000cccc\n", "--store",

@@ -23,7 +23,7 @@ from .base import RegistryError, check_key
 
 class LocalVersionedStore:
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).expanduser().resolve()
+        self.root = Path(os.path.expanduser(root)).resolve()
         self.url = f"file://{self.root}"
         try:
             self.root.mkdir(parents=True, exist_ok=True)

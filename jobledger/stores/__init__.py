@@ -36,8 +36,8 @@ def normalize_store_url(url: str | None) -> str:
     if url.startswith(("az://", "https://", "http://")):
         return url
     if url.startswith("file://"):
-        return "file://" + str(Path(url[len("file://"):]).expanduser().resolve())
-    return str(Path(url).expanduser().resolve())
+        return "file://" + str(Path(os.path.expanduser(url[len("file://"):])).resolve())
+    return str(Path(os.path.expanduser(url)).resolve())
 
 
 # Store URL scheme → the class that opens it, imported on first use (like DVC's known_implementations):
