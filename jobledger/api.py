@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import states
 from .contracts import ContractError, is_study
 from .errors import JobledgerError
+from .fileio import write_output
 from .ledger import Ledger, LedgerError, default_path
 from .limits import MAX_ATTEMPTS, READ_TIMEOUT, RESUME_REASONS, SUBMIT_TIMEOUT
 from .sqlquery import DEFAULT_TIMEOUT as DEFAULT_SQL_TIMEOUT
@@ -310,7 +311,8 @@ def prune(spec: Any, store: str, *, bundle: str | None = None, layout: str = "to
                       layout=layout, seed_policy=seed_policy)
 
 
-__all__ = ["ledger_path", "open_ledger", "read_spec", "register", "forget", "create_job", "prepare_job",
+__all__ = ["write_output", "ledger_path", "open_ledger",
+           "read_spec", "register", "forget", "create_job", "prepare_job",
            "status", "counts", "has_unchecked", "job_ids", "spec", "STATUSES", "watch", "exit_status", "logs",
            "list_jobs", "missing", "history", "run_sql", "submit", "preview", "prune", "parse_since",
            "utcnow",

@@ -7,8 +7,11 @@ before ``os.replace`` (so a power loss cannot leave a renamed but empty file).
 from __future__ import annotations
 
 import os
+import stat
 import uuid
 from pathlib import Path
+
+from .errors import JobledgerError
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -24,3 +27,30 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class OutputFileError(JobledgerError):
+    """A file the user asked for (``-o``) cannot be written."""
+
+
+def write_output(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file the user named (``report -o``, ``spec -o``, ``prune -o``): atomically when it is a
+    regular file or absent (its directory is made); straight through a link, a device or a pipe
+    (``/dev/stdout``, a FIFO), which a rename would replace (as root even ``/dev/full`` or the
+    ``/dev/stdout`` link). Any failure is one OutputFileError line."""
+    target = Path(path)
+    try:
+        try:
+            mode: int | None = os.lstat(target).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and stat.S_ISDIR(mode):
+            raise OutputFileError(f"cannot write {path}: it is a directory")
+        if mode is not None and not stat.S_ISREG(mode):
+            with open(target, "wb") as fh:  # a directory behind a link fails here, with its reason
+                fh.write(data)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, data)
+    except OSError as exc:
+        raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -162,6 +162,44 @@ def test_a_tilde_naming_no_user_is_a_plain_name_not_a_traceback(registered, spec
     assert (tmp_path / "~nosuchuser-jl" / "ledger.db").is_file()
 
 
+def test_an_output_file_that_is_a_device_or_a_link_is_written_through_not_replaced(registered, tmp_path):
+    """Found by hand: ``report -o /dev/full`` succeeded, by renaming a temp file over the device (as root);
+    ``spec -o /dev/stdout`` replaced the /dev/stdout link with a file. A device, pipe or link is written
+    through; a regular file is still replaced atomically."""
+    import stat
+    import threading
+    full = tmp_path / "full"  # a /dev/full of the test's own, so that a regression replaces only this one
+    os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    for command in (["spec", SAMPLE_JOB], ["report", SAMPLE_JOB]):
+        result = cli(*command, "-o", full, ok=(1,))
+        assert result.stderr == f"error: cannot write {full}: No space left on device\n"
+        assert stat.S_ISCHR(os.stat(full).st_mode)
+    pipe, received = tmp_path / "pipe", []
+    os.mkfifo(pipe)
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    cli("spec", SAMPLE_JOB, "-o", pipe)
+    reader.join(10)
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode) and json.loads(received[0])["job_id"] == SAMPLE_JOB
+    target, link = tmp_path / "target.json", tmp_path / "link.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    cli("spec", SAMPLE_JOB, "-o", link)
+    assert link.is_symlink() and json.loads(target.read_text())["job_id"] == SAMPLE_JOB
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "dirlink").symlink_to(tmp_path / "adir")
+    for out in (tmp_path / "adir", tmp_path / "dirlink"):  # click refuses a directory before the command runs
+        result = cli("report", SAMPLE_JOB, "-o", out, ok=(2,))
+        assert "is a directory" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert (tmp_path / "adir").is_dir() and (tmp_path / "dirlink").is_symlink()
+
+
+@pytest.mark.parametrize("command", [["validate", SAMPLE_JOB, "--read-timeout"], ["sql", "SELECT 1", "--timeout"]])
+def test_a_time_limit_of_nan_is_a_usage_error(registered, command):
+    result = cli(*command, "nan", ok=(2,))
+    assert "'nan' is not a number of seconds" in result.stderr
+
+
 def test_register_refuses_a_job_id_option_with_a_newline(registered, spec_dir, tmp_path):
     before = dump(registered)
     result = cli("register", spec_dir / "sample" / f"{SAMPLE_JOB}.json", "--job-id", "job-0000cccc\n", "--store",

@@ -7,6 +7,7 @@ and exit status 1 (or the error's own code).
 from __future__ import annotations
 
 import io
+import math
 import os
 import sqlite3
 import sys
@@ -21,6 +22,21 @@ from .. import api
 DB_HELP = "Ledger file (default $XDG_DATA_HOME/jobledger/ledger.db, i.e. ~/.local/share/jobledger/ledger.db)."
 REGISTRY_HELP = "Shared registry every status change is mirrored to (az://job-registry[/prefix], file:///path)."
 
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds, 0 or more. (FloatRange alone lets 'nan' through: NaN is never below 0.)"""
+
+    name = "seconds"
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(self, value, param, ctx):
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
 
 class App:
     """What every command needs: where the ledger is and which registry (if any) mirrors it."""

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from .. import api, render
-from .app import app_of, job_argument, main, option
+from .app import Seconds, app_of, job_argument, main, option
 
 
 def example(*lines: str) -> str:
@@ -198,7 +197,7 @@ def history(ctx, job_id, output, table_style):
                              "jobledger sql \"SELECT path, detail FROM unverified_outputs\" --csv",
                              "jobledger sql \"SELECT * FROM job_specs\" --json   # BLOBs as base64"))
 @click.argument("query")
-@option("--timeout", type=click.FloatRange(min=0), default=api.DEFAULT_SQL_TIMEOUT,
+@option("--timeout", type=Seconds(), default=api.DEFAULT_SQL_TIMEOUT,
         help="Stop the query after this many seconds (0: no limit); Ctrl-C stops it at once.")
 @render.output_options
 @click.pass_context
@@ -223,7 +222,7 @@ def spec(ctx, job_id, out):
     """The submitted spec of a job, as JSON in ModelOps key order."""
     text = api.spec(app_of(ctx).ledger(readonly=True), job_id)
     if out:
-        Path(out).write_text(text, encoding="utf-8")
+        api.write_output(out, text.encode("utf-8"))
         click.echo(f"{job_id}: spec written to {out}", err=True)
     else:
         click.echo(text, nl=False)

@@ -1,8 +1,6 @@
 """Runtime commands: submit, resume, cancel, prune (sync and logs: watch_cmds)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .. import api, render
@@ -185,7 +183,7 @@ def prune(spec, store, out, bundle, layout, seed_policy):
     result = api.prune(spec, store, bundle=bundle, layout=layout, seed_policy=seed_policy)
     text = render.to_json(result.spec) + "\n"
     if out:
-        Path(out).write_text(text, encoding="utf-8")
+        api.write_output(out, text.encode("utf-8"))
     else:
         click.echo(text, nl=False)
     click.echo(f"kept {result.kept} task(s), dropped {result.dropped} (outputs verified)"

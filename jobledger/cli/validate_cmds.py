@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .. import api, render
-from .app import app_of, job_argument, main, option
+from .app import Seconds, app_of, job_argument, main, option
 from .ledger_cmds import example
 
 
@@ -47,7 +47,7 @@ def _result_text(result: api.ValidationResult) -> str:
         help="list: list the job's prefixes; head: probe each expected output; auto: fewer requests.")
 @option("--deep", is_flag=True, help="Also read metadata.json/result.json and compare artifact sizes.")
 @option("--checksums", is_flag=True, help="With --deep, also verify each artifact's BLAKE2b-256.")
-@option("--read-timeout", type=click.FloatRange(min=0), default=api.READ_TIMEOUT, metavar="SECONDS",
+@option("--read-timeout", type=Seconds(), default=api.READ_TIMEOUT, metavar="SECONDS",
         help="An output one of whose file reads takes longer than this (a hung mount, a stalled download) "
              "is given up, errored (--deep) or an aggregation incomplete, and the others are still read "
              "(0: no limit).")

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import click
 
 from .. import api, render
-from .app import app_of, complete_job_ids, job_argument, main, option
+from .app import Seconds, app_of, complete_job_ids, job_argument, main, option
 from .ledger_cmds import example
 from .runtime_cmds import k8s_options
 
@@ -87,7 +87,7 @@ def finish_before_interrupt():
 @option("--until-done", is_flag=True,
         help="With --watch: stop when every watched job is terminal; exit status "
         "as validate's for the set (0 all verified, 3 some, 4 none).")
-@option("--submit-timeout", type=click.FloatRange(min=0), default=api.SUBMIT_TIMEOUT, metavar="SECONDS",
+@option("--submit-timeout", type=Seconds(), default=api.SUBMIT_TIMEOUT, metavar="SECONDS",
         help="A job in submitting whose runtime has no record of it after this long is failed as 'submit "
              "interrupted' (and may be submitted again).")
 @render.output_options

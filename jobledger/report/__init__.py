@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import JobledgerError
-from ..fileio import write_atomic
+from ..fileio import write_output
 from ..ledger import Ledger
 from .content import job_report, ledger_report
 
@@ -64,11 +64,7 @@ def write_ledger_report(ledger: Ledger, output: str | Path | None = None) -> Rep
 
 def _write(path: Path, text: str) -> int:
     data = text.encode("utf-8")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data)
-    except OSError as exc:
-        raise ReportError(f"cannot write {path}: {exc.strerror or exc}") from None
+    write_output(path, data)
     return len(data)
 
 
