@@ -24,6 +24,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from .errors import JobledgerError
+from .limits import env_int
 from .redact import CONNECTION_ENV, scrub
 
 POOL_SIZE = 32
@@ -36,7 +37,7 @@ class AzureSetupError(JobledgerError):
 
 
 def retry_policy() -> ExponentialRetry:
-    retries = int(os.environ.get("JOBLEDGER_AZURE_RETRIES", "3"))
+    retries = env_int("JOBLEDGER_AZURE_RETRIES", 3)
     return ExponentialRetry(initial_backoff=0.2, increment_base=1.2, retry_total=retries,  # type: ignore[arg-type]
                             random_jitter_range=0.2)  # type: ignore[arg-type]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 from .errors import JobledgerError, shown
 from .hashing import blake2b_hex
+from .limits import env_int
 
 SEED_MAX = 2**64 - 1
 _HEX64 = r"[0-9a-f]{64}"
@@ -141,7 +141,7 @@ def check_seed(seed: Any, where: str = "seed") -> int:
 
 def max_tasks() -> int:
     """The most tasks one job may have (``JOBLEDGER_MAX_TASKS``, default 10 million)."""
-    return int(os.environ.get("JOBLEDGER_MAX_TASKS", 10_000_000))
+    return env_int("JOBLEDGER_MAX_TASKS", 10_000_000, minimum=1)
 
 
 def check_task_count(n: int) -> int:

@@ -200,6 +200,36 @@ def test_a_time_limit_of_nan_is_a_usage_error(registered, command):
     assert "'nan' is not a number of seconds" in result.stderr
 
 
+@pytest.mark.parametrize("value, says", [("lots", "JOBLEDGER_X='lots': not a whole number"),
+                                         ("-5", "JOBLEDGER_X=-5: must be at least 1"), (" 1_000 ", None), ("", None)])
+def test_a_whole_number_setting_from_the_environment(monkeypatch, value, says):
+    from jobledger.limits import SettingError, env_int
+    monkeypatch.setenv("JOBLEDGER_X", value)
+    if says is None:
+        assert env_int("JOBLEDGER_X", 7, minimum=1) == (1000 if value.strip() else 7)
+    else:
+        with pytest.raises(SettingError) as info:
+            env_int("JOBLEDGER_X", 7, minimum=1)
+        assert str(info.value) == says
+
+
+@pytest.mark.parametrize("name, command", [
+    ("JOBLEDGER_MAX_RESULT_BYTES", ["validate", SAMPLE_JOB, "--force", "--deep"]),
+    ("JOBLEDGER_MAX_TASKS", ["register", "SPEC", "--job-id", "job-0000eeee", "--store", "STORE"])])
+def test_a_setting_that_is_no_number_is_one_line_from_the_cli(registered, spec_dir, tmp_path, name, command):
+    """Found by hand: these settings were read with int() (some when a module loaded): a traceback."""
+    import subprocess
+    import sys
+    args = [str(spec_dir / "sample" / f"{SAMPLE_JOB}.json") if a == "SPEC" else str(tmp_path / "s") if a == "STORE"
+            else a for a in command]
+    env = {**os.environ, "JOBLEDGER_DB": str(registered), name: "lots",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    before = dump(registered)
+    proc = subprocess.run([sys.executable, "-m", "jobledger", *args], env=env, capture_output=True, text=True)
+    assert (proc.returncode, proc.stderr) == (1, f"error: {name}='lots': not a whole number\n")
+    assert dump(registered) == before
+
+
 def test_register_refuses_a_job_id_option_with_a_newline(registered, spec_dir, tmp_path):
     before = dump(registered)
     result = cli("register", spec_dir / "sample" / f"{SAMPLE_JOB}.json", "--job-id", "job-0000cccc\n", "--store",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from ..errors import JobledgerError
 from ..layout import Layout
 from ..ledger import Ledger
+from ..limits import env_int
 from ..manifest import SEED_POLICIES, ExpectedOutput
 from ..paths import unsafe_reason
 from ..redact import refuse_sas
@@ -44,7 +44,7 @@ KINDS = {"s": "simulation", "a": "aggregation"}
 # 1000x), never less than 64 MiB nor more than JOBLEDGER_MAX_BLOB_BYTES (default 8 GiB).
 MAX_RATIO = 50
 MIN_LIMIT = 64 << 20
-MAX_BLOB_BYTES = int(os.environ.get("JOBLEDGER_MAX_BLOB_BYTES", 8 << 30))
+MAX_BLOB_BYTES = env_int("JOBLEDGER_MAX_BLOB_BYTES", 8 << 30, minimum=1)
 STATES = set(OUTPUT_STATES) | {"unchecked"}
 
 

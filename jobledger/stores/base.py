@@ -10,7 +10,6 @@ validation can report them honestly.
 from __future__ import annotations
 
 import builtins
-import os
 import threading
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from itertools import groupby
@@ -19,6 +18,7 @@ from typing import TypeVar
 from ..errors import JobledgerError
 from ..hashing import blake2b_256_of
 from ..layout import ERROR_FILE, METADATA_FILE, RESULT_FILE
+from ..limits import env_int
 
 T = TypeVar("T")
 # A directory holding one of these is a result directory.
@@ -29,10 +29,10 @@ ScanOfPart = tuple[list[tuple[str, dict[str, Sequence[str]], list[str]]], list[t
 
 # The most jobledger reads of one JSON file a worker wrote (result.json, metadata.json): a bigger, sparse or
 # endless one is unreadable (an errored output), never a MemoryError.
-MAX_RESULT_BYTES = int(os.environ.get("JOBLEDGER_MAX_RESULT_BYTES", 16 << 20))
+MAX_RESULT_BYTES = env_int("JOBLEDGER_MAX_RESULT_BYTES", 16 << 20, minimum=1)
 # --checksums streams artifacts; one bigger than this is not hashed (an errored output) rather than read
 # for hours.
-MAX_ARTIFACT_BYTES = int(os.environ.get("JOBLEDGER_MAX_ARTIFACT_BYTES", 4 << 30))
+MAX_ARTIFACT_BYTES = env_int("JOBLEDGER_MAX_ARTIFACT_BYTES", 4 << 30, minimum=1)
 
 
 class StoreError(JobledgerError):
