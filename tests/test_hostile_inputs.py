@@ -521,6 +521,11 @@ MANIFEST_EDITS = {
     "param index out of range": lambda h, rows: (h, [[*rows[0][:2], 999, *rows[0][3:]]] + rows[1:]),
     "template index a string": lambda h, rows: (h, [[*rows[0][:3], "0", *rows[0][4:]]] + rows[1:]),
     "seed a float": lambda h, rows: (h, [[*rows[0][:4], 1.5, *rows[0][5:]]] + rows[1:]),
+    # found by scripts/fuzz_specs.py: an OverflowError from the INSERT
+    "seed below -2**63": lambda h, rows: (h, [[*rows[0][:4], -2**70, *rows[0][5:]]] + rows[1:]),
+    "seed negative": lambda h, rows: (h, [[*rows[0][:4], -1, *rows[0][5:]]] + rows[1:]),
+    "seed past 2**64": lambda h, rows: (h, [[*rows[0][:5], 2**64, *rows[0][6:]]] + rows[1:]),
+    "seed digits past 2**64": lambda h, rows: (h, [[*rows[0][:5], str(2**64), *rows[0][6:]]] + rows[1:]),
     "header job a list": lambda h, rows: ({**h, "job": []}, rows),
     "header params malformed": lambda h, rows: ({**h, "params": [[1]]}, rows),
     "header count wrong": lambda h, rows: ({**h, "outputs": 3}, rows),
@@ -588,6 +593,23 @@ def test_pull_imports_a_modelops_state_without_timestamps(tmp_path, monkeypatch)
     with Ledger(tmp_path / "analyst.db") as ledger:
         job = ledger.job(job_id)
     assert job["status"] == "running" and job["created_at"] and job["updated_at"]
+
+
+def test_pull_takes_a_manifest_seed_written_as_its_digits(registered, tmp_path, monkeypatch):
+    """The digit form a seed may take (SQLite keeps seeds past 2**63 as text) is read back as the number."""
+    registry = tmp_path / "registry"
+    pushed_registry(registered, registry)
+
+    def seeds_as_text(h, rows):
+        return h, [[*r[:4], None if r[4] is None else str(r[4]), None if r[5] is None else str(r[5]), r[6]]
+                   for r in rows]
+    rewrite_blob(registry, SAMPLE_JOB, "manifest.jsonl.gz", manifest_with(registry, SAMPLE_JOB, seeds_as_text))
+    fresh = tmp_path / "analyst.db"
+    monkeypatch.setenv("JOBLEDGER_DB", str(fresh))
+    cli("--registry", registry, "pull", SAMPLE_JOB)
+    query = "SELECT path, task_seed, run_seed FROM expected_outputs ORDER BY output_id"
+    with Ledger(fresh) as theirs, Ledger(registered) as ours:
+        assert theirs.query(query) == ours.query(query)
 
 
 @pytest.mark.parametrize("blob", ["gzip bomb", "not gzip", "truncated", "outputs malformed", "event state bogus",

@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ..contracts import SEED_MAX
 from ..errors import JobledgerError
 from ..layout import Layout
 from ..ledger import Ledger
@@ -76,8 +77,10 @@ def _is_json_object(text: str) -> bool:
 
 
 def _is_seed(value: object) -> bool:
-    return value is None or (isinstance(value, int) and not isinstance(value, bool)) or \
-        (isinstance(value, str) and value.isascii() and value.isdigit())
+    """None, or a seed the contracts allow (0..2**64-1), as a number or as its decimal digits."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    return value is None or type(value) is int and 0 <= value <= SEED_MAX
 
 
 def check_manifest(header: dict, rows: list, key: str) -> None:
@@ -226,8 +229,8 @@ def manifest_outputs(header: dict, rows: Iterable[list]) -> tuple[dict[str, str]
     def outputs() -> Iterator[ExpectedOutput]:
         for kind, task_id, p, t, task_seed, run_seed, path in rows:
             bundle_ref, entrypoint, names = templates[t]
-            yield ExpectedOutput(KINDS[kind], task_id, pids[p], bundle_ref, entrypoint, names, task_seed,
-                                 run_seed, path)
+            yield ExpectedOutput(KINDS[kind], task_id, pids[p], bundle_ref, entrypoint, names,
+                                 _int(task_seed), _int(run_seed), path)
     return params, outputs()
 
 
