@@ -37,8 +37,8 @@ _LAZY = {
     "push_jobs": ("registry.transfer", "push"),
     **{name: ("report", name) for name in ("ReportWritten", "write_job_report", "write_ledger_report")},
     "serve_ledger": ("report.datasette", "serve_ledger"),
-    **{name: ("resume", name) for name in ("Pruned", "Resumed", "ResumePlan", "plan_resume", "prune_spec",
-                                           "resume")},
+    **{name: ("resume", name) for name in ("Resumed", "ResumePlan", "plan_resume", "resume")},
+    **{name: ("prune", name) for name in ("Pruned", "prune_spec")},
     "check_resume_reasons": ("resume", "check_reasons"),
     **{name: ("sync", name) for name in ("Cancelled", "Submitted", "SyncChange", "cancel_job", "submit_job")},
     "sync_jobs": ("sync", "sync"),
@@ -50,12 +50,13 @@ _LAZY = {
 
 if TYPE_CHECKING:  # what _LAZY names, for type checkers
     from .idempotent import IdempotentSimulationService
+    from .prune import Pruned, prune_spec
     from .registration import Forgotten, Registered, create_job, forget, prepare_job, read_spec, register
     from .registry.transfer import pull as pull_jobs
     from .registry.transfer import push as push_jobs
     from .report import ReportWritten, write_job_report, write_ledger_report
     from .report.datasette import serve_ledger
-    from .resume import Pruned, Resumed, ResumePlan, plan_resume, prune_spec, resume
+    from .resume import Resumed, ResumePlan, plan_resume, resume
     from .resume import check_reasons as check_resume_reasons
     from .sync import Cancelled, Submitted, SyncChange, cancel_job, submit_job
     from .sync import sync as sync_jobs
@@ -305,8 +306,8 @@ def logs(ledger: Ledger, job_id: str, *, follow: bool = False, tail: int | None 
 
 def prune(spec: Any, store: str, *, bundle: str | None = None, layout: str = "token",
           seed_policy: str = "runner") -> Pruned:
+    from .prune import prune_spec
     from .registration import read_spec
-    from .resume import prune_spec
     return prune_spec(read_spec(spec) if isinstance(spec, (str, Path)) else spec, store, bundle=bundle,
                       layout=layout, seed_policy=seed_policy)
 
