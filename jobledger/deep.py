@@ -88,7 +88,7 @@ def timed_map(check: Callable[[TimedStore, T], R], items: Sequence[T], store: Pr
 
     def start() -> TimedStore:
         view = TimedStore(store)
-        threading.Thread(target=read, args=(view,), name="deep-read", daemon=True).start()
+        threading.Thread(target=read, args=(view,), name="timed-read", daemon=True).start()
         return view
 
     views = [start() for _ in range(min(threads, len(items)))]

@@ -504,6 +504,17 @@ def manifest_with(registry: Path, job_id: str, edit) -> bytes:
     return gzip.compress(body.encode())
 
 
+def assert_pull_refused(registry: Path, job_id: str, tmp_path: Path, monkeypatch):
+    """``pull job_id`` into a new, empty ledger is one error line and leaves that ledger unchanged."""
+    fresh = tmp_path / "analyst.db"
+    monkeypatch.setenv("JOBLEDGER_DB", str(fresh))
+    Ledger(fresh).close()
+    before = dump(fresh)
+    result = cli("--registry", registry, "pull", job_id, ok=None)
+    assert_refused(result, fresh, before)
+    return result
+
+
 def set_path(path):
     def edit(h, rows):
         rows[0][6] = path
@@ -546,12 +557,7 @@ def test_pull_refuses_hand_made_manifests(registered, tmp_path, monkeypatch, cas
     registry = tmp_path / "registry"
     pushed_registry(registered, registry)
     rewrite_blob(registry, SAMPLE_JOB, "manifest.jsonl.gz", manifest_with(registry, SAMPLE_JOB, MANIFEST_EDITS[case]))
-    fresh = tmp_path / "analyst.db"
-    monkeypatch.setenv("JOBLEDGER_DB", str(fresh))
-    Ledger(fresh).close()
-    before = dump(fresh)
-    result = cli("--registry", registry, "pull", SAMPLE_JOB, ok=None)
-    assert_refused(result, fresh, before)
+    result = assert_pull_refused(registry, SAMPLE_JOB, tmp_path, monkeypatch)
 
 
 def modelops_state(job_id: str, **fields) -> bytes:
@@ -574,12 +580,7 @@ def test_pull_refuses_a_modelops_state_with_fields_of_the_wrong_type(tmp_path, m
     registry, job_id = tmp_path / "registry", "job-0000beef"
     (registry / "jobs" / job_id).mkdir(parents=True)
     rewrite_blob(registry, job_id, "state.json", modelops_state(job_id, **STATE_EDITS[case]))
-    fresh = tmp_path / "analyst.db"
-    monkeypatch.setenv("JOBLEDGER_DB", str(fresh))
-    Ledger(fresh).close()
-    before = dump(fresh)
-    result = cli("--registry", registry, "pull", job_id, ok=None)
-    assert_refused(result, fresh, before)
+    result = assert_pull_refused(registry, job_id, tmp_path, monkeypatch)
     assert f"key {next(iter(STATE_EDITS[case]))!r}" in result.stderr
 
 
@@ -637,12 +638,7 @@ def test_pull_refuses_bad_observations(registered, tmp_path, monkeypatch, blob):
     else:
         data = gzip.compress(json.dumps(docs[blob]).encode())
     rewrite_blob(registry, SAMPLE_JOB, "observed.json.gz", data)
-    fresh = tmp_path / "analyst.db"
-    monkeypatch.setenv("JOBLEDGER_DB", str(fresh))
-    Ledger(fresh).close()
-    before = dump(fresh)
-    result = cli("--registry", registry, "pull", SAMPLE_JOB, ok=None)
-    assert_refused(result, fresh, before)
+    result = assert_pull_refused(registry, SAMPLE_JOB, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("name", ["hello", "has space", "job-" + "a" * 246, "job-0000abcd\n", "..", "job-0000ABCD"])
