@@ -42,10 +42,10 @@ _LAZY = {
     "check_resume_reasons": ("resume", "check_reasons"),
     **{name: ("sync", name) for name in ("Cancelled", "Submitted", "SyncChange", "cancel_job", "submit_job")},
     "sync_jobs": ("sync", "sync"),
-    "Plan": ("validation", "Plan"),
+    "Plan": ("validation_plan", "Plan"),
     "ValidationResult": ("validation", "ValidationResult"),
     "validate_job": ("validation", "validate_job"),
-    "explain_validation": ("validation", "explain"),
+    "explain_validation": ("validation_plan", "explain"),
 }
 
 if TYPE_CHECKING:  # what _LAZY names, for type checkers
@@ -60,8 +60,9 @@ if TYPE_CHECKING:  # what _LAZY names, for type checkers
     from .resume import check_reasons as check_resume_reasons
     from .sync import Cancelled, Submitted, SyncChange, cancel_job, submit_job
     from .sync import sync as sync_jobs
-    from .validation import Plan, ValidationResult, validate_job
-    from .validation import explain as explain_validation
+    from .validation import ValidationResult, validate_job
+    from .validation_plan import Plan
+    from .validation_plan import explain as explain_validation
 
 
 def __getattr__(name: str) -> Any:

@@ -126,17 +126,11 @@ def rebuild_table(conn: sqlite3.Connection, table: str, create_sql: str, indexes
         conn.execute(statement)
 
 
-# ---------------------------------------------------------------- the steps, oldest first
-
-
-@migration
-def m0002_output_states_unchecked_stale(conn: sqlite3.Connection) -> None:
-    """outputs.state may also be 'unchecked' (registered, never looked at) and 'stale' (an aggregation
-    over other inputs than its param set's current replicates: see states.py, jobledger.aggregations);
-    the default stays 'missing'. (The step's SQL is frozen; this docstring once gave 'stale' a meaning
-    the code never had.)"""
-    rebuild_table(conn, "outputs", """
-        CREATE TABLE outputs_new (
+# The outputs table as steps 2 and 5 rebuild it: they differ only in the state's default and step 5's
+# added column. Frozen like the steps themselves: a later change to the table is a new step.
+OUTPUTS_STATES = "('missing','verified','errored','incomplete','unchecked','stale')"
+# What an expected output is, the same in the outputs table (steps 2, 5) and the manifest (step 6).
+OUTPUT_COLUMNS = """\
             output_id          INTEGER PRIMARY KEY,
             job_id             TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
             kind               TEXT NOT NULL CHECK (kind IN ('simulation','aggregation')),
@@ -146,14 +140,31 @@ def m0002_output_states_unchecked_stale(conn: sqlite3.Connection) -> None:
             task_seed,
             run_seed,
             path               TEXT NOT NULL,
-            state              TEXT NOT NULL DEFAULT 'missing'
-                                   CHECK (state IN ('missing','verified','errored','incomplete',
-                                                    'unchecked','stale')),
+"""
+
+
+def _rebuild_outputs(conn: sqlite3.Connection, state_default: str, added_columns: str = "") -> None:
+    rebuild_table(conn, "outputs", f"""
+        CREATE TABLE outputs_new (
+{OUTPUT_COLUMNS}            state              TEXT NOT NULL DEFAULT '{state_default}'
+                                   CHECK (state IN {OUTPUTS_STATES}),
             detail             TEXT,
             first_verified_run INTEGER REFERENCES validation_runs(run_id),
             last_seen_run      INTEGER REFERENCES validation_runs(run_id),
-            state_run          INTEGER REFERENCES validation_runs(run_id)
+            state_run          INTEGER REFERENCES validation_runs(run_id){added_columns}
         )""", ["CREATE INDEX IF NOT EXISTS outputs_job_state ON outputs(job_id, state)"])
+
+
+# ---------------------------------------------------------------- the steps, oldest first
+
+
+@migration
+def m0002_output_states_unchecked_stale(conn: sqlite3.Connection) -> None:
+    """outputs.state may also be 'unchecked' (registered, never looked at) and 'stale' (an aggregation
+    over other inputs than its param set's current replicates: see states.py, jobledger.aggregations);
+    the default stays 'missing'. (The step's SQL is frozen; this docstring once gave 'stale' a meaning
+    the code never had.)"""
+    _rebuild_outputs(conn, "missing")
 
 
 @migration
@@ -176,25 +187,7 @@ def m0005_outputs_unchecked_until_observed(conn: sqlite3.Connection) -> None:
     'unchecked', and the outputs of jobs that no validation has run on are marked so (an output
     observed missing keeps 'missing'). ``given_up_after`` records that resume stopped retrying an
     output after that many errored attempts (NULL: not given up)."""
-    rebuild_table(conn, "outputs", """
-        CREATE TABLE outputs_new (
-            output_id          INTEGER PRIMARY KEY,
-            job_id             TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
-            kind               TEXT NOT NULL CHECK (kind IN ('simulation','aggregation')),
-            task_id            TEXT NOT NULL,
-            param_key          INTEGER NOT NULL REFERENCES params(param_key),
-            template_id        INTEGER NOT NULL REFERENCES task_templates(template_id),
-            task_seed,
-            run_seed,
-            path               TEXT NOT NULL,
-            state              TEXT NOT NULL DEFAULT 'unchecked' CHECK (state IN
-                                   ('missing','verified','errored','incomplete','unchecked','stale')),
-            detail             TEXT,
-            first_verified_run INTEGER REFERENCES validation_runs(run_id),
-            last_seen_run      INTEGER REFERENCES validation_runs(run_id),
-            state_run          INTEGER REFERENCES validation_runs(run_id),
-            given_up_after     INTEGER
-        )""", ["CREATE INDEX IF NOT EXISTS outputs_job_state ON outputs(job_id, state)"])
+    _rebuild_outputs(conn, "unchecked", ",\n            given_up_after     INTEGER")
     conn.execute("UPDATE outputs SET state = 'unchecked' WHERE state = 'missing' AND state_run IS NULL "
                  "AND job_id NOT IN (SELECT job_id FROM validation_runs)")
 
@@ -220,18 +213,9 @@ def m0006_manifest_and_output_states(conn: sqlite3.Connection) -> None:
         INSERT INTO output_states (output_id, state, detail, first_verified_run, last_seen_run, state_run)
         SELECT output_id, state, detail, first_verified_run, last_seen_run, state_run FROM manifest
         WHERE state <> 'unchecked' ORDER BY output_id""")
-    rebuild_table(conn, "manifest", """
+    rebuild_table(conn, "manifest", f"""
         CREATE TABLE manifest_new (
-            output_id          INTEGER PRIMARY KEY,
-            job_id             TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
-            kind               TEXT NOT NULL CHECK (kind IN ('simulation','aggregation')),
-            task_id            TEXT NOT NULL,
-            param_key          INTEGER NOT NULL REFERENCES params(param_key),
-            template_id        INTEGER NOT NULL REFERENCES task_templates(template_id),
-            task_seed,
-            run_seed,
-            path               TEXT NOT NULL,
-            given_up_after     INTEGER
+{OUTPUT_COLUMNS}            given_up_after     INTEGER
         )""", ["CREATE INDEX IF NOT EXISTS manifest_job ON manifest(job_id)",
                "CREATE INDEX IF NOT EXISTS manifest_plan ON manifest(job_id, template_id, param_key)"])
 

@@ -190,3 +190,35 @@ def test_every_script_imports(script):
     proc = subprocess.run([sys.executable, "-c", f"import {script}"], cwd=ROOT / "scripts", capture_output=True,
                           text=True, env={"PYTHONPATH": f"{ROOT}:{ROOT / 'scripts'}", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
+
+
+# Modules may grow past this only with a reason stated here (none has one today).
+MAX_MODULE_LINES = 450
+LONGER_MODULES_AND_WHY: dict[str, str] = {}
+
+
+def test_no_module_is_over_the_size_limit():
+    too_long = {name: n for name, path in MODULES.items()
+                if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+                and name not in LONGER_MODULES_AND_WHY}
+    assert not too_long, f"split these modules (or state why not in LONGER_MODULES_AND_WHY): {too_long}"
+
+
+def architecture_section() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return readme.split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_architecture_table_names_every_module_and_nothing_that_is_gone():
+    section = architecture_section()
+    named = {re.sub(r"(\.py)?/?$", "", name) for name in re.findall(r"`([\w/.]+)`", section)}
+    files = {p.relative_to(PACKAGE) for p in PACKAGE.rglob("*.py")} | {Path("schema.sql")}
+    unnamed = sorted(str(f) for f in files
+                     if f.stem not in ("__init__", "__main__")
+                     and not {f.stem, f.name, str(f.with_suffix(""))} & named)
+    assert not unnamed, f"modules missing from the README's architecture table: {unnamed}"
+    # every row's first cell names something that exists
+    for cell in re.findall(r"^\| ([^|]+) \|", section, flags=re.M):
+        for name in re.findall(r"`([\w/.]+)`", cell):
+            assert (PACKAGE / name).exists() or (PACKAGE / f"{name}.py").exists(), \
+                f"the README's architecture table names {name}, which is not in the package"

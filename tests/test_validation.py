@@ -15,7 +15,8 @@ from jobledger import api, states
 from jobledger.ledger import Ledger, SpecNeeded
 from jobledger.stores import open_store
 from jobledger.stores.local import write_result_dir
-from jobledger.validation import explain, validate_job
+from jobledger.validation import validate_job
+from jobledger.validation_plan import explain
 
 from helpers import cli
 
