@@ -19,7 +19,7 @@ from .contracts import ContractError, is_study
 from .errors import JobledgerError
 from .fileio import write_output
 from .ledger import Ledger, LedgerError, default_path
-from .limits import MAX_ATTEMPTS, READ_TIMEOUT, RESUME_REASONS, SUBMIT_TIMEOUT
+from .limits import MAX_ATTEMPTS, READ_TIMEOUT, RESUME_REASONS, STRATEGIES, SUBMIT_TIMEOUT
 from .sqlquery import DEFAULT_TIMEOUT as DEFAULT_SQL_TIMEOUT
 from .sqlquery import run_query
 from .timeutil import parse_since, utcnow
@@ -322,5 +322,6 @@ __all__ = ["write_output", "ledger_path", "open_ledger",
            "prune_spec", "plan_resume", "resume", "submit_job", "sync_jobs", "cancel_job", "Registered",
            "Forgotten", "JobStatus", "Rows", "ValidationResult", "Plan", "SyncChange", "Submitted",
            "Cancelled", "ResumePlan", "Resumed", "Pruned", "JobledgerError", "MISSING_REASONS",
-           "SUBMIT_TIMEOUT", "READ_TIMEOUT", "MAX_ATTEMPTS", "RESUME_REASONS", "check_resume_reasons",
+           "SUBMIT_TIMEOUT", "READ_TIMEOUT", "STRATEGIES", "MAX_ATTEMPTS", "RESUME_REASONS",
+           "check_resume_reasons",
            "ReportWritten", "write_job_report", "write_ledger_report", "serve_ledger"]

@@ -21,6 +21,9 @@ MAX_ATTEMPTS = 3
 # is given up: a read stuck on a hung mount or a stalled download (validate --read-timeout).
 READ_TIMEOUT = 60.0
 
+# How validate looks at a store (validate --strategy): auto chooses among the other three.
+STRATEGIES = ("auto", "scan", "list", "head")
+
 
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     """A whole-number setting from the environment (``1_000_000`` allowed); anything else is one error

@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass, field
 from .errors import JobledgerError
 from .layout import Layout
 from .ledger import Ledger, SpecNeeded
+from .limits import STRATEGIES
 from .redact import redact_url
 from .stores import ProvenanceStore, normalize_store_url, open_store
 
-STRATEGIES = ("auto", "scan", "list", "head")
 # A head probe tells less than a listing (no unexpected directories) and a listing reads whole
 # directories in one go, so auto picks head only when it needs clearly fewer requests.
 HEAD_ADVANTAGE = 4

@@ -234,3 +234,30 @@ def test_jobs_with_targets_are_listed_not_scanned(tmp_path, db_path):
         assert validate_job(ledger, JOB).strategy == "list"
         with pytest.raises(ValidationError, match="scan cannot decide aggregations"):
             validate_job(ledger, JOB, strategy="scan", force=True)
+
+
+def test_the_command_line_offers_every_strategy_and_scans_when_asked(db_path, spec_dir, sample_tree):
+    """`validate --strategy scan` (the README's strategy for a local directory) reaches the scan: the
+    sample job scanned on request classifies as its truth.json; a job with targets refuses it in one
+    line."""
+    import json
+
+    from helpers import cli
+
+    from jobledger.cli import main
+    strategy = next(p for p in main.commands["validate"].params if p.name == "strategy")
+    assert tuple(strategy.type.choices) == api.STRATEGIES == ("auto", "scan", "list", "head")
+    job = "job-5a11e0c3"
+    cli("register", spec_dir / "sample" / f"{job}.json", "--store", sample_tree)
+    explained = json.loads(cli("validate", job, "--explain", "--strategy", "scan", "--json").stdout)
+    assert explained["strategy"] == "scan"
+    result = json.loads(cli("validate", job, "--force", "--strategy", "scan", "--json", ok=(3,)).stdout)
+    truth = json.loads((spec_dir / "sample" / "truth.json").read_text())
+    assert (result["strategy"], result["verified"], result["errored"], result["incomplete"],
+            result["unexpected"]) == ("scan", len(truth["verified"]), len(truth["errored"]),
+                                      len(truth["incomplete"]), len(truth["unexpected"]))
+    worker = spec_dir / "upstream" / "worker-job-c400000a"
+    cli("register", worker / "job-c400000a.json", "--store", worker / "provenance")
+    refused = cli("validate", "job-c400000a", "--strategy", "scan", ok=(1,))
+    assert refused.stderr.startswith("error: ") and "scan cannot decide aggregations" in refused.stderr
+    assert refused.stderr.count("\n") == 1

@@ -43,8 +43,9 @@ def _result_text(result: api.ValidationResult) -> str:
                              "jobledger validate --force --deep --checksums job-5a11e0c3 --json"))
 @job_argument()
 @option("--force", is_flag=True, help="Re-validate a succeeded/partial/failed job and revise its status.")
-@option("--strategy", type=click.Choice(["auto", "list", "head"]), default="auto",
-        help="list: list the job's prefixes; head: probe each expected output; auto: fewer requests.")
+@option("--strategy", type=click.Choice(api.STRATEGIES), default="auto",
+        help="scan: walk a local store's param-set directories; list: list the job's prefixes; head: probe "
+             "each expected output; auto: the fewest requests.")
 @option("--deep", is_flag=True, help="Also read metadata.json/result.json and compare artifact sizes.")
 @option("--checksums", is_flag=True, help="With --deep, also verify each artifact's BLAKE2b-256.")
 @option("--read-timeout", type=Seconds(), default=api.READ_TIMEOUT, metavar="SECONDS",
