@@ -1,10 +1,11 @@
 """The completion map: param sets (rows) × replicates and aggregation targets (columns), one cell per output.
 
-Built from two passes over the ``expected_outputs`` view: the first (grouped) gives the shape, the
-second streams every output in registration order. A job whose map would exceed ``MAX_CELLS``
-cells is binned: consecutive param sets share a row (and, past ``MAX_REPLICATE_COLUMNS``
-replicates, consecutive replicates share a column); a binned cell lists its outputs per state
-and is coloured by the worst state among them.
+Built from two passes over the narrow ``outputs`` view, keyed by ``param_key`` and ``template_id``
+(integers: a million-output job's rows carry no 64-character param_id): the first (grouped) gives the
+shape, the second streams every output in registration order and counts the states. A job whose
+map would exceed ``MAX_CELLS`` cells is binned: consecutive param sets share a row (and, past
+``MAX_REPLICATE_COLUMNS`` replicates, consecutive replicates share a column); a binned cell lists its
+outputs per state and is coloured by the worst state among them.
 """
 from __future__ import annotations
 
@@ -23,17 +24,17 @@ _SEVERITY = {"errored": 0, "stale": 1, "incomplete": 2, "missing": 3, "unchecked
 _UNKNOWN_SEVERITY = 8
 
 _SHAPE_SQL = """
-SELECT param_id, output_type, entrypoint, count(*) AS n, min(output_id) AS first,
-       sum(state = 'verified') AS verified
-FROM expected_outputs WHERE job_id = ? GROUP BY param_id, output_type, entrypoint
+SELECT p.param_key, p.param_id, g.kind, g.template_id, t.entrypoint, g.n, g.first, g.verified
+FROM (SELECT param_key, kind, template_id, count(*) AS n, min(output_id) AS first,
+             sum(state = 'verified') AS verified
+      FROM outputs WHERE job_id = ? GROUP BY param_key, kind, template_id) g
+JOIN params p ON p.param_key = g.param_key JOIN task_templates t ON t.template_id = g.template_id
 """
-_STATE_COUNTS_SQL = "SELECT state, count(*) FROM expected_outputs WHERE job_id = ? GROUP BY state"
 _DETAIL_SQL = """
-SELECT param_id, output_type, entrypoint, state, path, run_seed, task_id, detail
-FROM expected_outputs WHERE job_id = ? ORDER BY output_id
+SELECT param_key, kind, template_id, state, path, run_seed, task_id, detail
+FROM outputs WHERE job_id = ? ORDER BY output_id
 """
-_STATE_SQL = ("SELECT param_id, output_type, entrypoint, state FROM expected_outputs WHERE job_id = ? "
-              "ORDER BY output_id")
+_STATE_SQL = "SELECT param_key, kind, template_id, state FROM outputs WHERE job_id = ? ORDER BY output_id"
 
 
 @dataclass
@@ -97,15 +98,22 @@ def build_map(conn: sqlite3.Connection, job_id: str, param_values: dict[str, dic
     replicates: dict[str, int] = {}
     target_width: dict[str, int] = {}
     done: dict[str, list[int]] = {}
-    for param_id, kind, entrypoint, n, first, verified in conn.execute(_SHAPE_SQL, (job_id,)):
+    per_target: dict[tuple[str, str], int] = {}
+    param_of: dict[int, str] = {}          # param_key -> param_id
+    entrypoint_of: dict[int, str] = {}     # template_id -> entrypoint (an aggregation's: its target)
+    for key, param_id, kind, template, entrypoint, n, first, verified in conn.execute(_SHAPE_SQL, (job_id,)):
+        param_of[key] = param_id
+        entrypoint_of[template] = entrypoint
         first_seen[param_id] = min(first, first_seen.get(param_id, first))
         tally = done.setdefault(param_id, [0, 0])
         tally[0] += verified
         tally[1] += n
-        if kind == "aggregation":
-            target_width[entrypoint] = max(n, target_width.get(entrypoint, 0))
+        if kind == "aggregation":  # (a target may come with more than one template: per bundle)
+            per_target[(param_id, entrypoint)] = per_target.get((param_id, entrypoint), 0) + n
         else:
             replicates[param_id] = replicates.get(param_id, 0) + n
+    for (_, entrypoint), n in per_target.items():
+        target_width[entrypoint] = max(n, target_width.get(entrypoint, 0))
     order = sorted(first_seen, key=first_seen.__getitem__)
     max_reps = max(replicates.values(), default=0)
     per_column = math.ceil(max_reps / MAX_REPLICATE_COLUMNS) if max_reps > MAX_REPLICATE_COLUMNS else 1
@@ -118,39 +126,45 @@ def build_map(conn: sqlite3.Connection, job_id: str, param_values: dict[str, dic
     per_row = max(1, math.ceil(len(order) * width / MAX_CELLS)) if width else 1
     cmap = CompletionMap(_columns(rep_columns, per_column, max_reps, targets, target_width), [],
                          _parameter_names(param_values, order), per_row, per_column, len(order),
-                         dict(conn.execute(_STATE_COUNTS_SQL, (job_id,)).fetchall()), done, param_values)
+                         {}, done, param_values)
 
-    # Cells are numbered row * width + column. Per param set: its row's first cell, its next replicate.
-    slots = {pid: [(i // per_row) * width, 0] for i, pid in enumerate(order)}
-    aggregates: dict[tuple[str, str], int] = {}
+    # Cells are numbered row * width + column. Per param set (by param_key): its row's first cell,
+    # its next replicate.
+    row_of = {pid: i // per_row for i, pid in enumerate(order)}
+    slots = {key: [row_of[pid] * width, 0] for key, pid in param_of.items()}
+    aggregates: dict[tuple[int, str], int] = {}
 
-    def cell_of(pid: str, kind: str, entrypoint: str) -> int:
-        slot = slots[pid]
+    def cell_of(key: int, kind: str, template: int) -> int:
+        slot = slots[key]
         if kind == "aggregation":
-            k = aggregates.get((pid, entrypoint), 0)
-            aggregates[(pid, entrypoint)] = k + 1
+            entrypoint = entrypoint_of[template]
+            k = aggregates.get((key, entrypoint), 0)
+            aggregates[(key, entrypoint)] = k + 1
             return slot[0] + target_offset[entrypoint] + k
         slot[1] += 1
         return slot[0] + (slot[1] - 1) // per_column
 
     cells: dict[int, MapCell] = {}
+    counts = cmap.state_counts
     if not cmap.binned:
         for row in conn.execute(_DETAIL_SQL, (job_id,)):
             cells[cell_of(row[0], row[1], row[2])] = MapCell(row[3], _cell_title(row))
+            counts[row[3]] = counts.get(row[3], 0) + 1
     else:
         # One counter array per state keeps the loop over a million outputs to two lookups each.
         n_cells = math.ceil(len(order) / per_row) * width
         per_state: dict[str, list[int]] = {}
-        for pid, kind, entrypoint, state in conn.execute(_STATE_SQL, (job_id,)):
+        for key, kind, template, state in conn.execute(_STATE_SQL, (job_id,)):
             counter = per_state.get(state)
             if counter is None:
                 counter = per_state[state] = [0] * n_cells
             if kind == "aggregation":
-                counter[cell_of(pid, kind, entrypoint)] += 1
+                counter[cell_of(key, kind, template)] += 1
             else:  # cell_of inlined: this line runs once per output
-                slot = slots[pid]
+                slot = slots[key]
                 counter[slot[0] + slot[1] // per_column] += 1
                 slot[1] += 1
+        counts.update((state, sum(counter)) for state, counter in per_state.items())
         for cell in range(n_cells):
             bucket = {state: counter[cell] for state, counter in per_state.items() if counter[cell]}
             if bucket:

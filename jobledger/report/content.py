@@ -92,18 +92,22 @@ class LedgerReport:
 def job_report(ledger: Ledger, job_id: str) -> JobReport:
     job = ledger.job(job_id)
     conn = ledger.conn
-    summary = ledger.query("SELECT expected, pct_verified FROM job_summary WHERE job_id = ?", (job_id,))[0]
     params = {pid: json.loads(text) for pid, text in conn.execute(
         "SELECT param_id, params_json FROM params WHERE param_key IN "
         "(SELECT DISTINCT param_key FROM manifest WHERE job_id = ?)", (job_id,))}
     cmap = build_map(conn, job_id, params)
+    # The map counted every output: job_summary's figures without another pass over them (pct_verified
+    # by job_summary's own expression, so both round alike).
+    expected = sum(cmap.state_counts.values())
+    (pct_verified,) = conn.execute("SELECT round(100.0 * ? / nullif(?, 0), 1)",
+                                   (cmap.state_counts.get("verified", 0), expected)).fetchone()
     runs = ledger.query("SELECT run_id, started_at, finished_at, strategy, requests, expected, verified, "
                         "missing, errored, incomplete, unexpected, outcome, error FROM validation_runs "
                         "WHERE job_id = ? ORDER BY run_id", (job_id,))
     not_verified, csv_blob = _not_verified(conn, job_id)
     param_charts, constants = charts.parameter_view(cmap)
     return JobReport(
-        job=job, expected=summary["expected"], pct_verified=summary["pct_verified"],
+        job=job, expected=expected, pct_verified=pct_verified,
         last_validation=_with_duration(runs[-1]) if runs else None, cmap=cmap,
         param_charts=param_charts, constant_params=constants, tree=resume_tree(ledger, job_id), runs=runs,
         timeline=charts.timeline(runs), vanished=_listing(conn, VANISHED_OUTPUTS, {"job_id": job_id}),
@@ -164,6 +168,10 @@ WHERE po.job_id = :parent AND r.started_at < :created
 
 def resume_tree(ledger: Ledger, job_id: str) -> TreeNode | None:
     """The resume tree that holds ``job_id`` (from its root), or None for a job never resumed."""
+    job = ledger.job(job_id)
+    if job["parent_job_id"] is None and ledger.conn.execute(
+            "SELECT 1 FROM jobs WHERE parent_job_id = ? LIMIT 1", (job_id,)).fetchone() is None:
+        return None  # neither resumed nor a resume child (and no pass over its outputs to find out)
     rows = ledger.query(_TREE_SQL, {"job_id": job_id})
     if len(rows) <= 1:
         return None
