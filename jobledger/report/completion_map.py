@@ -24,7 +24,7 @@ _SEVERITY = {"errored": 0, "stale": 1, "incomplete": 2, "missing": 3, "unchecked
 _UNKNOWN_SEVERITY = 8
 
 _SHAPE_SQL = """
-SELECT p.param_key, p.param_id, g.kind, g.template_id, t.entrypoint, g.n, g.first, g.verified
+SELECT p.param_key, p.param_id, p.params_json, g.kind, g.template_id, t.entrypoint, g.n, g.first, g.verified
 FROM (SELECT param_key, kind, template_id, count(*) AS n, min(output_id) AS first,
              sum(state = 'verified') AS verified
       FROM outputs WHERE job_id = ? GROUP BY param_key, kind, template_id) g
@@ -92,8 +92,12 @@ def severity(state: str) -> int:
     return _SEVERITY.get(state, _UNKNOWN_SEVERITY)
 
 
-def build_map(conn: sqlite3.Connection, job_id: str, param_values: dict[str, dict]) -> CompletionMap:
-    """The map of ``job_id``; ``param_values`` maps each param_id to its parameter dict."""
+def build_map(conn: sqlite3.Connection, job_id: str) -> CompletionMap:
+    """The map of ``job_id``, with each param set's parameters and verified/expected counts."""
+    # Plain tuples: a sqlite3.Row per output costs a tenth of the pass over a million outputs.
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    param_values: dict[str, dict] = {}
     first_seen: dict[str, int] = {}
     replicates: dict[str, int] = {}
     target_width: dict[str, int] = {}
@@ -101,7 +105,10 @@ def build_map(conn: sqlite3.Connection, job_id: str, param_values: dict[str, dic
     per_target: dict[tuple[str, str], int] = {}
     param_of: dict[int, str] = {}          # param_key -> param_id
     entrypoint_of: dict[int, str] = {}     # template_id -> entrypoint (an aggregation's: its target)
-    for key, param_id, kind, template, entrypoint, n, first, verified in conn.execute(_SHAPE_SQL, (job_id,)):
+    for key, param_id, values, kind, template, entrypoint, n, first, verified in cursor.execute(_SHAPE_SQL,
+                                                                                               (job_id,)):
+        if key not in param_of:
+            param_values[param_id] = json.loads(values)
         param_of[key] = param_id
         entrypoint_of[template] = entrypoint
         first_seen[param_id] = min(first, first_seen.get(param_id, first))
@@ -147,14 +154,14 @@ def build_map(conn: sqlite3.Connection, job_id: str, param_values: dict[str, dic
     cells: dict[int, MapCell] = {}
     counts = cmap.state_counts
     if not cmap.binned:
-        for row in conn.execute(_DETAIL_SQL, (job_id,)):
+        for row in cursor.execute(_DETAIL_SQL, (job_id,)):
             cells[cell_of(row[0], row[1], row[2])] = MapCell(row[3], _cell_title(row))
             counts[row[3]] = counts.get(row[3], 0) + 1
     else:
         # One counter array per state keeps the loop over a million outputs to two lookups each.
         n_cells = math.ceil(len(order) / per_row) * width
         per_state: dict[str, list[int]] = {}
-        for key, kind, template, state in conn.execute(_STATE_SQL, (job_id,)):
+        for key, kind, template, state in cursor.execute(_STATE_SQL, (job_id,)):
             counter = per_state.get(state)
             if counter is None:
                 counter = per_state[state] = [0] * n_cells

@@ -8,7 +8,6 @@ import base64
 import csv
 import gzip
 import io
-import json
 from dataclasses import dataclass, field
 
 from ..ledger import Ledger
@@ -92,10 +91,7 @@ class LedgerReport:
 def job_report(ledger: Ledger, job_id: str) -> JobReport:
     job = ledger.job(job_id)
     conn = ledger.conn
-    params = {pid: json.loads(text) for pid, text in conn.execute(
-        "SELECT param_id, params_json FROM params WHERE param_key IN "
-        "(SELECT DISTINCT param_key FROM manifest WHERE job_id = ?)", (job_id,))}
-    cmap = build_map(conn, job_id, params)
+    cmap = build_map(conn, job_id)
     # The map counted every output: job_summary's figures without another pass over them (pct_verified
     # by job_summary's own expression, so both round alike).
     expected = sum(cmap.state_counts.values())
