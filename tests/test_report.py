@@ -472,3 +472,15 @@ def test_open_hands_the_written_file_to_the_browser(db_path, sample_job, tmp_pat
                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert record.read_text() == (tmp_path / f"{SAMPLE_JOB}.html").as_uri()
+
+
+def test_an_output_that_names_a_directory_gets_the_default_file_name_inside_it(db_path, sample_job, tmp_path):
+    cli("register", sample_job, "--store", tmp_path / "store")
+    fresh = tmp_path / "reports"  # does not exist yet: the trailing '/' says it is a directory
+    written = cli("report", SAMPLE_JOB, "-o", f"{fresh}/").stdout
+    assert written.startswith(f"wrote {fresh / f'{SAMPLE_JOB}.html'} ") and (fresh / f"{SAMPLE_JOB}.html").is_file()
+    assert not (tmp_path / "reports.html").exists()
+    existing = tmp_path / "site"
+    existing.mkdir()
+    cli("report", "--ledger", "-o", existing)  # an existing directory, no slash
+    assert (existing / "index.html").is_file() and (existing / f"{SAMPLE_JOB}.html").is_file()

@@ -17,8 +17,9 @@ from .ledger_cmds import example
 @click.argument("job_id", required=False, shell_complete=complete_job_ids)
 @option("--ledger", "whole_ledger", is_flag=True,
         help="One page over every job, with each job's report written beside it.")
-@option("-o", "--output", metavar="FILE", type=click.Path(dir_okay=False),
-        help="Where to write (default <job_id>.html, or jobledger-report/index.html with --ledger).")
+@option("-o", "--output", metavar="FILE|DIR/", type=click.Path(),
+        help="Where to write (default <job_id>.html, or jobledger-report/index.html with --ledger); "
+             "in a directory (one that exists, or a path ending in /), that file name inside it.")
 @option("--open", "open_it", is_flag=True, help="Open the written page in a browser.")
 @option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.pass_context

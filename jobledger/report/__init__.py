@@ -4,6 +4,7 @@ Reads the ledger only. Jinja2 is imported when a report is written, not when job
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ def write_job_report(ledger: Ledger, job_id: str, output: str | Path | None = No
     from .html import render_job, report_file
     started = time.perf_counter()
     report = job_report(ledger, job_id)
-    path = Path(output) if output else Path(report_file(job_id))
+    path = _output_path(output, Path(report_file(job_id)))
     size = _write(path, render_job(report, link_jobs=link_jobs))
     return ReportWritten(str(path), size, round(time.perf_counter() - started, 3), job_id,
                          report.cmap.cell_count, report.cmap.binned)
@@ -50,7 +51,7 @@ def write_ledger_report(ledger: Ledger, output: str | Path | None = None) -> Rep
     """Write one page over every job to ``output`` and each job's report beside it."""
     from .html import render_ledger, report_file
     started = time.perf_counter()
-    path = Path(output) if output else DEFAULT_LEDGER_REPORT
+    path = _output_path(output, DEFAULT_LEDGER_REPORT)
     report = ledger_report(ledger)
     for job in report.jobs:
         job.report_file = report_file(job.job_id)
@@ -60,6 +61,16 @@ def write_ledger_report(ledger: Ledger, output: str | Path | None = None) -> Rep
         write_job_report(ledger, job.job_id, path.parent / job.report_file, link_jobs=True)
     size = _write(path, render_ledger(report))
     return ReportWritten(str(path), size, round(time.perf_counter() - started, 3), jobs=len(report.jobs))
+
+
+def _output_path(output: str | Path | None, default: Path) -> Path:
+    """Where ``-o`` says, with the default file name inside it when it names a directory (an existing one,
+    or any path ending in '/'), as ``cp`` would."""
+    if not output:
+        return default
+    if str(output).endswith(("/", os.sep)) or Path(output).is_dir():
+        return Path(output) / default.name
+    return Path(output)
 
 
 def _write(path: Path, text: str) -> int:
