@@ -1,8 +1,9 @@
 """The completion map: param sets (rows) × replicates and aggregation targets (columns), one cell per output.
 
-Built from two passes over the narrow ``outputs`` view, keyed by ``param_key`` and ``template_id``
-(integers: a million-output job's rows carry no 64-character param_id): the first (grouped) gives the
-shape, the second streams every output in registration order and counts the states. A job whose
+Built from two passes over the manifest's (job_id, template_id, param_key) index, keyed by those
+integers (a million-output job's rows carry no 64-character param_id): the first (grouped) gives the
+shape, the second streams every output's state, template by template and param set by param set, and
+counts the states and each param set's verified outputs. A job whose
 map would exceed ``MAX_CELLS`` cells is binned: consecutive param sets share a row (and, past
 ``MAX_REPLICATE_COLUMNS`` replicates, consecutive replicates share a column); a binned cell lists its
 outputs per state and is coloured by the worst state among them.
@@ -23,18 +24,28 @@ KNOWN_STATES = ("verified", "missing", "errored", "incomplete", "unchecked", "st
 _SEVERITY = {"errored": 0, "stale": 1, "incomplete": 2, "missing": 3, "unchecked": 4, "verified": 9}
 _UNKNOWN_SEVERITY = 8
 
+# Per (template, param set): how many outputs, the first of them, and the param set itself. Grouped in the
+# order of the manifest's (job_id, template_id, param_key) index, which holds output_id too, so no output's
+# row is read; the verified counts come from the pass over the outputs that the map makes anyway.
 _SHAPE_SQL = """
-SELECT p.param_key, p.param_id, p.params_json, g.kind, g.template_id, t.entrypoint, g.n, g.first, g.verified
-FROM (SELECT param_key, kind, template_id, count(*) AS n, min(output_id) AS first,
-             sum(state = 'verified') AS verified
-      FROM outputs WHERE job_id = ? GROUP BY param_key, kind, template_id) g
-JOIN params p ON p.param_key = g.param_key JOIN task_templates t ON t.template_id = g.template_id
+SELECT p.param_key, p.param_id, p.params_json, g.template_id, g.n, g.first
+FROM (SELECT template_id, param_key, count(*) AS n, min(output_id) AS first
+      FROM manifest WHERE job_id = ? GROUP BY template_id, param_key) g
+JOIN params p ON p.param_key = g.param_key
 """
+# A template's kind, from any of its outputs (one template never serves both kinds: see validation_plan).
+_TEMPLATE_SQL = """
+SELECT entrypoint, (SELECT kind FROM manifest WHERE job_id = ? AND template_id = ? LIMIT 1)
+FROM task_templates WHERE template_id = ?
+"""
+# Both passes go template by template, param set by param set, in registration order within each: the
+# order of the manifest's (job_id, template_id, param_key) index, which the state pass reads alone.
 _DETAIL_SQL = """
-SELECT param_key, kind, template_id, state, path, run_seed, task_id, detail
-FROM outputs WHERE job_id = ? ORDER BY output_id
+SELECT param_key, template_id, state, path, run_seed, task_id, detail
+FROM outputs WHERE job_id = ? ORDER BY template_id, param_key, output_id
 """
-_STATE_SQL = "SELECT param_key, kind, template_id, state FROM outputs WHERE job_id = ? ORDER BY output_id"
+_STATE_SQL = ("SELECT param_key, template_id, state FROM outputs WHERE job_id = ? "
+              "ORDER BY template_id, param_key, output_id")
 
 
 @dataclass
@@ -104,17 +115,18 @@ def build_map(conn: sqlite3.Connection, job_id: str) -> CompletionMap:
     done: dict[str, list[int]] = {}
     per_target: dict[tuple[str, str], int] = {}
     param_of: dict[int, str] = {}          # param_key -> param_id
-    entrypoint_of: dict[int, str] = {}     # template_id -> entrypoint (an aggregation's: its target)
-    for key, param_id, values, kind, template, entrypoint, n, first, verified in cursor.execute(_SHAPE_SQL,
-                                                                                               (job_id,)):
+    template_of: dict[int, tuple[str, str]] = {}  # template_id -> (entrypoint, kind)
+    for key, param_id, values, template, n, first in cursor.execute(_SHAPE_SQL, (job_id,)):
         if key not in param_of:
             param_values[param_id] = json.loads(values)
-        param_of[key] = param_id
-        entrypoint_of[template] = entrypoint
+            param_of[key] = param_id
+            done[param_id] = [0, 0]
+        if template not in template_of:
+            template_of[template] = cursor.connection.execute(_TEMPLATE_SQL,
+                                                              (job_id, template, template)).fetchone()
+        entrypoint, kind = template_of[template]
         first_seen[param_id] = min(first, first_seen.get(param_id, first))
-        tally = done.setdefault(param_id, [0, 0])
-        tally[0] += verified
-        tally[1] += n
+        done[param_id][1] += n
         if kind == "aggregation":  # (a target may come with more than one template: per bundle)
             per_target[(param_id, entrypoint)] = per_target.get((param_id, entrypoint), 0) + n
         else:
@@ -141,10 +153,10 @@ def build_map(conn: sqlite3.Connection, job_id: str) -> CompletionMap:
     slots = {key: [row_of[pid] * width, 0] for key, pid in param_of.items()}
     aggregates: dict[tuple[int, str], int] = {}
 
-    def cell_of(key: int, kind: str, template: int) -> int:
+    def cell_of(key: int, template: int) -> int:
         slot = slots[key]
+        entrypoint, kind = template_of[template]
         if kind == "aggregation":
-            entrypoint = entrypoint_of[template]
             k = aggregates.get((key, entrypoint), 0)
             aggregates[(key, entrypoint)] = k + 1
             return slot[0] + target_offset[entrypoint] + k
@@ -153,20 +165,26 @@ def build_map(conn: sqlite3.Connection, job_id: str) -> CompletionMap:
 
     cells: dict[int, MapCell] = {}
     counts = cmap.state_counts
+    verified = dict.fromkeys(param_of, 0)  # per param_key
     if not cmap.binned:
         for row in cursor.execute(_DETAIL_SQL, (job_id,)):
-            cells[cell_of(row[0], row[1], row[2])] = MapCell(row[3], _cell_title(row))
-            counts[row[3]] = counts.get(row[3], 0) + 1
+            cells[cell_of(row[0], row[1])] = MapCell(row[2], _cell_title(row))
+            counts[row[2]] = counts.get(row[2], 0) + 1
+            if row[2] == "verified":
+                verified[row[0]] += 1
     else:
         # One counter array per state keeps the loop over a million outputs to two lookups each.
         n_cells = math.ceil(len(order) / per_row) * width
         per_state: dict[str, list[int]] = {}
-        for key, kind, template, state in cursor.execute(_STATE_SQL, (job_id,)):
+        aggregating = {t for t, (_, kind) in template_of.items() if kind == "aggregation"}
+        for key, template, state in cursor.execute(_STATE_SQL, (job_id,)):
             counter = per_state.get(state)
             if counter is None:
                 counter = per_state[state] = [0] * n_cells
-            if kind == "aggregation":
-                counter[cell_of(key, kind, template)] += 1
+            if state == "verified":
+                verified[key] += 1
+            if template in aggregating:
+                counter[cell_of(key, template)] += 1
             else:  # cell_of inlined: this line runs once per output
                 slot = slots[key]
                 counter[slot[0] + slot[1] // per_column] += 1
@@ -176,6 +194,8 @@ def build_map(conn: sqlite3.Connection, job_id: str) -> CompletionMap:
             bucket = {state: counter[cell] for state, counter in per_state.items() if counter[cell]}
             if bucket:
                 cells[cell] = _binned_cell(bucket)
+    for key, n in verified.items():
+        done[param_of[key]][0] = n
     cmap.rows = _rows(cmap, order, cells, width)
     return cmap
 
@@ -195,7 +215,7 @@ def _columns(rep_columns: int, per_column: int, max_reps: int, targets: list[str
 
 
 def _cell_title(row) -> str:
-    _, _, _, state, path, seed, task_id, detail = row
+    _, _, state, path, seed, task_id, detail = row
     return f"{path}\nseed {seed}\ntask {task_id}\n{state}" + (f": {detail}" if detail else "")
 
 
