@@ -69,7 +69,7 @@ class ResumePlan:
         """The ``resume --dry-run --json`` object: the child jobs as ModelOps SimJob specs."""
         return {"parent": self.parent, "jobs": [job.to_json() for job in self.jobs], "outputs": self.outputs,
                 "overcompute": self.overcompute, "given_up": len(self.given_up),
-                "max_attempts": self.max_attempts}
+                "max_attempts": self.max_attempts, "notes": self.notes}
 
     def given_up_note(self) -> str:
         n = len(self.given_up)
@@ -239,10 +239,20 @@ def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runti
     if max_attempts < 1:
         raise ContractError(f"--max-attempts: {max_attempts} is not a positive number")
     args = {"job": job_id, "store": job["store_url"]}
-    redo = ledger.query(_REDO_SQL + "SELECT count(*) AS n FROM redo", args)[0]["n"]
+    redo_of = {r["param_id"]: r["n"] for r in ledger.query(
+        _REDO_SQL + "SELECT param_id, count(*) AS n FROM redo GROUP BY param_id", args)}
+    rows = list(_pending_rows(ledger, args, sum(redo_of.values()), progress))
+    # An aggregation needs every replicate of its param set verified: a param set holding a replicate
+    # that came back errored in max_attempts jobs is given up whole, its aggregations not redone.
+    hopeless = {r["param_id"] for r in rows if r["whole"] and not r["verified"] and not r["in_flight"]
+                and r["attempts"] >= max_attempts}
+    for r in rows:
+        if r["param_id"] in hopeless:
+            r["whole"] = 0
+    redo = sum(n for param_id, n in redo_of.items() if param_id not in hopeless)
     # Replicates of a param set whose aggregation is redone ('whole') run whatever their state.
-    rows = [r for r in _pending_rows(ledger, args, redo, progress) if r["whole"] or r["state"] in reasons
-            or (r["state"] == states.UNCHECKED and "missing" in reasons)]
+    rows = [r for r in rows if r["whole"] or (not r["verified"] and (
+        r["state"] in reasons or (r["state"] == states.UNCHECKED and "missing" in reasons)))]
     in_flight = sum(1 for r in rows if r["in_flight"] and not r["whole"])
     given_up = [r for r in rows if not r["whole"] and not r["in_flight"] and r["attempts"] >= max_attempts]
     retried = [r for r in rows if not r["whole"] and not r["in_flight"] and r["attempts"] < max_attempts]
@@ -271,6 +281,10 @@ def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runti
                       max_attempts=max_attempts)
     if given_up:
         plan.notes.append(plan.given_up_note())
+    if hopeless:
+        n = sum(redo_of.get(param_id, 0) for param_id in hopeless)
+        plan.notes.append(f"{n} aggregation(s) not redone: {len(hopeless)} param set(s) hold a replicate "
+                          f"given up after {max_attempts} attempts, and an aggregation needs every replicate")
     if redo:
         plan.notes.append(f"{redo} aggregation(s) to redo: {jobs[0].job_id} re-runs their param sets whole "
                           f"with the job's targets, since the runner aggregates what one job ran")

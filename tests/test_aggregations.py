@@ -291,3 +291,32 @@ def test_prune_keeps_a_param_set_with_targets_whole(db_path, tmp_path):
     assert pruned["target_spec"] == job.to_json()["target_spec"]
     assert [(t["params"]["param_id"], t["seed"]) for t in pruned["tasks"]] == \
            [(job.tasks[3].param_id, s) for s in seeds[3:]]
+
+
+def test_a_param_set_whose_replicates_always_fail_is_given_up_whole_after_max_attempts(db_path, tmp_path):
+    """Its aggregation needs every replicate verified, so re-running the param set whole for ever would
+    never finish it: after --max-attempts jobs with the replicates errored, resume gives up the set."""
+    store = tmp_path / "store"
+    # beta 5.0 diverges (R0 = 50): the example model raises for every replicate of that param set
+    spec = target_study(tmp_path / "study.json", [{"beta": 0.3, "gamma": 0.1}, {"beta": 5.0, "gamma": 0.1}],
+                        n_replicates=2)
+    root = submit_local(spec, store)
+    wait_for_exit(db_path, root)
+    cli("sync")
+    for generation in (1, 2):
+        plan = json.loads(cli("resume", root, "--dry-run", "--json").stdout)
+        assert (plan["outputs"], plan["given_up"]) == (3, 0)  # the set's 2 replicates and its aggregation
+        cli("resume", root, "--runtime", "local", "--bundle-path", EXAMPLE_MODEL)
+        wait_for_exit(db_path, f"{root}-r{generation}")
+        cli("sync")
+    # Errored in the root, r1 and r2: the third attempt was the last.
+    refused = cli("resume", root, ok=(1,))
+    assert "nothing to resume: 2 outputs given up after 3 attempts" in refused.stderr
+    plan = json.loads(cli("resume", root, "--dry-run", "--json").stdout)
+    assert (plan["outputs"], plan["given_up"], plan["jobs"]) == (0, 2, [])
+    assert any(note.startswith("1 aggregation(s) not redone: 1 param set(s) hold a replicate given up after 3")
+               for note in plan["notes"])
+    assert json.loads(cli("status", root, "--json").stdout)["given_up"] == 2
+    # A higher limit runs the set whole again, with its aggregation.
+    plan = json.loads(cli("resume", root, "--max-attempts", "4", "--dry-run", "--json").stdout)
+    assert (plan["outputs"], plan["given_up"]) == (3, 0) and plan["jobs"][0]["target_spec"]

@@ -141,7 +141,7 @@ def test_dry_run_json_prints_modelops_specs_and_changes_nothing(ledger, db_path,
     job_id, rows = _registered_partial_job(ledger, tmp_path, golden)
     before = (ledger.query("SELECT count(*) AS n FROM jobs"), ledger.query("SELECT count(*) AS n FROM transitions"))
     plan = json.loads(cli("resume", job_id, "--dry-run", "--json").stdout)
-    assert list(plan) == ["parent", "jobs", "outputs", "overcompute", "given_up", "max_attempts"]
+    assert list(plan) == ["parent", "jobs", "outputs", "overcompute", "given_up", "max_attempts", "notes"]
     assert (plan["given_up"], plan["max_attempts"]) == (0, 3)
     assert plan["parent"] == job_id and plan["overcompute"] == 0 and plan["outputs"] == len(rows) - 1
     assert [j["job_id"] for j in plan["jobs"]] == [f"{job_id}-r{n}" for n in range(1, len(plan["jobs"]) + 1)]
