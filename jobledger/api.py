@@ -114,7 +114,7 @@ class JobStatus:
     counts: dict                    # COUNT_FIELDS and pct_verified, from the job_summary view
     validated: bool                 # has any validation observed the job's outputs?
     last_validation: dict | None
-    param_sets: list[dict]          # param_id, expected, verified (simulation outputs)
+    param_sets: list[dict]          # param_id, expected, verified (its replicates and aggregations)
     lineage: list[dict]             # descendants: job_id, parent_job_id, depth (1 = child), status, counts
 
     def as_dict(self) -> dict:
@@ -136,7 +136,7 @@ def status(ledger: Ledger, job_id: str) -> JobStatus:
     param_sets = ledger.query(
         "SELECT p.param_id, g.expected, g.verified FROM (SELECT param_key, count(*) AS expected, "
         "sum(state = 'verified') AS verified, min(output_id) AS first FROM outputs "
-        "WHERE job_id = ? AND kind = 'simulation' GROUP BY param_key) g "
+        "WHERE job_id = ? GROUP BY param_key) g "
         "JOIN params p ON p.param_key = g.param_key ORDER BY g.first", (job_id,))
     return JobStatus({k: job[k] for k in STATUS_FIELDS}, counts, bool(runs), runs[0] if runs else None,
                      param_sets,

@@ -210,6 +210,9 @@ def test_failed_replicates_and_their_stale_aggregation_next_to_a_clean_param_set
     assert {m["param_id"] for m in missing} == {b}
     status = json.loads(cli("status", job_id, "--json").stdout)
     assert (status["verified"], status["stale"]) == (5, 1)
+    # A param set is complete only with its aggregation: B is 1 of 4 (1 ok replicate, its aggregation stale)
+    a = job.tasks[0].param_id
+    assert [(s["param_id"], s["verified"], s["expected"]) for s in status["param_sets"]] == [(a, 4, 4), (b, 1, 4)]
 
 
 def test_two_jobs_in_one_store_each_see_only_strays_as_unexpected(db_path, tmp_path):
