@@ -28,6 +28,7 @@ from .contracts import (
 from .jobrows import StoredSpec
 from .ledger import Ledger, LedgerError, SpecNeeded
 from .limits import MAX_ATTEMPTS, RESUME_REASONS
+from .registry.transfer import refresh
 from .sync import Submitted, submit_job
 
 # Rows read between two progress reports while planning.
@@ -219,6 +220,7 @@ def plan_resume(ledger: Ledger, job_id: str, *, bundle: str | None = None, runti
     recomputes them. ``progress`` (optional) is told ``start(n)`` the outputs to look at, at most, then
     ``advance(k)`` as they are read.
     """
+    refresh(ledger, job_id)
     job = ledger.job(job_id)
     if job["spec_format"] is None:
         # Known only from ModelOps's state.json: without the spec there are no tasks to run again (at most the

@@ -32,6 +32,7 @@ from .recording import (
 )
 from .recording import progress as run_progress
 from .redact import redact_url
+from .registry.transfer import refresh
 from .scan import PACKED_STATE_SQL, Scan, scan
 from .stores import ProvenanceStore, open_store
 from .validation_plan import STRATEGIES, Plan, ValidationError, job_to_check, make_plan
@@ -184,6 +185,7 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
     ``progress.advance(n)`` (optional) is told how many directories or outputs were looked at.
     ``read_timeout``: seconds one file read (a deep check's, an aggregation's) may take (None: no limit)."""
     clock = time.monotonic()
+    refresh(ledger, job_id)
     job = job_to_check(ledger, job_id)
     if strategy not in STRATEGIES:
         raise ValidationError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")

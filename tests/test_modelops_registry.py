@@ -149,6 +149,32 @@ def test_a_move_modelops_made_is_imported_and_pull_validate_resume_keep_working(
     assert all(blob(registry, job_id)["status"] == "scheduled" for job_id in resumed)
 
 
+def test_validate_and_resume_start_from_the_move_modelops_made_with_no_pull_first(tmp_path, registry, spec_dir):
+    """A command that decides from a job's status reads the registry's first: validate after ModelOps moved
+    the job to validating decides it (it reported a stale 'scheduled (no transition)' and left the job
+    undecided), and resume after ModelOps failed the job says what the failed job needs."""
+    db = tmp_path / "a.db"
+    register_sample(db, registry, spec_dir, SAMPLE_JOB, "--namespace", NS)  # its runtime reports: it waits
+    store = open_versioned_store(registry)
+    update_status(store, SAMPLE_JOB, "running")
+    moved = update_status(store, SAMPLE_JOB, "validating")
+    result = as_json(cli(db, registry, "validate", SAMPLE_JOB, "--json", ok=(3,)))
+    assert (result["previous_status"], result["status"], result["verified"]) == ("validating", "partial", 9)
+    assert history(db, SAMPLE_JOB)[1] == ("scheduled", "validating", "moved by ModelOps")
+    at = as_json(cli(db, None, "history", SAMPLE_JOB, "--json"))[1]["at"]
+    assert at == moved["updated_at"]  # the move is dated when ModelOps made it
+    assert blob(registry, SAMPLE_JOB)["status"] == "partial"
+
+    other = "job-0000f00d"
+    register_sample(db, registry, spec_dir, other, "--namespace", NS)
+    update_status(store, other, "running")
+    update_status(store, other, "failed", error_message="BackoffLimitExceeded", error_code="K8S_FAILED")
+    refused = cli(db, registry, "resume", other, ok=(1,))
+    assert f"{other} is failed but its outputs were never observed" in refused.stderr
+    assert f"`jobledger validate --force {other}`" in refused.stderr
+    assert as_json(cli(db, None, "status", other, "--json"))["status"] == "failed"
+
+
 def test_a_modelops_writer_still_works_after_the_moves_its_table_forbids(tmp_path, registry, spec_dir):
     db = tmp_path / "a.db"
     register_sample(db, registry, spec_dir)

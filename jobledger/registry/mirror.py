@@ -323,7 +323,9 @@ class Mirror:
                       if k.count("/") == 2 and k.endswith("/state.json"))
 
     def pull_job(self, ledger: Ledger, job_id: str, since: str | None = None, _depth: int = 0, *,
-                 missing_ok: bool = False) -> PullResult | None:
+                 missing_ok: bool = False, observations: bool = True) -> PullResult | None:
+        """Import or refresh one job from the registry; ``observations=False`` reads only state.json
+        (its status, history and ModelOps's fields), as a command does before deciding from the status."""
         try:
             check_job_id(job_id, "registry key jobs/<job_id>")
         except ContractError as exc:
@@ -339,7 +341,8 @@ class Mirror:
             return None
         ours = jobledger_part(remote)
         # observations are kept by output position: only a job with a manifest has them (_publish_side_blobs)
-        observed_blob = self.store.get(observed_key(job_id)) if ours and ours.get("manifest") else None
+        observed_blob = self.store.get(observed_key(job_id)) \
+            if observations and ours and ours.get("manifest") else None
         observed = parse_observed(observed_blob[0], observed_key(job_id)) if observed_blob else None
         if not ledger.job_exists(job_id):
             manifest = self._fetch_manifest(ledger, remote, _depth)

@@ -15,6 +15,14 @@ def _mirror_of(ledger: Ledger) -> Mirror:
     return ledger.mirror
 
 
+def refresh(ledger: Ledger, job_id: str) -> None:
+    """Before a command decides from a job's status: import the moves the registry holds beyond this
+    ledger's (ModelOps's update_status, another machine), reading only its state.json. Nothing without a
+    registry, or for a job this ledger does not know."""
+    if isinstance(ledger.mirror, Mirror) and ledger.job_exists(job_id):
+        ledger.mirror.pull_job(ledger, job_id, missing_ok=True, observations=False)
+
+
 def pull(ledger: Ledger, job_ids: Iterable[str] = (), *, since: str | None = None,
          progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None
          ) -> list[PullResult]:
