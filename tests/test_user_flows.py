@@ -525,6 +525,56 @@ def test_8_sync_recovers_jobs_stuck_in_submitting(tmp_path, golden, standin, azu
     assert standin.job(NS, lost) is not None
 
 
+def _as_if_killed_mid_submit(db: Path, job_id: str, *leftover_files: str) -> Path:
+    """The ledger and run directory as a local submit killed part-way leaves them: the job still
+    ``submitting``, no runtime recorded, and of the run directory only ``leftover_files``."""
+    run_dir = run_dir_of(db, job_id)
+    for path in run_dir.iterdir():
+        if path.name not in leftover_files:
+            path.unlink()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE jobs SET status = 'submitting', runtime_ref = NULL WHERE job_id = ?", (job_id,))
+    return run_dir
+
+
+def test_8_a_local_submit_killed_before_its_worker_started_may_be_submitted_again(tmp_path):
+    """Killed after it wrote the plan, before it started the worker: sync calls it interrupted, and the
+    submit again runs it (the run directory the first one left is replaced, not a dead end)."""
+    db, store = tmp_path / "ledger.db", tmp_path / "store"
+    spec = study(tmp_path / "study.json", "models.sir", "baseline", [{"beta": 0.3, "gamma": 0.1}])
+    job_id = submit_local(db, spec, store, EXAMPLE_MODEL)
+    wait_for_exit(db, job_id)
+    shutil.rmtree(store)
+    run_dir = _as_if_killed_mid_submit(db, job_id, "plan.json")
+    out = jl(db, "sync", "--submit-timeout", "0").stdout
+    assert f"{job_id}: submitting → failed" in out and "may be submitted again" in out
+    again = jl(db, "submit", spec, "--bundle", BUNDLE, "--runtime", "local", "--store", store,
+               "--bundle-path", EXAMPLE_MODEL)
+    assert "→ scheduled" in again.stdout
+    assert run_dir_of(db, job_id) == run_dir and wait_for_exit(db, job_id)["ran"] == 1
+    assert jl(db, "sync").stdout.strip() == f"{job_id}: scheduled → validating → succeeded (1 verified)"
+
+
+def test_8_a_local_submit_killed_after_its_worker_started_is_recovered_with_that_worker(tmp_path,
+                                                                                       gated_bundle):
+    """Killed between starting the worker and recording its pid: sync finds the worker (running: by its
+    command line; finished: by its exit record), so the job is scheduled, not failed and run twice."""
+    db, gate = tmp_path / "ledger.db", tmp_path / "gate"
+    spec = study(tmp_path / "study.json", "gated.model", "wait", [{"gate": str(gate)}])
+    job_id = submit_local(db, spec, tmp_path / "store", gated_bundle)
+    worker = json.loads(run_dir_ref(db, job_id))["pid"]
+    _as_if_killed_mid_submit(db, job_id, "plan.json", "worker.log")
+    out = jl(db, "sync", "--submit-timeout", "0").stdout
+    assert f"{job_id}: submitting → scheduled" in out
+    assert json.loads(run_dir_ref(db, job_id))["pid"] == worker
+    assert jl(db, "sync").stdout.strip() == f"{job_id}: scheduled → running"
+    gate.touch()
+    assert wait_for_exit(db, job_id)["ran"] == 1
+    _as_if_killed_mid_submit(db, job_id, "plan.json", "worker.log", "exit.json")
+    assert f"{job_id}: submitting → scheduled" in jl(db, "sync", "--submit-timeout", "0").stdout
+    assert jl(db, "sync").stdout.strip() == f"{job_id}: scheduled → validating → succeeded (1 verified)"
+
+
 # ------------------------------------------------------------------ 9. tests and users need no PATH
 
 def test_9_python_dash_m_jobledger_works_without_the_console_script_on_path(tmp_path, sample_spec):

@@ -94,6 +94,25 @@ def process_alive(pid: int, start_time: int | None) -> bool:
     return True
 
 
+def worker_running(run_dir: Path) -> int | None:
+    """The pid of a live worker of ``run_dir``, found by its command line (``… -m jobledger.runtimes.worker
+    RUN_DIR``): a worker whose pid the submit that started it did not live to record. None without one
+    (or without /proc)."""
+    wanted = [b"-m", b"jobledger.runtimes.worker", os.fsencode(run_dir)]
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[1:-1]
+        except OSError:
+            continue
+        if args == wanted and process_alive(int(entry), None):
+            return int(entry)
+    return None
+
+
 class LocalRuntime(Runtime):
     name = "local"
 
@@ -119,7 +138,7 @@ class LocalRuntime(Runtime):
             raise RuntimeFailure(f"--bundle-path {self.bundle_path} is not a directory")
         local_store_root(job_row["store_url"])
         run_dir = self.run_dir(job.job_id)
-        if run_dir.exists():  # refused before the job is written: nothing to clean up
+        if run_dir.exists() and not self._never_started(run_dir):  # refused before the job is written
             raise RuntimeFailure(f"{run_dir} already exists (left by an earlier run of {job.job_id} for a "
                                  f"ledger at this path): remove it, or submit under another --job-id")
 
@@ -137,6 +156,8 @@ class LocalRuntime(Runtime):
         process = None
         try:
             store_root.mkdir(parents=True, exist_ok=True)
+            if run_dir.exists():  # what a submit killed before it started the worker left (see check)
+                shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True)
             (run_dir / PLAN_FILE).write_text(json.dumps(plan))
             with open(run_dir / LOG_FILE, "ab") as log:
@@ -163,12 +184,36 @@ class LocalRuntime(Runtime):
             shutil.rmtree(ref["run_dir"], ignore_errors=True)
 
     def recover(self, job_row: dict) -> Submission | None:
-        """The worker an interrupted submit started: its pid file is written right after the start."""
+        """The worker an interrupted submit started: its pid file is written right after the start. A submit
+        killed between starting the worker and writing that file left a worker all the same: a finished one
+        by its exit record (which holds its pid), a running one by its command line. None: no worker."""
+        run_dir = self.run_dir(job_row["job_id"])
         try:
-            ref = json.loads((self.run_dir(job_row["job_id"]) / PID_FILE).read_text())
+            return Submission(json.loads((run_dir / PID_FILE).read_text()))
         except (OSError, ValueError):
+            pass
+        try:
+            pid = json.loads((run_dir / EXIT_FILE).read_text())["pid"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pid = worker_running(run_dir)
+        if not isinstance(pid, int):
             return None
-        return Submission(ref)
+        try:
+            bundle_path = json.loads((run_dir / PLAN_FILE).read_text()).get("bundle_path")
+        except (OSError, ValueError, AttributeError):
+            bundle_path = None
+        stat = _proc_stat(pid)
+        host, boot_id = this_host()
+        return Submission({"run_dir": str(run_dir), "pid": pid, "start_time": stat[1] if stat else None,
+                           "bundle_path": bundle_path, "host": host, "boot_id": boot_id})
+
+    @staticmethod
+    def _never_started(run_dir: Path) -> bool:
+        """A run directory a submit killed before it started the worker left (plan.json at most): no pid
+        file, no exit record, no worker running it. Such a submit ends ``failed`` (submit interrupted) and
+        may be submitted again, into a fresh directory."""
+        return not (run_dir / PID_FILE).exists() and not (run_dir / EXIT_FILE).exists() \
+            and worker_running(run_dir) is None
 
     def status(self, job_rows: Iterable[dict]) -> dict[str, RuntimeStatus]:
         return {row["job_id"]: self._status(row) for row in job_rows}
