@@ -121,7 +121,7 @@ def test_the_proxy_process_reports_its_port_and_stats_and_exits_quietly_when_std
         assert json.loads(process.stdout.readline()) == {"connections": 1, "requests": 1, "uncounted": False}
         out, err = process.communicate(timeout=10)  # closes stdin with the connection still open
         client.close()
-        assert process.returncode == 0 and err == ""
+        assert (process.returncode, err) == (0, "")
         assert json.loads(out)["requests"] == 1
     finally:
         echo.close()

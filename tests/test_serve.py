@@ -115,5 +115,5 @@ def test_serve_without_datasette_or_ledger_is_a_one_line_error(db_path, tmp_path
     env["JOBLEDGER_DB"] = str(db_path)
     code = ("import sys\nsys.modules['datasette'] = None\nfrom jobledger.cli import main\nmain(['serve'])\n")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert done.returncode == 1
+    assert done.returncode == 1, done.stderr
     assert done.stderr == "error: serve needs Datasette: pip install 'jobledger[serve]'\n"

@@ -83,7 +83,7 @@ def test_ctrl_c_during_a_watch_exits_130_and_leaves_the_ledger_whole(db_path, tm
     time.sleep(0.3)  # a few passes later, most likely in the middle of one
     watch.send_signal(signal.SIGINT)
     _, err = watch.communicate(timeout=30)
-    assert watch.returncode == 130 and err.strip().splitlines()[-1] == "interrupted"
+    assert watch.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err
     with Ledger(db_path) as ledger:
         (job,) = ledger.query("SELECT status FROM jobs WHERE job_id = ?", (job_id,))
         last = ledger.transitions(job_id)[-1]
@@ -104,8 +104,8 @@ def test_logs_follows_a_running_local_worker_until_it_ends(db_path, tmp_path, en
     follow = jobledger("logs", job_id, "-f", env=env)
     first = follow.stdout.readline()
     assert "step 0" in first and not (run_dir / "exit.json").exists()  # printed while the worker runs
-    rest, _ = follow.communicate(timeout=60)
-    assert follow.returncode == 0 and (run_dir / "exit.json").exists()
+    rest, err = follow.communicate(timeout=60)
+    assert follow.returncode == 0 and (run_dir / "exit.json").exists(), err
     steps = [line for line in (first + rest).splitlines() if " step " in line]
     assert len(steps) == 6 and steps == [line for line in (run_dir / "worker.log").read_text().splitlines()
                                          if " step " in line]
