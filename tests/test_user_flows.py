@@ -473,6 +473,29 @@ def test_7_every_hint_in_an_error_runs(tmp_path, sample_spec, sample_tree, seir_
     assert wait_for_exit(db, f"{other}-r1")["ran"] == 3
 
 
+def test_7_the_hint_for_a_history_that_differs_from_the_registry_gets_out_of_it(tmp_path, sample_spec,
+                                                                                 sample_tree):
+    """A ledger that moved a job without the registry while another machine moved it in the registry: the
+    error's hint once named `jobledger pull`, which keeps the local history, so the error came back."""
+    registry = f"file://{tmp_path / 'registry'}"
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    jl(a, "register", sample_spec, "--store", sample_tree, registry=registry)
+    jl(a, "validate", SAMPLE_JOB, ok=(3,))                # no --registry: only this ledger knows
+    jl(b, "pull", registry=registry)
+    jl(b, "cancel", SAMPLE_JOB, registry=registry)        # the registry's history goes another way
+    refused = jl(a, "validate", "--force", SAMPLE_JOB, registry=registry, ok=(1,)).stderr
+    assert "history differs" in refused
+    noted = json.loads(jl(a, "pull", SAMPLE_JOB, "--json", registry=registry).stdout)[0]["note"]
+    for hint in (refused, noted):
+        commands = [c.split() for c in hint.split("`")[1::2]]
+        assert commands == [["jobledger", "forget", SAMPLE_JOB], ["jobledger", "pull", SAMPLE_JOB]], hint
+    for command in commands:
+        jl(a, *command[1:], registry=registry)
+    assert status_doc(a, SAMPLE_JOB)["status"] == "cancelled"
+    jl(a, "validate", "--force", SAMPLE_JOB, registry=registry, ok=(3,))  # a cancelled job is observed
+    assert status_doc(a, SAMPLE_JOB)["status"] == "cancelled"
+
+
 # ------------------------------------------------------------------ 8. jobs stuck in submitting
 
 NS = "modelops-dask-dev"

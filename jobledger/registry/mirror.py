@@ -53,6 +53,9 @@ from .state import (
     with_progress_of,
 )
 
+TAKE_THEIRS = ("`jobledger forget {0}` then `jobledger pull {0}` replace this ledger's copy with the "
+               "registry's (the moves only this ledger made are dropped)")
+
 
 def actor() -> str:
     """Who made a move, as shown in conflict messages."""
@@ -375,7 +378,8 @@ class Mirror:
             elif where == "local-ahead":
                 note = "this ledger is ahead of the registry: run `jobledger push`"
             elif where == "diverged":
-                note = f"histories differ ({moved_message(remote)}); status kept"
+                note = (f"histories differ ({moved_message(remote)}); this ledger's status is kept: "
+                        f"{TAKE_THEIRS.format(job_id)}")
         after = (ledger.job(job_id), ledger.summary(job_id), len(ledger.transitions(job_id)))
         return PullResult(job_id, "updated" if after != before else "unchanged", after[0]["status"],
                           after[1]["expected"], note)
@@ -399,13 +403,12 @@ class Mirror:
 
 
 def _histories(job_id: str, mine: list[list], remote: dict) -> tuple[list[list], str]:
-    """The registry's history of a job beside this ledger's, and whose is ahead (see state.relation); a
-    writer refuses to go on from histories that diverged."""
+    """The registry's history of a job beside this ledger's, whose is ahead (state.relation); not diverged."""
     theirs = registry_history(remote, mine)
     where = relation(mine, theirs)
     if where == "diverged":
         raise RegistryError(f"job {job_id}: the registry's history differs from this ledger's "
-                            f"({moved_message(remote)}); run `jobledger pull {job_id}`")
+                            f"({moved_message(remote)}): {TAKE_THEIRS.format(job_id)}")
     return theirs, where
 
 
