@@ -3,6 +3,7 @@ the progress fields jobledger writes for it, and jobs registered after ModelOps 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from helpers import cli as run_cli
@@ -73,6 +74,8 @@ def test_each_modelops_blob_pulls_with_its_status_coordinates_and_reported_outpu
     # the partial job: ModelOps's verified/missing result paths are what `missing` and `status` show
     partial = as_json(cli(db, None, "status", "job-a0000003", "--json"))
     assert (partial["expected"], partial["verified"], partial["missing"]) == (3, 2, 1)
+    text = cli(db, None, "status", "job-a0000003").stdout  # what ModelOps reported, not 'not validated yet'
+    assert re.search(r"^verified +2 \(66\.7%\)$", text, re.M) and re.search(r"^missing +1$", text, re.M), text
     missing = cli(db, None, "missing", "job-a0000003", "--format", "paths").stdout.split()
     assert missing == ["token/v1/sims/x/aa/bb/params_1/seed_3"]
     assert "3 reported result paths" in pulled["job-a0000003"]["note"]

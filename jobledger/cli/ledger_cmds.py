@@ -98,7 +98,8 @@ def status(ctx, job_id, output, table_style):
              ("store", doc["store_url"]), ("layout / seeds", f"{doc['layout']} / {doc['seed_policy']}"),
              ("runtime", doc["runtime"] or "external"), ("parent", doc["parent_job_id"]),
              ("expected", doc["expected"])]
-    if doc["validated"] or not doc["expected"]:
+    # observed states come from a validation, or from the result paths ModelOps reported (a job without spec)
+    if doc["validated"] or doc["unchecked"] < doc["expected"] or not doc["expected"]:
         pairs += [("verified", f"{doc['verified']}{pct}"), ("missing", doc["missing"]),
                   ("errored", doc["errored"]), ("incomplete", doc["incomplete"])]
         if doc["unchecked"]:
