@@ -188,9 +188,11 @@ def test_an_output_file_that_is_a_device_or_a_link_is_written_through_not_replac
     assert link.is_symlink() and json.loads(target.read_text())["job_id"] == SAMPLE_JOB
     (tmp_path / "adir").mkdir()
     (tmp_path / "dirlink").symlink_to(tmp_path / "adir")
-    for out in (tmp_path / "adir", tmp_path / "dirlink"):  # click refuses a directory before the command runs
-        result = cli("report", SAMPLE_JOB, "-o", out, ok=(2,))
-        assert "is a directory" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    for out in (tmp_path / "adir", tmp_path / "dirlink"):  # a directory gets the page inside it, as cp does
+        (tmp_path / "adir" / f"{SAMPLE_JOB}.html").unlink(missing_ok=True)
+        result = cli("report", SAMPLE_JOB, "-o", out)
+        assert result.stdout.startswith(f"wrote {out / f'{SAMPLE_JOB}.html'} ")
+        assert (tmp_path / "adir" / f"{SAMPLE_JOB}.html").is_file()
         assert (tmp_path / "adir").is_dir() and (tmp_path / "dirlink").is_symlink()
 
 
