@@ -225,8 +225,10 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
                                   time.monotonic() - clock)
         if current["status"] != status:
             opening = _opening_reason(ledger, current, force, reason)
+        opened = False
         if opening is not None and current["status"] != states.VALIDATING:
             current = ledger.transition(job_id, states.VALIDATING, opening, revalidate=True)
+            opened = True
         fields = dict(validation_attempts=current["validation_attempts"] + 1, validation_started_at=started,
                       validation_completed_at=utcnow(), last_validation_error=None)
         verdict = states.verdict(counts["expected"], counts["verified"]) \
@@ -287,7 +289,8 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
         recorded["unexpected"],
         strategy=plan.strategy,
         requests=store.requests, seconds=round(time.monotonic() - clock, 3), run_id=recorded["run_id"],
-        last_run_id=recorded["run_id"], changed=recorded["changed"], transitioned=final["status"] != status,
+        last_run_id=recorded["run_id"], changed=recorded["changed"],
+        transitioned=opened or final["status"] != status,
         validated=True, deep=deep, checksums=checksums, store=plan.store, prefixes=plan.prefixes, note=note)
 
 

@@ -293,7 +293,8 @@ def test_a_modelops_job_is_validated_on_the_result_paths_it_reported(tmp_path, r
 
     # partial as ModelOps had it (seeds 1 and 2); re-validated, jobledger decides from the store
     result = cli(db, registry, "validate", "--force", "job-a0000003", ok=(3,))
-    assert result.stdout.startswith("job-a0000003: partial (no transition), outcome partial\n2/3 verified, 1 missing")
+    assert result.stdout.startswith("job-a0000003: partial → validating → partial, outcome partial\n"
+                                    "2/3 verified, 1 missing")
     assert "note: job-a0000003 has no spec (ModelOps created it): checked the result paths ModelOps " \
            f"reported, in {store}" in result.stdout
     assert cli(db, None, "missing", "job-a0000003", "--format", "paths").stdout.split() == [seeds[2]]

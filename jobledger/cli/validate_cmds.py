@@ -24,9 +24,10 @@ def _explain_text(plan: api.Plan) -> str:
 def _result_text(result: api.ValidationResult) -> str:
     if not result.validated:
         return f"{result.note}\n{result.verified}/{result.expected} verified per the ledger"
-    # A decision always passes through validating; a job already there shows it once.
-    path = [render.status_text(s) for s in dict.fromkeys([result.previous_status, "validating",
-                                                          result.status])]
+    # A decision always passes through validating; a job already there shows it once (and a finished job
+    # re-validated with --force shows both ends: partial → validating → partial).
+    steps = [result.previous_status, "validating", result.status]
+    path = [render.status_text(s) for i, s in enumerate(steps) if i == 0 or s != steps[i - 1]]
     status = render.status_text(result.status)
     move = " → ".join(path) if result.transitioned else f"{status} (no transition)"
     unexpected = "not checked" if result.unexpected is None else result.unexpected
