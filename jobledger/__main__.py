@@ -1,4 +1,4 @@
 """``python -m jobledger``: the same command as the ``jobledger`` console script."""
-from .cli import main
+from .entry import main
 
-main(prog_name="jobledger")
+main()

@@ -3,6 +3,7 @@ imports included), nothing below the facade imports ``api``, and the CLI talks o
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -222,3 +223,20 @@ def test_the_readme_architecture_table_names_every_module_and_nothing_that_is_go
         for name in re.findall(r"`([\w/.]+)`", cell):
             assert (PACKAGE / name).exists() or (PACKAGE / f"{name}.py").exists(), \
                 f"the README's architecture table names {name}, which is not in the package"
+
+
+def test_ctrl_c_while_the_cli_is_imported_ends_in_one_line_and_status_130(tmp_path):
+    """A finder that raises KeyboardInterrupt when jobledger.cli is imported stands in for a Ctrl-C that
+    arrives during start-up (a real signal would race the import)."""
+    code = ("import sys\n"
+            "class Interrupt:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'jobledger.cli':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+            "sys.argv = ['jobledger', 'list']\n"
+            "import runpy\n"
+            "runpy.run_module('jobledger', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", ""), done.stderr
