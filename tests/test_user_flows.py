@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -567,6 +568,12 @@ def test_8_a_local_submit_killed_before_its_worker_started_may_be_submitted_agai
     spec = study(tmp_path / "study.json", "models.sir", "baseline", [{"beta": 0.3, "gamma": 0.1}])
     job_id = submit_local(db, spec, store, EXAMPLE_MODEL)
     wait_for_exit(db, job_id)
+    # The worker wrote its exit record, but may still be shutting down: until it is gone, sync would
+    # rightly find it running (by its command line) and call the job scheduled.
+    from jobledger.runtimes.local import worker_running
+    deadline = time.monotonic() + 30
+    while worker_running(run_dir_of(db, job_id)) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
     shutil.rmtree(store)
     run_dir = _as_if_killed_mid_submit(db, job_id, "plan.json")
     out = jl(db, "sync", "--submit-timeout", "0").stdout
