@@ -29,7 +29,6 @@ SCHEMA_VERSION = migrations.schema_version()
 BUSY_TIMEOUT_MS = 30_000
 
 
-
 class LedgerError(JobledgerError):
     """A problem the user can fix; the CLI prints it as one line."""
 

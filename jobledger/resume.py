@@ -51,8 +51,6 @@ class PendingTask:
     verified: bool = False  # verified already: re-run only to redo its param set's aggregation
 
 
-
-
 @dataclass
 class ResumePlan:
     parent: str

@@ -23,7 +23,6 @@ DB_HELP = "Ledger file (default $XDG_DATA_HOME/jobledger/ledger.db, i.e. ~/.loca
 REGISTRY_HELP = "Shared registry every status change is mirrored to (az://job-registry[/prefix], file:///path)."
 
 
-
 class Seconds(click.FloatRange):
     """A number of seconds, 0 or more. (FloatRange alone lets 'nan' through: NaN is never below 0.)"""
 
@@ -37,6 +36,7 @@ class Seconds(click.FloatRange):
         if math.isnan(seconds):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         return seconds
+
 
 class App:
     """What every command needs: where the ledger is and which registry (if any) mirrors it."""

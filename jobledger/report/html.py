@@ -30,8 +30,8 @@ def state_class(state: str) -> str:
 
 def map_cells(cells: list[MapCell | None]) -> Markup:
     """One map row's cells, each value escaped as Jinja's autoescaping would. Written here rather than
-    in the template: a big map has 50,000 cells, and a template loop costs a second more on them.
-    Map cells omit the optional </td>."""
+    in the template: a big map has 50,000 cells, which a template loop renders in 0.30 s of CPU and this
+    in 0.14-0.20 s (the same bytes). Map cells omit the optional </td>."""
     html = []
     for cell in cells:
         if cell is None:

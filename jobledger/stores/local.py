@@ -309,7 +309,6 @@ class LocalStore(ProvenanceStore):
         return b"".join(self.chunks(path, limit))
 
 
-
 def _walk_part(root: str, part: str, summarize: Callable[[str, list[str]], T]) -> tuple[list[T], int]:
     """One part of a parallel walk, in a worker process: (summaries, directory reads)."""
     store = LocalStore(root)
