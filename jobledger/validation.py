@@ -35,7 +35,7 @@ from .redact import redact_url
 from .registry.transfer import refresh
 from .scan import PACKED_STATE_SQL, Scan, scan
 from .stores import ProvenanceStore, open_store
-from .validation_plan import STRATEGIES, Plan, ValidationError, job_to_check, make_plan
+from .validation_plan import STRATEGIES, Plan, ValidationError, check_strategy, job_to_check, make_plan
 
 OUTCOMES = {states.SUCCEEDED: "complete", states.PARTIAL: "partial", states.FAILED: "failed",
             states.CANCELLED: "cancelled"}
@@ -187,8 +187,7 @@ def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: 
     clock = time.monotonic()
     refresh(ledger, job_id)
     job = job_to_check(ledger, job_id)
-    if strategy not in STRATEGIES:
-        raise ValidationError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    check_strategy(strategy)  # before anything is read or written (make_plan comes later)
     deep = deep or checksums
     status = job["status"]
     if status in states.TERMINAL and status != states.CANCELLED and not force:

@@ -90,9 +90,14 @@ def _cover_prefixes(ledger: Ledger, job: dict, templates: list[dict], target_dir
     return kept
 
 
-def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str = "auto") -> Plan:
+def check_strategy(strategy: str) -> str:
     if strategy not in STRATEGIES:
         raise ValidationError(f"--strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    return strategy
+
+
+def make_plan(ledger: Ledger, job: dict, store: ProvenanceStore, strategy: str = "auto") -> Plan:
+    check_strategy(strategy)
     job_id = job["job_id"]
     templates = _templates(ledger, job_id)
     expected = sum(t["n"] for t in templates)
