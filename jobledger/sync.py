@@ -220,6 +220,7 @@ class _Steps:
     error: str | None = None
     note: str | None = None
     counts: dict = field(default_factory=dict)
+    published: bool = False  # a validation of this step published the job after its last change
 
 
 def sync(ledger: Ledger, job_ids: Iterable[str] | None = None, *, validate: bool = True,
@@ -316,7 +317,7 @@ def _change(ledger: Ledger, row: dict, steps: _Steps, current: str, observed: Ru
     change = SyncChange(job_id, row["status"], tuple(steps.path), current, row["runtime"],
                         observed.phase if observed else None, steps.reason, steps.error, dry_run, steps.note,
                         **{k: steps.counts[k] for k in COUNT_KEYS if k in steps.counts})
-    if change.changed and not dry_run:
+    if change.changed and not dry_run and not steps.published:
         ledger.notify_changed(job_id)
     return change
 
@@ -375,7 +376,8 @@ def _advance(ledger: Ledger, row: dict, observed: RuntimeStatus | None, steps: _
             steps.path.append("(validate)")
         else:
             try:
-                result = validate_job(ledger, job_id, reason=steps.reason)
+                # a move this step made swapped state.json already: no need to read it again
+                result = validate_job(ledger, job_id, reason=steps.reason, in_step=target is not None)
             except MovedElsewhere:
                 raise
             except JobledgerError as exc:  # e.g. a job ModelOps created, with no outputs known: it stays
@@ -385,6 +387,7 @@ def _advance(ledger: Ledger, row: dict, observed: RuntimeStatus | None, steps: _
                     steps.path.append(result.status)
                 current = result.status
                 steps.counts = {k: getattr(result, k) for k in COUNT_KEYS}
+                steps.published = result.validated  # a recorded validation ends by publishing the job
     return current
 
 

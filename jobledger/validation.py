@@ -177,15 +177,18 @@ def _opening_reason(ledger: Ledger, job: dict, force: bool, reason: str | None) 
 
 def validate_job(ledger: Ledger, job_id: str, *, force: bool = False, strategy: str = "auto",
                  deep: bool = False, checksums: bool = False, read_timeout: float | None = READ_TIMEOUT,
-                 progress=None, reason: str | None = None) -> ValidationResult:
+                 progress=None, reason: str | None = None, in_step: bool = False) -> ValidationResult:
     """Validate a job against its store and decide succeeded/partial/failed for a job in
     ``validating``, a job without runtime (nothing to wait for), and with ``force`` any job but a
     cancelled one. A job whose runtime is still to be heard from, and a cancelled job (cancelled
     is final), are only observed; a finished job keeps its verdict unless ``force``.
     ``progress.advance(n)`` (optional) is told how many directories or outputs were looked at.
-    ``read_timeout``: seconds one file read (a deep check's, an aggregation's) may take (None: no limit)."""
+    ``read_timeout``: seconds one file read (a deep check's, an aggregation's) may take (None: no limit).
+    ``in_step``: the caller has just swapped the job's status with the registry (sync), so this ledger
+    holds what the registry holds and the state.json read that starts a validation is skipped."""
     clock = time.monotonic()
-    refresh(ledger, job_id)
+    if not in_step:
+        refresh(ledger, job_id)
     job = job_to_check(ledger, job_id)
     check_strategy(strategy)  # before anything is read or written (make_plan comes later)
     deep = deep or checksums

@@ -722,3 +722,32 @@ def test_a_machine_that_has_not_seen_a_verdicts_observations_does_not_overwrite_
     a_publishes_now()                                                 # (if B's write did not call on A)
     cli(b, local_registry, "pull")                                    # and B catches up from A's observations
     assert json.loads(cli(b, None, "status", SAMPLE_JOB, "--json").stdout)["verified"] == 9
+
+
+def test_sync_reads_the_registry_once_per_move_and_publishes_once(tmp_path, monkeypatch, local_registry):
+    """sync swaps each move with the registry (one read of state.json each); the validation it runs
+    then neither reads state.json again first (as a validate command on its own does) nor is followed
+    by a second publication of what it already published (state.json and the observations blob)."""
+    from test_local_runtime import BUNDLE, EXAMPLE_MODEL, study, wait_for_exit
+
+    from jobledger import api
+    from jobledger.registry.local import LocalVersionedStore
+    db = tmp_path / "ledger.db"
+    spec = study(tmp_path / "study.json", [{"beta": 0.3, "gamma": 0.1}], n_replicates=1)
+    job_id = json.loads(cli(db, local_registry, "submit", spec, "--bundle", BUNDLE, "--runtime", "local",
+                            "--store", tmp_path / "store", "--bundle-path", EXAMPLE_MODEL, "--json").stdout)["job_id"]
+    wait_for_exit(db, job_id)
+    reads: list[str] = []
+    get = LocalVersionedStore.get
+
+    def counting_get(self, key):
+        reads.append(key)
+        return get(self, key)
+
+    monkeypatch.setattr(LocalVersionedStore, "get", counting_get)
+    with api.open_ledger(db, registry=local_registry) as ledger:
+        (change,) = api.sync_jobs(ledger, [job_id])
+    assert change.path == ("scheduled", "validating", "succeeded")
+    # one per move (scheduled → validating, → succeeded), one to publish the validation's observations
+    assert reads.count(state_key(job_id)) == 3
+    assert reads.count(state_key(job_id).replace("state.json", "observed.json.gz")) == 1
